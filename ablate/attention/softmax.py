@@ -1,0 +1,350 @@
+"""Multi-head softmax self-attention: global (ViT) or windowed with cyclic shift (Swin).
+
+Paper: Liu et al., "Swin Transformer: Hierarchical Vision Transformer using Shifted
+Windows", ICCV 2021. Official code: https://github.com/microsoft/Swin-Transformer
+(``models/swin_transformer.py``: ``WindowAttention`` and the attention half of
+``SwinTransformerBlock``). With ``window_size=None`` this is the global multi-head
+self-attention of ViT (Dosovitskiy et al., ICLR 2021).
+
+The mixer covers what the official block does between ``norm1`` and the residual:
+window partition, cyclic shift with its attention mask, attention with the relative
+position bias, window merge.
+
+Deliberate deviations from the official code, each to honour the ``forward(x, hw)``
+contract (any map size at run time):
+
+* Maps not divisible by the window are zero-padded at the bottom/right and cropped
+  afterwards, as in the official detection code (Swin-Transformer-Object-Detection);
+  padded tokens are not masked there either. The shift mask is built for the padded
+  map at run time instead of once at build time, which is identical whenever the
+  map equals ``input_resolution`` and divides by the window.
+* Global attention gets a relative position table over the whole ``input_resolution``
+  map (Swin's table with the window replaced by the map). At a different run-time size
+  the relative offsets are clipped to the table's range (Shaw et al., 2018), so larger
+  maps still run; without ``input_resolution`` there is no table.
+* Index tables are non-persistent buffers: ``state_dict`` holds parameters only, and
+  an official checkpoint maps by dropping ``relative_position_index`` and ``attn_mask``.
+* Linear layers keep PyTorch's default init; the model builder applies the paper's
+  truncated-normal init to the whole network, as the official ``_init_weights`` does.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ablate.attention._registry import MixerOptions, TokenMixer, register_attention
+from ablate.errors import Infeasible
+
+__all__ = [
+    "MASK_VALUE",
+    "SoftmaxAttention",
+    "SoftmaxOptions",
+    "attend",
+    "check_rate",
+    "effective_window",
+    "pad_to_windows",
+    "relative_position_index",
+    "shifted_window_mask",
+    "window_partition",
+    "window_reverse",
+]
+
+# Official Swin/Focal value for masked logits: large enough to vanish after softmax,
+# finite so that rows with every key masked stay well defined.
+MASK_VALUE = -100.0
+
+
+# --------------------------------------------------------------------------- helpers
+# Shared with ``focal.py``; each is a pure function of its arguments.
+
+
+def window_partition(x: torch.Tensor, window: int) -> torch.Tensor:
+    """Cut a map into non-overlapping windows, keeping windows and tokens row-major.
+
+    Args:
+        x: ``(B, H, W, C)`` map with ``H`` and ``W`` multiples of ``window``.
+        window: side of the square window.
+
+    Returns:
+        ``(B, nW, window*window, C)`` with ``nW = (H/window)*(W/window)``.
+    """
+    b, h, w, c = x.shape
+    x = x.view(b, h // window, window, w // window, window, c)  # B, nWh, ws, nWw, ws, C
+    return x.permute(0, 1, 3, 2, 4, 5).reshape(b, (h // window) * (w // window), window * window, c)
+
+
+def window_reverse(windows: torch.Tensor, window: int, hw: tuple[int, int]) -> torch.Tensor:
+    """Inverse of :func:`window_partition`: ``(B, nW, window*window, C)`` -> ``(B, H, W, C)``."""
+    h, w = hw
+    b, _, _, c = windows.shape
+    x = windows.view(b, h // window, w // window, window, window, c)  # B, nWh, nWw, ws, ws, C
+    return x.permute(0, 1, 3, 2, 4, 5).reshape(b, h, w, c)
+
+
+def pad_to_windows(x: torch.Tensor, window: int) -> torch.Tensor:
+    """Zero-pad a ``(B, H, W, C)`` map at the bottom/right to multiples of ``window``.
+
+    Zeros (not masked) follow the official Swin/Focal code, which pads after ``norm1``.
+    """
+    _, h, w, _ = x.shape
+    pad_b, pad_r = (-h) % window, (-w) % window
+    if pad_b or pad_r:
+        x = F.pad(x, (0, 0, 0, pad_r, 0, pad_b))  # B, Hp, Wp, C
+    return x
+
+
+def relative_position_index(q_hw: tuple[int, int], k_hw: tuple[int, int],
+                            table_hw: tuple[int, int] | None = None) -> torch.Tensor:
+    """Index into a relative-position table for every (query, key) pair.
+
+    The table has ``(qh + kh - 1) * (qw + kw - 1)`` rows, one per relative offset
+    ``query - key``, laid out as in Swin (row offset major). Focal's pooled-key tables
+    use the same layout with a key grid that differs from the query grid.
+
+    Args:
+        q_hw: query grid size; queries are row-major.
+        k_hw: key grid size; keys are row-major.
+        table_hw: if given, the table was built for query = key grid ``table_hw`` and
+            offsets beyond its range are clipped (global attention at a new size).
+
+    Returns:
+        ``(qh*qw, kh*kw)`` long tensor.
+    """
+    tq, tk = (table_hw, table_hw) if table_hw is not None else (q_hw, k_hw)
+    qy, qx = torch.meshgrid(torch.arange(q_hw[0]), torch.arange(q_hw[1]), indexing="ij")
+    ky, kx = torch.meshgrid(torch.arange(k_hw[0]), torch.arange(k_hw[1]), indexing="ij")
+    dy = qy.flatten()[:, None] - ky.flatten()[None, :]  # Lq, Lk
+    dx = qx.flatten()[:, None] - kx.flatten()[None, :]  # Lq, Lk
+    dy = dy.clamp(-(tk[0] - 1), tq[0] - 1) + tk[0] - 1
+    dx = dx.clamp(-(tk[1] - 1), tq[1] - 1) + tk[1] - 1
+    return dy * (tq[1] + tk[1] - 1) + dx
+
+
+def shifted_window_mask(hw: tuple[int, int], window: int, shift: int) -> torch.Tensor:
+    """Swin's attention mask for cyclically shifted windows of a (padded) map.
+
+    Tokens that were not neighbours before the shift get ``MASK_VALUE``.
+
+    Args:
+        hw: map size, multiples of ``window``.
+        window: window side.
+        shift: cyclic shift, ``0 < shift < window``.
+
+    Returns:
+        ``(nW, window*window, window*window)`` additive mask of zeros and ``MASK_VALUE``.
+    """
+    h, w = hw
+    region = torch.zeros(1, h, w, 1)
+    spans = (slice(0, -window), slice(-window, -shift), slice(-shift, None))
+    label = 0
+    for hs in spans:
+        for ws in spans:
+            region[:, hs, ws, :] = label
+            label += 1
+    labels = window_partition(region, window)[0, :, :, 0]  # nW, L
+    diff = labels[:, None, :] - labels[:, :, None]  # nW, L, L
+    return torch.zeros_like(diff).masked_fill(diff != 0, MASK_VALUE)
+
+
+def effective_window(window: int, input_resolution: tuple[int, int] | None,
+                     shift: int = 0, expand: int = 0) -> tuple[int, int, int]:
+    """Window, shift and expand size after the official clamp to the map.
+
+    Swin and Focal stop partitioning when the build-time map is not larger than the
+    window: the window becomes the map's shorter side and shift/expand become 0. This
+    changes the relative-position tables, hence parameter counts.
+
+    Returns:
+        ``(window, shift, expand)``.
+    """
+    if input_resolution is not None and min(input_resolution) <= window:
+        return min(input_resolution), 0, 0
+    return window, shift, expand
+
+
+def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor | None, *,
+           scale: float, dropout_p: float = 0.0, fused: bool = True) -> torch.Tensor:
+    """``softmax(q k^T * scale + bias) v`` over the last two dims.
+
+    Args:
+        q: ``(..., L, E)`` queries.
+        k: ``(..., S, E)`` keys.
+        v: ``(..., S, E)`` values.
+        bias: additive logits bias broadcastable to ``(..., L, S)``, or None.
+        scale: logit scale (``head_dim ** -0.5`` unless overridden).
+        dropout_p: attention dropout (pass 0 in eval mode).
+        fused: use ``scaled_dot_product_attention``; otherwise the explicit reference.
+
+    Returns:
+        ``(..., L, E)``.
+    """
+    if fused:
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout_p, scale=scale)
+    logits = (q * scale) @ k.transpose(-2, -1)  # ..., L, S
+    if bias is not None:
+        logits = logits + bias
+    weights = F.dropout(logits.softmax(dim=-1), p=dropout_p, training=dropout_p > 0)  # ..., L, S
+    return weights @ v  # ..., L, E
+
+
+def check_rate(name: str, value: float) -> None:
+    """Raise Infeasible unless a dropout rate lies in ``[0, 1)``."""
+    if not 0.0 <= value < 1.0:
+        raise Infeasible(f"{name} must be in [0, 1), got {name}={value}")
+
+
+# --------------------------------------------------------------------------- mixer
+
+
+@dataclasses.dataclass(frozen=True)
+class SoftmaxOptions(MixerOptions):
+    """Options of :class:`SoftmaxAttention` (defaults: Swin's, except global attention).
+
+    Attributes:
+        window_size: side of the attention window; None means global attention.
+        shift_size: Swin's cyclic shift (0 for W-MSA, ``window_size // 2`` for SW-MSA).
+        qkv_bias: learnable bias in the qkv projection.
+        qk_scale: logit scale; None means ``head_dim ** -0.5``.
+        rel_pos_bias: add Swin's learned relative position bias.
+        attn_drop: dropout on the attention weights.
+        proj_drop: dropout after the output projection.
+    """
+
+    window_size: int | None = None
+    shift_size: int = 0
+    qkv_bias: bool = True
+    qk_scale: float | None = None
+    rel_pos_bias: bool = True
+    attn_drop: float = 0.0
+    proj_drop: float = 0.0
+
+
+@register_attention("softmax")
+class SoftmaxAttention(TokenMixer):
+    """Global (ViT) or shifted-window (Swin) multi-head softmax self-attention.
+
+    ``forward`` uses ``scaled_dot_product_attention`` when ``fused`` is True (default);
+    ``forward_reference`` always computes the explicit softmax, so tests can compare.
+
+    Attributes:
+        window: effective window side after the clamp to ``input_resolution`` (None: global).
+        shift: effective cyclic shift.
+        fused: whether ``forward`` takes the SDPA path.
+    """
+
+    Options = SoftmaxOptions
+    opts: SoftmaxOptions
+
+    def __init__(self, dim: int, num_heads: int, *, input_resolution: tuple[int, int] | None = None,
+                 **options: object) -> None:
+        super().__init__(dim, num_heads, input_resolution=input_resolution, **options)
+        o = self.opts
+        self.fused = True
+        self.head_dim = dim // num_heads
+        self.scale = o.qk_scale or self.head_dim ** -0.5  # `or` as in the official code
+        self.window: int | None = None
+        self.shift = 0
+        if o.window_size is not None:
+            self.window, self.shift, _ = effective_window(o.window_size, input_resolution, o.shift_size)
+
+        self.qkv = nn.Linear(dim, 3 * dim, bias=o.qkv_bias)
+        self.attn_drop = o.attn_drop
+        self.proj = nn.Linear(dim, dim)
+        self.proj_drop = nn.Dropout(o.proj_drop)
+
+        # Swin: a table over one window; global: a table over the build-time map.
+        self.table_hw: tuple[int, int] | None = None
+        if o.rel_pos_bias:
+            if self.window is not None:
+                self.table_hw = (self.window, self.window)
+            elif input_resolution is not None:
+                self.table_hw = tuple(input_resolution)  # type: ignore[assignment]
+        if self.table_hw is not None:
+            th, tw = self.table_hw
+            self.relative_position_bias_table = nn.Parameter(torch.zeros((2 * th - 1) * (2 * tw - 1), num_heads))
+            nn.init.trunc_normal_(self.relative_position_bias_table, std=0.02)
+            self.register_buffer("relative_position_index",
+                                 relative_position_index(self.table_hw, self.table_hw), persistent=False)
+
+    @classmethod
+    def check(cls, dim: int, num_heads: int, hw: tuple[int, int] | None, opts: SoftmaxOptions) -> None:  # type: ignore[override]
+        """Raise Infeasible for windows, shifts or dropout rates that cannot be built."""
+        super().check(dim, num_heads, hw, opts)
+        if hw is not None and min(hw) < 1:
+            raise Infeasible(f"the map must be at least 1x1, got {hw=}")
+        check_rate("attn_drop", opts.attn_drop)
+        check_rate("proj_drop", opts.proj_drop)
+        if opts.qk_scale is not None and opts.qk_scale <= 0:
+            raise Infeasible(f"qk_scale must be positive, got qk_scale={opts.qk_scale}")
+        if opts.shift_size < 0:
+            raise Infeasible(f"shift_size must be >= 0, got shift_size={opts.shift_size}")
+        if opts.window_size is None:
+            if opts.shift_size:
+                raise Infeasible(f"shift_size needs a window, got shift_size={opts.shift_size} with window_size=None")
+            return
+        if opts.window_size < 1:
+            raise Infeasible(f"window_size must be >= 1, got window_size={opts.window_size}")
+        window, shift, _ = effective_window(opts.window_size, hw, opts.shift_size)
+        if shift >= window:
+            raise Infeasible(f"shift_size must be < window_size, got shift_size={shift} and window_size={window}"
+                             + (f" for {hw=}" if hw is not None else ""))
+
+    def _bias(self, q_hw: tuple[int, int]) -> torch.Tensor | None:
+        """Relative position bias ``(nH, L, L)`` for a query grid ``q_hw`` (keys = queries)."""
+        if self.table_hw is None:
+            return None
+        if tuple(q_hw) == self.table_hw:
+            index = self.relative_position_index
+        else:  # global attention at a size other than input_resolution
+            index = relative_position_index(q_hw, q_hw, self.table_hw).to(self.relative_position_bias_table.device)
+        bias = self.relative_position_bias_table[index.flatten()]  # L*L, nH
+        return bias.view(index.shape[0], index.shape[1], -1).permute(2, 0, 1)  # nH, L, L
+
+    def forward(self, x: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
+        """Attend over ``(B, N, C)`` tokens of an ``hw`` map; SDPA when ``self.fused``."""
+        return self._forward(x, hw, fused=self.fused)
+
+    def forward_reference(self, x: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
+        """Same as ``forward`` through the explicit ``softmax(q k^T * scale + bias) v``."""
+        return self._forward(x, hw, fused=False)
+
+    def _forward(self, x: torch.Tensor, hw: tuple[int, int], *, fused: bool) -> torch.Tensor:
+        b, n, c = x.shape
+        h, w = hw
+        if n != h * w:
+            raise ValueError(f"expected {h}*{w}={h * w} tokens for {hw=}, got {n}")
+        nh, hd = self.num_heads, self.head_dim
+        drop = self.attn_drop if self.training else 0.0
+
+        if self.window is None:  # global attention
+            qkv = self.qkv(x).view(b, n, 3, nh, hd).permute(2, 0, 3, 1, 4)  # 3, B, nH, N, hd
+            bias = self._bias((h, w))  # nH, N, N
+            out = attend(qkv[0], qkv[1], qkv[2], None if bias is None else bias.to(qkv.dtype),
+                         scale=self.scale, dropout_p=drop, fused=fused)  # B, nH, N, hd
+            out = out.transpose(1, 2).reshape(b, n, c)  # B, N, C
+            return self.proj_drop(self.proj(out))
+
+        ws, shift = self.window, self.shift
+        xm = pad_to_windows(x.view(b, h, w, c), ws)  # B, Hp, Wp, C
+        hp, wp = xm.shape[1:3]
+        if shift:
+            xm = torch.roll(xm, shifts=(-shift, -shift), dims=(1, 2))
+        windows = window_partition(xm, ws)  # B, nW, L, C
+        nw, L = windows.shape[1:3]
+        qkv = self.qkv(windows).view(b, nw, L, 3, nh, hd).permute(3, 0, 1, 4, 2, 5)  # 3, B, nW, nH, L, hd
+        bias = self._bias((ws, ws))  # nH, L, L
+        if shift:
+            mask = shifted_window_mask((hp, wp), ws, shift).to(x.device)[:, None]  # nW, 1, L, L
+            bias = mask if bias is None else bias + mask  # nW, nH, L, L
+        out = attend(qkv[0], qkv[1], qkv[2], None if bias is None else bias.to(qkv.dtype),
+                     scale=self.scale, dropout_p=drop, fused=fused)  # B, nW, nH, L, hd
+        out = out.transpose(2, 3).reshape(b, nw, L, c)  # B, nW, L, C
+        out = self.proj_drop(self.proj(out))  # B, nW, L, C
+        out = window_reverse(out, ws, (hp, wp))  # B, Hp, Wp, C
+        if shift:
+            out = torch.roll(out, shifts=(shift, shift), dims=(1, 2))
+        return out[:, :h, :w].reshape(b, n, c)

@@ -1,0 +1,309 @@
+"""The ``ablate`` command line: a thin Typer app over the library.
+
+Heavy imports (torch, ray, optuna) happen inside the commands so ``ablate --help`` is instant.
+Any :class:`~ablate.errors.AblateError` becomes one line on stderr and exit code 2;
+anything else is a bug and keeps its traceback (``ABLATE_DEBUG=1`` shows tracebacks always).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+from ablate.errors import AblateError, ConfigError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Neural-architecture search and ablation studies for vision attention.")
+
+
+class ShowFormat(str, Enum):
+    table = "table"
+    json = "json"
+    csv = "csv"
+
+
+class ProfileFormat(str, Enum):
+    table = "table"
+    json = "json"
+
+
+class Device(str, Enum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+def _echo_json(obj: Any) -> None:
+    typer.echo(json.dumps(obj, indent=2, default=_json_default))
+
+
+def _json_default(value: Any) -> Any:
+    if hasattr(value, "item"):
+        return value.item()
+    if isinstance(value, (set, tuple)):
+        return list(value)
+    return str(value)
+
+
+# --------------------------------------------------------------------------- run
+
+
+@app.command()
+def run(
+    study_file: Path = typer.Argument(..., help="Study YAML file."),
+    trials: Optional[int] = typer.Option(None, "--trials", min=0, help="Total number of trials the study should have "
+                                                                       "(overrides `trials:`)."),
+    storage: Optional[str] = typer.Option(None, "--storage", help="SQLAlchemy URL overriding the study's storage."),
+    address: Optional[str] = typer.Option(None, "--address", help="Address of an existing Ray cluster "
+                                                                  "(default: start a local one on 127.0.0.1)."),
+    device: Device = typer.Option(Device.auto, "--device", help="Where trials train."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Build every candidate and print its costs; "
+                                                          "no training, nothing written."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or per-trial lines."),
+) -> None:
+    """Run (or resume) a study: every trial builds, measures and trains one candidate."""
+    from ablate.config import load_study
+
+    study = load_study(study_file)
+    if study.task != "classify":
+        raise ConfigError(f"{study_file}: task: {study.task!r} is not supported by this version of ablate, "
+                          f"allowed: 'classify'")
+    if dry_run:
+        _dry_run(study, trials)
+        return
+    from ablate.runner import run_study
+
+    summary = run_study(study, storage=storage, trials=trials, address=address, device=device.value,
+                        progress=not quiet)
+    if summary.message:
+        typer.echo(summary.message)
+    states = ", ".join(f"{k} {v}" for k, v in sorted(summary.states.items()))
+    typer.echo(f"{study.name}: {len(summary.new_trials)} new trial(s) in {summary.wall_s:.1f}s; "
+               f"the study now has {states or 'no trials'}")
+    typer.echo(f"storage: {summary.storage}")
+    typer.echo(f"next: ablate show {study_file}")
+
+
+def _dry_run(study, trials: Optional[int]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from ablate.trial import candidate_arch, measure_costs
+
+    if study.is_grid:
+        cells = study.cells()
+    else:
+        import optuna
+
+        from ablate.space import suggest
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        sampler = optuna.samplers.RandomSampler(seed=study.sampler.seed)
+        scratch = optuna.create_study(sampler=sampler)
+        cells = [suggest(scratch.ask(), study.free_space, study.fixed) for _ in range(trials or study.trials)]
+    table = Table(title=f"{study.name}: {len(cells)} candidate(s), not trained")
+    for col in ("#", "params", "params_m", "gflops") + (("gflops_paper",) if study.paper_resolution else ()):
+        table.add_column(col)
+    for i, cell in enumerate(cells):
+        try:
+            costs = measure_costs(candidate_arch(study, cell), paper_resolution=study.paper_resolution)
+            row = [f"{costs['params_m']:.3f}", f"{costs['gflops']:.4f}"] + (
+                [f"{costs['gflops_paper']:.3f}"] if study.paper_resolution else [])
+        except AblateError as err:
+            row = [f"infeasible: {err}", ""] + ([""] if study.paper_resolution else [])
+        table.add_row(str(i), ", ".join(f"{k}={v}" for k, v in cell.items()), *row)
+    Console().print(table)
+
+
+# --------------------------------------------------------------------------- show
+
+
+def _target(target: str, storage: Optional[str]) -> tuple[str, Optional[str]]:
+    """(storage URL, study name or None) for a study file, a database file or a URL."""
+    from ablate.storage import storage_url_for
+
+    if target.endswith((".yaml", ".yml")):
+        from ablate.config import load_study
+
+        study = load_study(target, check=False)
+        return storage or study.storage, study.name
+    if "://" not in target and not Path(target).exists():
+        raise ConfigError(f"{target}: no such study file or database")
+    return storage or storage_url_for(target), None
+
+
+@app.command()
+def show(
+    target: str = typer.Argument(..., help="Study YAML, a .db file or a storage URL."),
+    storage: Optional[str] = typer.Option(None, "--storage", help="SQLAlchemy URL overriding the study's storage."),
+    fmt: ShowFormat = typer.Option(ShowFormat.table, "--format", help="Output format."),
+    study_name: Optional[str] = typer.Option(None, "--study", help="Which study, when the storage holds several."),
+) -> None:
+    """Print a study's trials and mark its Pareto front."""
+    from ablate.results import load_results
+
+    url, name = _target(target, storage)
+    results = load_results(url, study_name or name)
+    if fmt == ShowFormat.json:
+        _echo_json(results.to_json())
+    elif fmt == ShowFormat.csv:
+        typer.echo(_csv(results), nl=False)
+    else:
+        _print_table(results)
+
+
+_COST_ATTRS = ("params_m", "gflops", "gflops_paper", "epochs_done", "wall_s")
+
+
+def _csv(results) -> str:
+    import csv
+    import io
+
+    objective_names = [o["name"] for o in results.objectives]
+    param_names = sorted({k for p in results.trials.get("params", []) for k in p})
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(["number", "state", "pareto", *param_names, *[f"value_{n}" for n in objective_names],
+                     *_COST_ATTRS, "error"])
+    for r in results.trials.itertuples(index=False):
+        writer.writerow([r.number, r.state, int(r.number in results.pareto),
+                         *[json.dumps(r.params[k]) if isinstance(r.params.get(k), list) else r.params.get(k, "")
+                           for k in param_names],
+                         *[r.values.get(n, "") for n in objective_names],
+                         *[r.attrs.get(a, "") for a in _COST_ATTRS], r.attrs.get("error", "")])
+    return buf.getvalue()
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return "" if value is None else str(value)
+
+
+def _print_table(results) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    objective_names = [o["name"] for o in results.objectives]
+    param_names = sorted({k for p in results.trials.get("params", []) for k in p})
+    title = f"{results.name} ({results.storage}): {len(results.trials)} trial(s), ★ = Pareto front"
+    table = Table(title=title)
+    for col in ["#", "state", "★", *param_names,
+                *[f"{o['name']} {'↑' if o['direction'] == 'maximize' else '↓'}" for o in results.objectives],
+                "params_m", "gflops", "gflops_paper", "epochs", "wall_s", "error"]:
+        table.add_column(col, overflow="fold")
+    for r in results.trials.itertuples(index=False):
+        table.add_row(str(r.number), r.state, "★" if r.number in results.pareto else "",
+                      *[_fmt(r.params.get(k)) for k in param_names],
+                      *[_fmt(r.values.get(n)) for n in objective_names],
+                      *[_fmt(r.attrs.get(a)) for a in _COST_ATTRS], _fmt(r.attrs.get("error"))[:120])
+    Console(width=max(120, Console().width)).print(table)
+
+
+# --------------------------------------------------------------------------- validate
+
+
+@app.command()
+def validate(study_files: list[Path] = typer.Argument(..., help="Study YAML files.")) -> None:
+    """Check study files (and the spaces they use) without running anything."""
+    from ablate.config import load_study
+
+    failed = 0
+    for path in study_files:
+        try:
+            study = load_study(path)
+        except AblateError as err:
+            typer.echo(f"error: {err}", err=True)
+            failed += 1
+            continue
+        what = f"{len(study.cells())} grid cell(s)" if study.is_grid else \
+            f"{len(study.free_space.params)} searched param(s), {study.trials} trial(s)"
+        typer.echo(f"ok: {path}: {study.name}, {what}, storage {study.storage}")
+    if failed:
+        raise typer.Exit(2)
+
+
+# --------------------------------------------------------------------------- profile
+
+
+@app.command()
+def profile(
+    target: Optional[str] = typer.Argument(None, help="A preset name (see --list) or a study YAML."),
+    resolution: Optional[int] = typer.Option(None, "--resolution", min=8, help="Input side in pixels "
+                                                                               "(default: the preset's, or the study's image size)."),
+    fmt: ProfileFormat = typer.Option(ProfileFormat.table, "--format", help="Output format."),
+    list_presets: bool = typer.Option(False, "--list", help="List the presets and their published figures."),
+) -> None:
+    """Parameters and FLOPs (multiply-adds) of a preset or of a study's candidates."""
+    from ablate.models.presets import PRESET_INFO, list_presets as names
+
+    if list_presets:
+        rows = [{"name": n, **PRESET_INFO.get(n, {})} for n in names()]
+        if fmt == ProfileFormat.json:
+            _echo_json(rows)
+        else:
+            for r in rows:
+                flag = "" if r.get("verified", True) else "  (not paper-verified)"
+                typer.echo(f"{r['name']:<22} {r.get('params_m', '?'):>7}M {r.get('gflops', '?'):>6}G @ "
+                           f"{r.get('resolution', 224)}  {r.get('source', '')}{flag}")
+        return
+    if target is None:
+        raise ConfigError("profile: give a preset name or a study file (or --list)")
+    rows = _profile_rows(target, resolution)
+    if fmt == ProfileFormat.json:
+        _echo_json(rows[0] if len(rows) == 1 else rows)
+    else:
+        for r in rows:
+            typer.echo(f"{r['name']:<40} {r['resolution']:>4}px  {r['params_m']:>9.3f}M params  "
+                       f"{r['gflops']:>9.4f} GFLOPs (multiply-adds)")
+
+
+def _profile_rows(target: str, resolution: Optional[int]) -> list[dict]:
+    from ablate.measure import profile as measure
+    from ablate.models import build
+
+    if target.endswith((".yaml", ".yml")):
+        from ablate.config import load_study
+        from ablate.trial import candidate_arch
+
+        study = load_study(target)
+        cells = study.cells() if study.is_grid else [{}]
+        rows = []
+        for cell in cells:
+            arch = candidate_arch(study, cell)
+            size = resolution or int(arch["img_size"])
+            label = study.name + ("[" + ", ".join(f"{k}={v}" for k, v in cell.items()) + "]" if cell else "")
+            rows.append({"name": label, "resolution": size, **measure(build({**arch, "img_size": size}), size)})
+        return rows
+    from ablate.models.presets import preset_arch
+
+    arch = preset_arch(target)
+    size = resolution or int(arch.get("img_size", 224))
+    return [{"name": target, "resolution": size, **measure(build({**arch, "img_size": size}), size)}]
+
+
+# --------------------------------------------------------------------------- entry point
+
+
+def main() -> None:
+    """Console-script entry: one line and exit 2 for bad input, tracebacks only for bugs."""
+    try:
+        app()
+    except AblateError as err:
+        if os.environ.get("ABLATE_DEBUG"):
+            raise
+        typer.echo(f"error: {err}", err=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        typer.echo("interrupted: finished trials are kept; run the same command again to resume", err=True)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,225 @@
+"""Parameters, FLOPs and latency: the one counter every number in ablate comes from.
+
+Convention (DESIGN.md "FLOPs"): one multiply-add is one FLOP, as in fvcore and in the
+four papers (Focal, FLatten, BiFormer, LaViT). The counter runs the model once under
+:class:`torch.utils.flop_counter.FlopCounterMode`, which reports two FLOPs per
+multiply-add, and halves its total.
+
+What is counted (one FLOP per multiply-add, biases and scaling not counted):
+
+* ``mm``/``addmm``/``bmm``/``baddbmm`` and everything that lowers to them: ``nn.Linear``
+  on any number of leading dims, ``@``/``matmul`` with broadcasting, ``einsum`` with
+  any number of operands;
+* matrix-vector and dot products (``mv``, ``addmv``, ``dot``, ``vdot``), which
+  FlopCounterMode itself ignores;
+* convolutions, grouped and depthwise ones at their true cost
+  ``out_elements * in_channels / groups * kernel_area``;
+* scaled-dot-product attention, two matmuls of ``L*S*E`` each. PyTorch's own formula
+  covers the CUDA kernels only; on CPU the fused kernel would be counted as zero, so
+  the counter forces the math backend (which decomposes into ``bmm``) and also
+  registers the CPU flash kernel in case a model picks a backend itself;
+* average pooling and mean reductions (``avg_pool*``, ``adaptive_avg_pool*``,
+  ``mean``): one FLOP per input element. The papers count pooling where it is part of
+  the attention (Focal's window pooling, BiFormer's region pooling), fvcore counts
+  ``adaptive_avg_pool2d`` the same way.
+
+What is not counted: normalisation, softmax, activations, element-wise arithmetic
+(residuals, bias tables, masks), max pooling, data movement (roll, unfold, gather).
+The official hand-written ``flops()`` of Focal and Swin add one FLOP per element for
+each LayerNorm; that is 0.1-0.2 % of their totals and the only systematic difference.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.utils.flop_counter import FlopCounterMode
+
+__all__ = ["count_flops", "count_params", "measure_latency", "profile", "flop_breakdown"]
+
+aten = torch.ops.aten
+
+
+# --------------------------------------------------------------------------- formulas
+# FlopCounterMode's convention: 2 FLOPs per multiply-add. Each formula receives the
+# shapes of the op's arguments (tensors replaced by their shapes) and ``out_shape``.
+
+
+def _mv_flop(a_shape: torch.Size, b_shape: torch.Size, *args: Any, out_shape: Any = None, **kwargs: Any) -> int:
+    m, k = a_shape  # (M, K) @ (K,) -> (M,)
+    return 2 * m * k
+
+
+def _addmv_flop(bias_shape: Any, a_shape: torch.Size, b_shape: torch.Size, *args: Any, out_shape: Any = None,
+                **kwargs: Any) -> int:
+    return _mv_flop(a_shape, b_shape)
+
+
+def _dot_flop(a_shape: torch.Size, b_shape: torch.Size, *args: Any, out_shape: Any = None, **kwargs: Any) -> int:
+    return 2 * a_shape[0]
+
+
+def _cpu_flash_sdpa_flop(query_shape: torch.Size, key_shape: torch.Size, value_shape: torch.Size, *args: Any,
+                         out_shape: Any = None, **kwargs: Any) -> int:
+    """``softmax(q k^T) v``: ``(..., L, E) @ (..., E, S)`` then ``(..., L, S) @ (..., S, Ev)``."""
+    *batch, n_q, e = query_shape
+    n_k = key_shape[-2]
+    e_v = value_shape[-1]
+    return 2 * math.prod(batch) * n_q * n_k * (e + e_v)
+
+
+def _input_elements_flop(x_shape: torch.Size, *args: Any, out_shape: Any = None, **kwargs: Any) -> int:
+    """Pooling and means: one add per input element (2 in FlopCounterMode's units)."""
+    return 2 * math.prod(x_shape)
+
+
+def _custom_mapping() -> dict[Any, Callable[..., int]]:
+    mapping: dict[Any, Callable[..., int]] = {
+        aten.mv: _mv_flop,
+        aten.addmv: _addmv_flop,
+        aten.dot: _dot_flop,
+        aten.vdot: _dot_flop,
+        aten.mean: _input_elements_flop,
+        aten.avg_pool1d: _input_elements_flop,
+        aten.avg_pool2d: _input_elements_flop,
+        aten.avg_pool3d: _input_elements_flop,
+        aten._adaptive_avg_pool2d: _input_elements_flop,
+        aten._adaptive_avg_pool3d: _input_elements_flop,
+    }
+    cpu_flash = getattr(aten, "_scaled_dot_product_flash_attention_for_cpu", None)
+    if cpu_flash is not None:
+        mapping[cpu_flash] = _cpu_flash_sdpa_flop
+    return mapping
+
+
+# --------------------------------------------------------------------------- counting
+
+
+def _run_counted(model: nn.Module, inputs: tuple[Any, ...], kwargs: dict[str, Any]) -> FlopCounterMode:
+    """One eval-mode, no-grad forward under the counter; the training flag is restored."""
+    was_training = model.training
+    counter = FlopCounterMode(display=False, custom_mapping=_custom_mapping())
+    try:
+        model.eval()
+        with torch.no_grad(), sdpa_kernel(SDPBackend.MATH), counter:
+            model(*inputs, **kwargs)
+    finally:
+        model.train(was_training)
+    return counter
+
+
+def count_flops(model: nn.Module, *inputs: Any, **kwargs: Any) -> int:
+    """Multiply-adds of one forward pass (one multiply-add = one FLOP).
+
+    The model runs once in eval mode without gradients (dropout and drop-path off, as
+    at inference, which is what the papers report); its training flag is restored.
+
+    Args:
+        model: any module; its ``forward`` receives ``*inputs, **kwargs``.
+        *inputs: positional inputs, typically one ``(B, C, H, W)`` image batch. FLOPs
+            scale with the batch: pass batch 1 for the per-image figure papers quote.
+        **kwargs: keyword inputs for ``forward``.
+
+    Returns:
+        The number of multiply-adds, as an int.
+    """
+    counter = _run_counted(model, inputs, kwargs)
+    return counter.get_total_flops() // 2
+
+
+def flop_breakdown(model: nn.Module, *inputs: Any, **kwargs: Any) -> dict[str, dict[str, int]]:
+    """Multiply-adds per module and operator, for finding where a count comes from.
+
+    Returns:
+        ``{module_path: {operator: multiply_adds}}`` with ``"Global"`` for the total,
+        module paths as FlopCounterMode names them (``"ModelClass.stages.0"``).
+    """
+    counter = _run_counted(model, inputs, kwargs)
+    return {mod: {str(op): n // 2 for op, n in ops.items()} for mod, ops in counter.get_flop_counts().items()}
+
+
+def count_params(model: nn.Module) -> int:
+    """Number of parameters (trainable or not; shared tensors counted once)."""
+    seen: set[int] = set()
+    total = 0
+    for p in model.parameters():
+        if id(p) not in seen:
+            seen.add(id(p))
+            total += p.numel()
+    return total
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    for t in model.parameters():
+        return t.device
+    for t in model.buffers():
+        return t.device
+    return torch.device("cpu")
+
+
+def profile(model: nn.Module, resolution: int, in_chans: int = 3) -> dict[str, float]:
+    """Params (millions) and GFLOPs (multiply-adds / 1e9) for one image.
+
+    Args:
+        model: an image model taking ``(B, in_chans, R, R)``.
+        resolution: image side ``R``.
+        in_chans: input channels.
+
+    Returns:
+        ``{"params_m": float, "gflops": float}``, the figures DESIGN.md's objectives
+        ``params_m`` and ``gflops`` name.
+    """
+    x = torch.zeros(1, in_chans, resolution, resolution, device=_model_device(model))  # 1, C, R, R
+    macs = count_flops(model, x)
+    return {"params_m": count_params(model) / 1e6, "gflops": macs / 1e9}
+
+
+def measure_latency(model: nn.Module, resolution: int, device: str | torch.device = "cpu", warmup: int = 2,
+                    iters: int = 5, in_chans: int = 3, batch_size: int = 1) -> float:
+    """Median wall-clock milliseconds of one eval-mode forward pass.
+
+    The model is moved to ``device`` for the measurement and moved back afterwards;
+    its training flag is restored. On CUDA the device is synchronised around each
+    iteration, so the time covers the kernels, not only their launch.
+
+    Args:
+        model: an image model taking ``(B, in_chans, R, R)``.
+        resolution: image side ``R``.
+        device: where to run (``"cpu"``, ``"cuda"``, ``"cuda:1"``, ...).
+        warmup: untimed passes first (allocator, cuDNN autotuning, lazy init).
+        iters: timed passes; the median is returned because it ignores one-off stalls.
+        in_chans: input channels.
+        batch_size: images per pass.
+
+    Returns:
+        Median milliseconds per forward pass.
+    """
+    if iters < 1 or warmup < 0:
+        raise ValueError(f"need iters >= 1 and warmup >= 0, got {iters=} and {warmup=}")
+    dev = torch.device(device)
+    home = _model_device(model)
+    was_training = model.training
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+    times: list[float] = []
+    try:
+        model.to(dev).eval()
+        x = torch.randn(batch_size, in_chans, resolution, resolution, device=dev)  # B, C, R, R
+        with torch.no_grad():
+            for _ in range(warmup):
+                model(x)
+            sync()
+            for _ in range(iters):
+                start = time.perf_counter()
+                model(x)
+                sync()
+                times.append((time.perf_counter() - start) * 1e3)
+    finally:
+        model.to(home).train(was_training)
+    return statistics.median(times)

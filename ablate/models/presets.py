@@ -1,0 +1,153 @@
+"""The papers' named models as arch dicts handed to one builder.
+
+Each preset is a small function returning its arch dict (timm's habit:
+``swin_tiny_patch4_window7_224`` -> ``_create_swin_transformer``); caller overrides
+win: ``create_preset("focal_tiny", img_size=32, num_classes=10)``. The same dicts
+back the ``preset`` key of an arch (``{"preset": "focal_tiny", "depths": [2, 2, 2, 2]}``).
+
+Sources, read from the official repositories (no code copied):
+
+* Focal-T/S/B: https://github.com/microsoft/Focal-Transformer,
+  ``configs/focal_{tiny,small,base}_patch4_window7_224.yaml`` over the defaults in
+  ``config.py`` (``FOCAL_STAGES`` and ``EXPAND_STAGES`` all four stages,
+  ``EXPAND_LAYER: all``, ``USE_SHIFT: False``, ``USE_CONV_EMBED: False``, ``QKV_BIAS``,
+  ``MLP_RATIO: 4``), and ``classification/focal_transformer.py`` (conv patch embedding
+  with stride 2 between stages). Printed figures: the README's ImageNet-1K table.
+* Swin-T: https://github.com/microsoft/Swin-Transformer,
+  ``configs/swin/swin_tiny_patch4_window7_224.yaml`` (window 7, shifted windows on odd
+  blocks, ``PatchMerging``); figures from the Swin paper's Table 1 / the README.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable
+from typing import Any
+
+from torch import nn
+
+from ablate.errors import ConfigError
+from ablate.models.vit import build
+
+__all__ = [
+    "PRESET_INFO",
+    "create_preset",
+    "focal_base",
+    "focal_small",
+    "focal_tiny",
+    "list_presets",
+    "preset_arch",
+    "swin_tiny",
+]
+
+# The officially printed numbers at 224x224 (params in millions, GFLOPs as
+# multiply-adds). ``verified``: ``tests/test_models.py`` builds the preset and finds
+# params within 1 % and FLOPs within 3 % of these.
+PRESET_INFO: dict[str, dict[str, Any]] = {
+    "focal_tiny": dict(params_m=28.9, gflops=4.9, resolution=224, verified=True,
+                       source="Focal Transformer (NeurIPS 2021), microsoft/Focal-Transformer README, Focal-T"),
+    "focal_small": dict(params_m=51.1, gflops=9.4, resolution=224, verified=True,
+                        source="Focal Transformer (NeurIPS 2021), microsoft/Focal-Transformer README, Focal-S"),
+    "focal_base": dict(params_m=89.8, gflops=16.4, resolution=224, verified=True,
+                       source="Focal Transformer (NeurIPS 2021), microsoft/Focal-Transformer README, Focal-B"),
+    "swin_tiny": dict(params_m=28.3, gflops=4.5, resolution=224, verified=True,
+                      source="Swin Transformer (ICCV 2021), Table 1 and microsoft/Swin-Transformer README, Swin-T"),
+}
+
+# Registry of preset name -> arch function (filled at import by decorator).
+_PRESETS: dict[str, Callable[[], dict[str, Any]]] = {}
+
+
+def _register(fn: Callable[[], dict[str, Any]]) -> Callable[[], dict[str, Any]]:
+    _PRESETS[fn.__name__.removeprefix("_")] = fn
+    return fn
+
+
+def _focal(embed_dim: int, depths: list[int], num_heads: int, drop_path_rate: float) -> dict[str, Any]:
+    """What the three official Focal configs share (``config.py`` defaults + yaml)."""
+    return dict(
+        img_size=224, in_chans=3, num_classes=1000, patch_size=4,
+        embed_dim=embed_dim, depths=depths, num_heads=num_heads, mlp_ratio=4.0,
+        drop_rate=0.0, drop_path_rate=drop_path_rate, qkv_bias=True,
+        attention="focal", downsample="conv", use_conv_embed=False,
+        window_size=7, focal_level=2, focal_window=[7, 5, 3, 1], expand_size=3, pool_method="fc", shift_size=0,
+    )
+
+
+@_register
+def _focal_tiny() -> dict[str, Any]:
+    return _focal(96, [2, 2, 6, 2], 3, 0.2)
+
+
+@_register
+def _focal_small() -> dict[str, Any]:
+    return _focal(96, [2, 2, 18, 2], 3, 0.3)
+
+
+@_register
+def _focal_base() -> dict[str, Any]:
+    return _focal(128, [2, 2, 18, 2], 4, 0.5)
+
+
+@_register
+def _swin_tiny() -> dict[str, Any]:
+    return dict(
+        img_size=224, in_chans=3, num_classes=1000, patch_size=4,
+        embed_dim=96, depths=[2, 2, 6, 2], num_heads=3, mlp_ratio=4.0,
+        drop_rate=0.0, drop_path_rate=0.2, qkv_bias=True,
+        attention="softmax", downsample="merge", use_conv_embed=False,
+        window_size=7, shift_size=3, rel_pos_bias=True,
+    )
+
+
+def list_presets() -> list[str]:
+    """Names of every preset, sorted."""
+    return sorted(_PRESETS)
+
+
+def preset_arch(name: str) -> dict[str, Any]:
+    """A fresh copy of a preset's arch dict (not resolved; see ``resolve_arch``).
+
+    Raises:
+        ConfigError: unknown name, listing the presets with a did-you-mean.
+    """
+    try:
+        fn = _PRESETS[name]
+    except (KeyError, TypeError):
+        hint = difflib.get_close_matches(str(name), list_presets(), n=1)
+        did = f"; did you mean {hint[0]!r}?" if hint else ""
+        raise ConfigError(f"unknown preset {name!r}, allowed: {', '.join(list_presets())}{did}") from None
+    return fn()
+
+
+def create_preset(name: str, **overrides: Any) -> nn.Module:
+    """Build a preset; keyword arguments override its arch keys (caller wins).
+
+    Args:
+        name: a name from :func:`list_presets`.
+        **overrides: any arch key (``img_size=32``, ``num_classes=10``, ``depths=[...]``).
+
+    Returns:
+        The model; ``model.arch`` is its resolved arch dict (with ``preset=name``).
+    """
+    return build({"preset": name, **overrides})
+
+
+def focal_tiny(**kwargs: Any) -> nn.Module:
+    """Focal-T (28.9M params, 4.9 GFLOPs at 224)."""
+    return create_preset("focal_tiny", **kwargs)
+
+
+def focal_small(**kwargs: Any) -> nn.Module:
+    """Focal-S (51.1M params, 9.4 GFLOPs at 224)."""
+    return create_preset("focal_small", **kwargs)
+
+
+def focal_base(**kwargs: Any) -> nn.Module:
+    """Focal-B (89.8M params, 16.4 GFLOPs at 224)."""
+    return create_preset("focal_base", **kwargs)
+
+
+def swin_tiny(**kwargs: Any) -> nn.Module:
+    """Swin-T (28.3M params, 4.5 GFLOPs at 224), the softmax-window baseline."""
+    return create_preset("swin_tiny", **kwargs)

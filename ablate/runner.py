@@ -1,0 +1,561 @@
+"""Runs a study: Ray Tune executes trials, an ask/tell searcher of ablate's own records them.
+
+Why not Ray's ``OptunaSearch``: it tells Optuna COMPLETE with the last low-fidelity value
+for trials that ASHA stopped, gives multi-objective studies nothing per epoch, cannot run a
+grid and re-suggests identical configurations. :class:`StudySearcher` asks the Optuna study
+itself (grid cells through ``enqueue_trial``), skips configurations already in the storage,
+records PRUNED / FAIL / COMPLETE with the fields of DESIGN.md, and is the only writer to the
+database (workers report to it through Ray).
+
+This is the only module that imports Ray Tune and builds Optuna samplers.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import signal
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from ablate.config import Study, study_from_dict, study_to_dict
+from ablate.errors import ConfigError
+from ablate.space import Param, SearchSpace, cell_key, decode_params, encode_params, encode_value, suggest
+from ablate.storage import open_storage
+from ablate.trial import TrialFn, finite, run_trial
+
+__all__ = ["RunSummary", "run_study", "open_optuna_study", "close_interrupted", "ray_session"]
+
+INTERRUPTED = "interrupted: the run that owned this trial stopped before it finished"
+#: Keys of a study spec that must not change once a database holds trials of it.
+_FROZEN_SPEC_KEYS = ("task", "data", "train", "objectives", "paper_resolution")
+_MAX_SKIPS = 200
+
+
+@dataclass
+class RunSummary:
+    """What one ``ablate run`` did (also printed at its end)."""
+
+    study: str
+    storage: str
+    new_trials: list[int] = field(default_factory=list)
+    states: dict[str, int] = field(default_factory=dict)
+    wall_s: float = 0.0
+    trial_s: float = 0.0
+    concurrency: int = 1
+    message: str = ""
+
+
+# --------------------------------------------------------------------------- storage side
+
+
+def open_optuna_study(study: Study, storage_url: str | None = None) -> optuna.Study:
+    """Create or load the Optuna study for ``study`` and check that its spec still matches."""
+    url = storage_url or study.storage
+    storage = open_storage(url, create=True)
+    directions = [o.direction for o in study.objectives]
+    ostudy = optuna.create_study(study_name=study.name, storage=storage, directions=directions,
+                                 load_if_exists=True, sampler=_make_sampler(study))
+    spec = study_to_dict(study)
+    old = ostudy.user_attrs.get("spec")
+    if old is None or not ostudy.trials:
+        ostudy.set_user_attr("spec", spec)
+        ostudy.set_metric_names([o.name for o in study.objectives])
+    else:
+        changed = [k for k in _FROZEN_SPEC_KEYS if old.get(k) != spec.get(k)]
+        if changed:
+            raise ConfigError(f"{study.source or study.name}: {', '.join(changed)} differ from the study already "
+                              f"stored in {url} (its trials would not be comparable); use a new `name` or "
+                              f"`--storage`")
+        ostudy.set_user_attr("spec", spec)
+    if list(ostudy.directions) != [_direction(d) for d in directions]:
+        raise ConfigError(f"{study.source or study.name}: objectives' directions differ from the stored study")
+    return ostudy
+
+
+def _direction(name: str) -> optuna.study.StudyDirection:
+    return optuna.study.StudyDirection.MAXIMIZE if name == "maximize" else optuna.study.StudyDirection.MINIMIZE
+
+
+def _make_sampler(study: Study) -> optuna.samplers.BaseSampler:
+    seed = study.sampler.seed
+    name = study.sampler.name
+    if name == "tpe":
+        return optuna.samplers.TPESampler(seed=seed, multivariate=True, constant_liar=True)
+    if name == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=seed)
+    return optuna.samplers.RandomSampler(seed=seed)  # grid cells are enqueued; random for the rest
+
+
+def close_interrupted(ostudy: optuna.Study) -> list[int]:
+    """Close trials a killed run left RUNNING or WAITING as FAIL (Optuna's heartbeat does not
+    cover ask/tell), so the budget can re-run them. Returns their numbers."""
+    closed = []
+    storage = ostudy._storage
+    for t in ostudy.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING)):
+        storage.set_trial_user_attr(t._trial_id, "error", INTERRUPTED)
+        storage.set_trial_user_attr(t._trial_id, "interrupted", True)
+        storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+        closed.append(t.number)
+    return closed
+
+
+def _counts_toward_budget(t: optuna.trial.FrozenTrial) -> bool:
+    """A trial that was trained to an end: not skipped (duplicate, infeasible), not interrupted."""
+    if "candidate" not in t.user_attrs or t.user_attrs.get("skipped"):
+        return False
+    return t.state in (TrialState.COMPLETE, TrialState.PRUNED) or (
+        t.state == TrialState.FAIL and not t.user_attrs.get("interrupted"))
+
+
+def _finished_keys(ostudy: optuna.Study) -> set[str]:
+    """Keys of configurations that need no more training: COMPLETE, PRUNED, or failed for a
+    reason other than an interruption (a deterministic failure would only fail again)."""
+    return {cell_key(t.user_attrs["candidate"]) for t in ostudy.get_trials(deepcopy=False)
+            if _counts_toward_budget(t)}
+
+
+# --------------------------------------------------------------------------- the searcher
+
+
+def _grid_space(study: Study) -> SearchSpace:
+    """A space of choice params over the grid values, so grid cells encode like sampled ones."""
+    return SearchSpace(params=tuple(Param(name=k, kind="choice", choices=tuple(v)) for k, v in study.grid.items()),
+                       fixed={}, name="grid", source=None)
+
+
+def _record_grid_value(otrial: optuna.Trial, param: Param, value: Any) -> None:
+    """Store one grid value as a trial param.
+
+    Numbers become one-point Int/Float distributions, which stay compatible when a later
+    run extends the grid; other values are a categorical over the grid's values, which
+    Optuna cannot extend (it refuses a changed value set for a stored param).
+    """
+    try:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            otrial.suggest_categorical(param.name, [encode_value(param, c) for c in param.choices])
+        elif isinstance(value, int):
+            otrial.suggest_int(param.name, value, value)
+        else:
+            otrial.suggest_float(param.name, value, value)
+    except ValueError as err:
+        raise ConfigError(f"grid.{param.name}: the values of a non-numeric grid key cannot change once the "
+                          f"study has trials ({err}); use a new study `name` or `--storage`") from None
+
+
+class StudySearcher:
+    """Proposes candidates from the Optuna study and records what Ray reports back.
+
+    Ray calls ``suggest`` / ``on_trial_result`` / ``on_trial_complete`` in the driver, so
+    this object is the single writer to the storage.
+    """
+
+    def __init__(self, study: Study, ostudy: optuna.Study, budget: int, *,
+                 on_finish: Callable[[optuna.trial.FrozenTrial], None] | None = None) -> None:
+        self.study = study
+        self.ostudy = ostudy
+        self.budget = budget
+        self.launched = 0
+        self.exhausted = ""
+        self.live: dict[str, optuna.Trial] = {}
+        self.curves: dict[str, list[dict]] = {}
+        self.params: dict[str, dict] = {}
+        self.finished: list[int] = []
+        self.on_finish = on_finish
+        self._spec = study_to_dict(study)
+        self._done_keys = _finished_keys(ostudy)
+        self._grid_space = _grid_space(study)
+        self._free = study.free_space
+        self._pending_cells = [c for c in study.cells() if cell_key(study.candidate(c)) not in self._done_keys]
+
+    # -- proposing
+    def suggest(self, trial_id: str) -> dict | None:
+        """A config for Ray, or None when the budget is spent (Ray then stops asking)."""
+        if self.launched >= self.budget:
+            return None
+        proposal = self._next_grid_cell() if self.study.is_grid else self._next_sample()
+        if proposal is None:
+            return None
+        otrial, params = proposal
+        self.live[trial_id] = otrial
+        self.curves[trial_id] = []
+        self.params[trial_id] = params
+        self.launched += 1
+        return {"spec": self._spec, "params": params, "number": otrial.number}
+
+    def _start(self, params: Mapping[str, Any], otrial: optuna.Trial | None = None) -> optuna.Trial:
+        candidate = self.study.candidate(params)
+        self._done_keys.add(cell_key(candidate))
+        otrial = otrial or self.ostudy.ask()
+        otrial.set_user_attr("candidate", candidate)
+        otrial.set_user_attr("seed", self.study.train_for(params).seed)
+        return otrial
+
+    def _next_grid_cell(self) -> tuple[optuna.Trial, dict] | None:
+        while self._pending_cells:
+            cell = self._pending_cells.pop(0)
+            if cell_key(self.study.candidate(cell)) in self._done_keys:
+                continue
+            self.ostudy.enqueue_trial(encode_params(self._grid_space, cell), skip_if_exists=False)
+            otrial = self.ostudy.ask()
+            for p in self._grid_space.params:  # records the enqueued values as the trial's params
+                _record_grid_value(otrial, p, cell[p.name])
+            return self._start(cell, otrial), cell
+        return None
+
+    def _next_sample(self) -> tuple[optuna.Trial, dict] | None:
+        from ablate.models import check_arch
+        from ablate.errors import AblateError
+
+        for _ in range(_MAX_SKIPS):
+            otrial = self.ostudy.ask()
+            params = suggest(otrial, self._free, self.study.fixed)
+            candidate = self.study.candidate(params)
+            key = cell_key(candidate)
+            if key in self._done_keys:
+                # The sampler re-proposed a configuration that is already in the storage:
+                # record it without training so the sampler learns, and ask again.
+                otrial.set_user_attr("skipped", "duplicate")
+                otrial.set_user_attr("error", "duplicate of a configuration already in the storage; not trained")
+                self.ostudy.tell(otrial, state=TrialState.FAIL)
+                continue
+            try:
+                check_arch(candidate)
+            except AblateError as err:
+                otrial.set_user_attr("skipped", "infeasible")
+                otrial.set_user_attr("error", f"infeasible: {err}")
+                self.ostudy.tell(otrial, state=TrialState.FAIL)
+                self._done_keys.add(key)
+                continue
+            return self._start(params, otrial), params
+        self.exhausted = f"no new feasible configuration in {_MAX_SKIPS} proposals: the search space looks exhausted"
+        return None
+
+    # -- recording
+    def on_trial_result(self, trial_id: str, result: Mapping[str, Any]) -> None:
+        """Store the per-epoch curve as it grows, so dashboards see running trials."""
+        otrial = self.live.get(trial_id)
+        if otrial is None or "epoch" not in result or "error" in result:
+            return
+        curve = self.curves[trial_id]
+        if curve and curve[-1]["epoch"] == result["epoch"]:
+            return  # Ray repeats the last result when a trial ends
+        curve.append({k: result[k] for k in ("epoch", "train_loss", "top1", "map50_95", "lr", "epoch_s")
+                      if k in result})
+        otrial.set_user_attr("curve", curve)
+        otrial.set_user_attr("epochs_done", int(result["epoch"]))
+
+    def on_trial_complete(self, trial_id: str, result: Mapping[str, Any] | None = None, error: bool = False,
+                          interrupted: bool = False) -> None:
+        """Tell Optuna how the trial ended: COMPLETE, PRUNED (stopped early) or FAIL."""
+        if trial_id not in self.live:
+            return
+        result = dict(result or {})
+        self.on_trial_result(trial_id, result)  # the result that made a scheduler stop the trial
+        otrial = self.live.pop(trial_id)
+        otrial.set_user_attr("curve", self.curves.get(trial_id, []))
+        for key in ("arch", "params_m", "gflops", "gflops_paper", "latency_ms", "wall_s"):
+            if key in result:
+                otrial.set_user_attr(key, result[key])
+        epochs_done = int(result.get("epochs_done", len(self.curves.get(trial_id, []))))
+        otrial.set_user_attr("epochs_done", epochs_done)
+        if interrupted:
+            otrial.set_user_attr("error", INTERRUPTED)
+            otrial.set_user_attr("interrupted", True)
+            state, values = TrialState.FAIL, None
+        elif error or "error" in result:
+            otrial.set_user_attr("error", str(result.get("error") or "the trial's worker died (see Ray's logs)"))
+            state, values = TrialState.FAIL, None
+        elif epochs_done < self.study.train_for(self.params.pop(trial_id, {})).epochs:
+            state, values = TrialState.PRUNED, None  # stopped by the scheduler: never a low-fidelity COMPLETE
+        else:
+            values = [result.get(o.name) for o in self.study.objectives]
+            missing = [o.name for o, v in zip(self.study.objectives, values) if not finite(v)]
+            if missing:
+                otrial.set_user_attr("error", f"objective(s) {', '.join(missing)} missing or not finite: "
+                                              f"{ {o.name: v for o, v in zip(self.study.objectives, values)} }")
+                state, values = TrialState.FAIL, None
+            else:
+                state = TrialState.COMPLETE
+        frozen = self.ostudy.tell(otrial, values=values, state=state if values is None else None)
+        self.finished.append(frozen.number)
+        if self.on_finish is not None:
+            self.on_finish(frozen)
+
+    def interrupt_all(self) -> None:
+        """Record every live trial as interrupted (Ctrl-C, SIGTERM, driver error)."""
+        for trial_id in list(self.live):
+            self.on_trial_complete(trial_id, interrupted=True)
+
+
+# --------------------------------------------------------------------------- Ray side
+
+
+def _env_for_ray() -> None:
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+    os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")
+    os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "1")
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "1000")
+
+
+@contextmanager
+def ray_session(address: str | None = None, *, num_cpus: int | None = None,
+                num_gpus: int | None = None) -> Iterator[None]:
+    """Start (or join) Ray for the duration of a run, and shut it down if we started it.
+
+    A local Ray binds 127.0.0.1 with no dashboard and usage stats off; SIGTERM becomes a
+    KeyboardInterrupt so the ``finally`` always runs and no Ray process lingers.
+    """
+    import logging
+
+    _env_for_ray()
+    import ray
+
+    started = False
+    if not ray.is_initialized():
+        kwargs: dict[str, Any] = dict(include_dashboard=False, log_to_driver=False, configure_logging=True,
+                                      logging_level=logging.ERROR)
+        if address:
+            ray.init(address=address, **kwargs)
+        else:
+            ray.init(num_cpus=num_cpus, num_gpus=num_gpus, _node_ip_address="127.0.0.1", **kwargs)
+        started = True
+    previous = signal.getsignal(signal.SIGTERM)
+
+    def _terminate(signum, frame):  # noqa: ANN001
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    try:
+        signal.signal(signal.SIGTERM, _terminate)
+    except ValueError:  # not the main thread (e.g. inside a test runner's worker thread)
+        previous = None
+    try:
+        yield
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+        if started:
+            ray.shutdown()
+
+
+def _trainable(config: dict, trial_fn: TrialFn, device: str, threads: int) -> None:
+    """Runs inside a Ray worker: re-validates the spec, trains, reports each epoch.
+
+    Exceptions are caught and reported as a final ``error`` result, so the driver records
+    the message (Ray itself would pass the searcher only ``error=True``).
+    """
+    import traceback
+
+    import torch
+    from ray import tune
+
+    torch.set_num_threads(max(1, threads))
+    start = time.perf_counter()
+    last: dict = {}
+
+    def report(metrics: dict) -> None:
+        nonlocal last
+        last = dict(metrics)
+        tune.report({**metrics, "wall_s": time.perf_counter() - start})
+
+    try:
+        study = study_from_dict(config["spec"], check=False)  # schema re-checked; the driver did the model checks
+        resolved = _resolve_device(device, study)
+        trial_fn(study, config["params"], report, device=resolved)
+    except Exception as err:  # recorded as FAIL with its message; the study goes on
+        message = f"{type(err).__name__}: {err}".strip()
+        tail = traceback.format_exc(limit=-3)
+        keep = {k: v for k, v in last.items() if k not in ("top1", "map50_95")}
+        tune.report({**keep, "error": message, "traceback": tail, "wall_s": time.perf_counter() - start})
+
+
+def _resolve_device(device: str, study: Study) -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if study.resources.gpu > 0 and torch.cuda.is_available() else "cpu"
+    return device
+
+
+class _RaySearcherAdapter:
+    """Builds a ``ray.tune.search.Searcher`` around :class:`StudySearcher` lazily, so that
+    importing this module does not import Ray."""
+
+    @staticmethod
+    def create(inner: StudySearcher, metric: str | None, mode: str | None):
+        from ray.tune.search import Searcher
+
+        class _Adapter(Searcher):
+            def __init__(self) -> None:
+                super().__init__(metric=metric, mode=mode)
+
+            def suggest(self, trial_id: str):  # noqa: D102
+                config = inner.suggest(trial_id)
+                if config is None:
+                    return Searcher.FINISHED
+                return config
+
+            def on_trial_result(self, trial_id: str, result: dict) -> None:  # noqa: D102
+                inner.on_trial_result(trial_id, result)
+
+            def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:  # noqa: D102
+                inner.on_trial_complete(trial_id, result, error)
+
+        return _Adapter()
+
+
+def run_study(study: Study, *, storage: str | None = None, trials: int | None = None, address: str | None = None,
+              device: str = "auto", trial_fn: TrialFn = run_trial, progress: bool = True,
+              num_cpus: int | None = None) -> RunSummary:
+    """Run (or resume) ``study`` until its trial budget is met.
+
+    Args:
+        study: A validated study (paths already absolute).
+        storage: Override of ``study.storage``.
+        trials: Override of the study's budget (total trials that should be finished).
+        address: An existing Ray cluster; None starts a local one.
+        device: ``auto`` (CUDA when the trial reserves a GPU and one exists), ``cpu`` or ``cuda``.
+        trial_fn: What each trial runs (tests substitute cheap synthetic trials).
+        progress: Show a progress bar and one line per finished trial.
+        num_cpus: CPUs of a local Ray (default: all of the machine's).
+    """
+    url = storage or study.storage
+    ostudy = open_optuna_study(study, url)
+    closed = close_interrupted(ostudy)
+    budget_total = trials if trials is not None else study.trials
+    trained = [t for t in ostudy.get_trials(deepcopy=False) if _counts_toward_budget(t)]
+    remaining = max(0, budget_total - len(trained))
+    summary = RunSummary(study=study.name, storage=url)
+    if closed:
+        summary.message = f"closed {len(closed)} interrupted trial(s) as FAIL: {closed}"
+
+    reporter = _Progress(study, enabled=progress)
+    searcher = StudySearcher(study, ostudy, remaining, on_finish=reporter.trial_done)
+    if study.is_grid:
+        remaining = min(remaining, len(searcher._pending_cells))
+        searcher.budget = remaining
+    start = time.perf_counter()
+    if remaining == 0:
+        summary.message = (summary.message + "; " if summary.message else "") + "nothing to do: the budget is met"
+        summary.states = _state_counts(ostudy)
+        return summary
+    workdir = tempfile.mkdtemp(prefix="ablate-ray-")
+    try:
+        with ray_session(address, num_cpus=num_cpus), reporter.running(remaining):
+            import ray
+
+            summary.concurrency = _concurrency(study, ray.cluster_resources())
+            try:
+                _fit(study, searcher, trial_fn, device, workdir, remaining)
+            except BaseException:
+                searcher.interrupt_all()
+                raise
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    summary.wall_s = time.perf_counter() - start
+    summary.new_trials = searcher.finished
+    summary.trial_s = sum(ostudy._storage.get_trial(ostudy._storage.get_trial_id_from_study_id_trial_number(
+        ostudy._study_id, n)).user_attrs.get("wall_s", 0.0) for n in searcher.finished)
+    summary.states = _state_counts(ostudy)
+    if searcher.exhausted:
+        summary.message = (summary.message + "; " if summary.message else "") + searcher.exhausted
+    return summary
+
+
+def _concurrency(study: Study, resources: Mapping[str, float]) -> int:
+    limits = []
+    if study.resources.cpu > 0:
+        limits.append(int(resources.get("CPU", 1) // study.resources.cpu))
+    if study.resources.gpu > 0:
+        limits.append(int(resources.get("GPU", 0) // study.resources.gpu))
+    n = max(1, min(limits) if limits else 1)
+    return min(n, study.max_concurrent) if study.max_concurrent else n
+
+
+def _fit(study: Study, searcher: StudySearcher, trial_fn: TrialFn, device: str, workdir: str, samples: int) -> None:
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+    metric = study.scheduler_metric
+    scheduler = FIFOScheduler()
+    if study.scheduler is not None and metric is not None:
+        scheduler = ASHAScheduler(time_attr="epoch", metric=metric.name, mode=metric.direction[:3],
+                                  max_t=study.train.epochs, grace_period=study.scheduler.grace_period,
+                                  reduction_factor=study.scheduler.reduction_factor)
+    threads = max(1, int(math.floor(study.resources.cpu)))
+    trainable = tune.with_resources(
+        tune.with_parameters(_trainable, trial_fn=trial_fn, device=device, threads=threads),
+        {"cpu": study.resources.cpu, "gpu": study.resources.gpu})
+    tuner = tune.Tuner(
+        trainable,
+        tune_config=tune.TuneConfig(
+            search_alg=_RaySearcherAdapter.create(searcher, None, None), scheduler=scheduler,
+            num_samples=samples, max_concurrent_trials=study.max_concurrent, reuse_actors=True),
+        run_config=tune.RunConfig(name=study.name, storage_path=workdir, verbose=0, log_to_file=False,
+                                  failure_config=tune.FailureConfig(max_failures=0, fail_fast=False)),
+    )
+    tuner.fit()
+
+
+def _state_counts(ostudy: optuna.Study) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for t in ostudy.get_trials(deepcopy=False):
+        counts[t.state.name] = counts.get(t.state.name, 0) + 1
+    return counts
+
+
+# --------------------------------------------------------------------------- progress output
+
+
+class _Progress:
+    """A rich progress bar (done / total, elapsed, ETA) and one line per finished trial."""
+
+    def __init__(self, study: Study, enabled: bool) -> None:
+        self.study = study
+        self.enabled = enabled
+        self._progress = None
+        self._task = None
+
+    @contextmanager
+    def running(self, total: int) -> Iterator[None]:
+        if not self.enabled:
+            yield
+            return
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
+            TimeRemainingColumn
+
+        with Progress(TextColumn(f"[bold]{self.study.name}"), BarColumn(), MofNCompleteColumn(),
+                      TextColumn("trials"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn()) as prog:
+            self._progress = prog
+            self._task = prog.add_task("trials", total=total)
+            try:
+                yield
+            finally:
+                self._progress = None
+
+    def trial_done(self, frozen: optuna.trial.FrozenTrial) -> None:
+        if self._progress is None:
+            return
+        params = decode_params(_grid_space(self.study) if self.study.is_grid else self.study.space, frozen.params)
+        shown = ", ".join(f"{k}={v}" for k, v in params.items())
+        if frozen.state == TrialState.COMPLETE:
+            outcome = "  ".join(f"{o.name}={v:.4g}" for o, v in zip(self.study.objectives, frozen.values))
+        elif frozen.state == TrialState.PRUNED:
+            outcome = f"stopped early after {frozen.user_attrs.get('epochs_done', '?')} epoch(s)"
+        else:
+            outcome = f"failed: {frozen.user_attrs.get('error', '?')}"
+        wall = frozen.user_attrs.get("wall_s")
+        took = f" ({wall:.1f}s)" if isinstance(wall, (int, float)) else ""
+        self._progress.console.print(f"trial {frozen.number:>3} {frozen.state.name:<8} {shown}  {outcome}{took}")
+        self._progress.advance(self._task)

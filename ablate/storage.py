@@ -1,0 +1,91 @@
+"""Opening Optuna storages: SQLite in WAL mode, any SQLAlchemy URL, read-only checks.
+
+A dashboard reading a SQLite file in the default journal mode has broken running studies
+elsewhere, so every SQLite file ablate creates is switched to WAL before Optuna touches it.
+Readers (``ablate show``, dashboards) never create a database: a missing file or a database
+without Optuna's tables is a one-line StorageError.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ablate.errors import StorageError
+
+if TYPE_CHECKING:
+    import optuna
+
+__all__ = ["open_storage", "sqlite_path", "storage_url_for"]
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The file behind a ``sqlite:///`` URL, or None for other URLs and in-memory SQLite."""
+    if not url.startswith("sqlite:///"):
+        return None
+    path = url[len("sqlite:///"):]
+    if not path or path == ":memory:":
+        return None
+    return Path(path)
+
+
+def storage_url_for(target: str) -> str:
+    """Turn a CLI argument (a URL or a path to a .db file) into a storage URL."""
+    if "://" in target:
+        return target
+    return f"sqlite:///{Path(target).resolve()}"
+
+
+def open_storage(url: str, *, create: bool) -> "optuna.storages.RDBStorage":
+    """Open ``url`` as an Optuna RDBStorage.
+
+    Args:
+        url: any SQLAlchemy URL; relative SQLite paths are taken relative to the cwd.
+        create: make the file (and parent folder) and Optuna's tables if missing; readers
+            pass False so that a typo never leaves an empty database behind.
+    """
+    import optuna
+    import sqlalchemy
+
+    path = sqlite_path(url)
+    if path is not None:
+        if not path.exists():
+            if not create:
+                raise StorageError(f"storage {url!r}: no such database file {str(path)!r}")
+            path.parent.mkdir(parents=True, exist_ok=True)
+        _enable_wal(path, url)
+    engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
+    if not create:
+        _require_optuna_tables(url, sqlalchemy)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, skip_table_creation=not create)
+    except Exception as err:  # sqlalchemy/driver errors have long, multi-line texts
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise StorageError(f"storage {url!r} cannot be opened: {first}") from None
+
+
+def _enable_wal(path: Path, url: str) -> None:
+    try:
+        with sqlite3.connect(path, timeout=60) as conn:
+            conn.execute("PRAGMA journal_mode=WAL")
+    except sqlite3.DatabaseError as err:
+        raise StorageError(f"storage {url!r}: {str(path)!r} is not a SQLite database ({err})") from None
+
+
+def _require_optuna_tables(url: str, sqlalchemy) -> None:
+    try:
+        engine = sqlalchemy.create_engine(url)
+        with engine.connect() as conn:
+            tables = set(sqlalchemy.inspect(conn).get_table_names())
+    except Exception as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise StorageError(f"storage {url!r} cannot be opened: {first}") from None
+    finally:
+        try:
+            engine.dispose()
+        except UnboundLocalError:
+            pass
+    if not {"studies", "trials"} <= tables:
+        raise StorageError(f"storage {url!r} is not an Optuna database (no 'studies'/'trials' tables)")

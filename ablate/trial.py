@@ -1,0 +1,96 @@
+"""One trial, without Ray: candidate → model → costs → training → per-epoch reports.
+
+The runner wraps :func:`run_trial` in a Ray Tune trainable; tests and users can call it
+directly. Every report carries the cost figures too, so a trial stopped early by the
+scheduler still has them.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from ablate.config import Study
+
+__all__ = ["TrialFn", "candidate_arch", "run_trial", "measure_costs"]
+
+#: What the runner calls for each trial: ``fn(study, params, report, device=...)``.
+TrialFn = Callable[..., dict]
+
+
+def candidate_arch(study: Study, params: Mapping[str, Any]) -> dict[str, Any]:
+    """The resolved architecture of one candidate, data-derived keys included."""
+    from ablate.data import num_classes_of
+    from ablate.models import resolve_arch
+
+    arch = study.candidate(params)
+    arch.setdefault("num_classes", num_classes_of(study.data.name, study.data.path))
+    arch.setdefault("in_chans", 3)
+    return resolve_arch(arch)
+
+
+def measure_costs(arch: Mapping[str, Any], *, paper_resolution: int | None = None,
+                  latency: bool = False) -> dict[str, float]:
+    """Params (millions) and multiply-adds (1e9) at the training and paper resolutions.
+
+    ``gflops_paper`` is the same architecture at ``paper_resolution`` (the papers' cost
+    column), ``latency_ms`` a CPU batch-1 forward when asked for.
+    """
+    from ablate.measure import measure_latency, profile
+    from ablate.models import build
+
+    model = build(arch)
+    size = int(arch["img_size"])
+    costs = profile(model, size, in_chans=int(arch.get("in_chans", 3)))
+    if paper_resolution:
+        paper = build({**arch, "img_size": paper_resolution})
+        costs["gflops_paper"] = profile(paper, paper_resolution, in_chans=int(arch.get("in_chans", 3)))["gflops"]
+    if latency:
+        costs["latency_ms"] = measure_latency(model, size)
+    return costs
+
+
+def run_trial(study: Study, params: Mapping[str, Any], report: Callable[[dict], None], *,
+              device: str = "cpu") -> dict:
+    """Build, measure and train one candidate; ``report`` receives one dict per epoch.
+
+    Each report holds the epoch's metrics, the cost figures, ``arch`` and ``epochs_done``.
+    Returns the last report. Raises on failure (the runner records the message).
+    """
+    from ablate.data import load_classification
+    from ablate.models import build
+    from ablate.train import TrainConfig, train_classifier
+
+    if study.task != "classify":
+        raise NotImplementedError(f"task {study.task!r} is not supported by this version of ablate")
+    start = time.perf_counter()
+    arch = candidate_arch(study, params)
+    wants_latency = any(o.name == "latency_ms" for o in study.objectives)
+    costs = measure_costs(arch, paper_resolution=study.paper_resolution, latency=wants_latency)
+    data = load_classification(study.data.name, path=study.data.path, image_size=study.data.image_size,
+                               val_fraction=study.data.val_fraction)
+    train = study.train_for(params)
+    cfg = TrainConfig(epochs=train.epochs, batch_size=train.batch_size, lr=train.lr,
+                      weight_decay=train.weight_decay, warmup_epochs=train.warmup_epochs,
+                      label_smoothing=train.label_smoothing, seed=train.seed, amp=train.amp, device=device)
+    import torch
+
+    torch.manual_seed(train.seed)
+    model = build(arch)
+    last: dict = {}
+
+    def on_epoch(metrics: dict) -> None:
+        nonlocal last
+        last = {**metrics, **costs, "epochs_done": metrics["epoch"], "arch": arch,
+                "wall_s": time.perf_counter() - start}
+        report(last)
+
+    train_classifier(model, data, cfg, on_epoch)
+    return last
+
+
+def finite(value: Any) -> bool:
+    """True for a real, finite number (objective values must be)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)

@@ -1,0 +1,136 @@
+"""The runner through a real local Ray: grid, ASHA → PRUNED, failures, resume.
+
+Trials here are synthetic (they report made-up epochs at once) so that the runner's
+bookkeeping is tested in seconds; tests/test_end_to_end.py trains real models.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from ray import cloudpickle  # Ray pickles with its own vendored copy
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from ablate.config import study_from_dict
+from ablate.results import load_results
+from ablate.runner import INTERRUPTED, open_optuna_study, ray_session, run_study
+
+cloudpickle.register_pickle_by_value(sys.modules[__name__])  # Ray workers cannot import tests/
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    with ray_session(num_cpus=2):
+        yield
+
+
+def _spec(tmp_path, **over) -> dict:
+    spec = {
+        "name": "runner-test",
+        "task": "classify",
+        "fixed": {"attention": "softmax", "depths": [1, 1], "embed_dim": 16, "num_heads": 2},
+        "grid": {"window_size": [2, 4, 8]},
+        "objectives": [{"name": "top1", "direction": "maximize"}, {"name": "gflops", "direction": "minimize"}],
+        "data": {"name": "digits", "image_size": 32},
+        "train": {"epochs": 3, "batch_size": 64},
+        "resources": {"cpu": 1, "gpu": 0},
+        "storage": f"sqlite:///{tmp_path / 'study.db'}",
+    }
+    spec.update(over)
+    return spec
+
+
+def synthetic_trial(study, params, report, *, device="cpu"):
+    """Accuracy grows with the window, cost too; a window of 3 fails like a broken model."""
+    w = params["window_size"]
+    if w == 3:
+        raise RuntimeError("boom: synthetic failure")
+    last = {}
+    for epoch in range(1, study.train.epochs + 1):
+        last = {"epoch": epoch, "top1": 10.0 * w + epoch, "train_loss": 1.0 / epoch, "gflops": 0.01 * w,
+                "params_m": 0.1, "epochs_done": epoch, "arch": {"window_size": w}}
+        report(last)
+    return last
+
+
+def _run(spec, **kw):
+    study = study_from_dict(spec, check=False)
+    return study, run_study(study, trial_fn=synthetic_trial, progress=False, **kw)
+
+
+def _trials(study):
+    return optuna.load_study(study_name=study.name, storage=study.storage).get_trials()
+
+
+def test_grid_runs_every_cell_once_and_resumes_without_repeats(tmp_path, ray_local):
+    study, summary = _run(_spec(tmp_path))
+    trials = _trials(study)
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 3
+    assert sorted(t.user_attrs["candidate"]["window_size"] for t in trials) == [2, 4, 8]
+    for t in trials:
+        w = t.user_attrs["candidate"]["window_size"]
+        assert t.values == [10.0 * w + 3, 0.01 * w]
+        assert [p["epoch"] for p in t.user_attrs["curve"]] == [1, 2, 3]
+        assert t.user_attrs["epochs_done"] == 3
+        assert t.user_attrs["gflops"] == pytest.approx(0.01 * w)
+        assert t.user_attrs["wall_s"] >= 0
+    assert len(summary.new_trials) == 3
+    _, again = _run(_spec(tmp_path))
+    assert again.new_trials == [] and len(_trials(study)) == 3
+    # a larger grid later: only the new cell trains
+    _, more = _run(_spec(tmp_path, grid={"window_size": [2, 4, 8, 16]}))
+    assert len(more.new_trials) == 1
+    assert sorted(t.user_attrs["candidate"]["window_size"] for t in _trials(study)) == [2, 4, 8, 16]
+    res = load_results(study.storage)
+    assert res.pareto == sorted(res.pareto) and res.pareto  # every cell trades accuracy for cost
+
+
+def test_asha_stopped_trials_are_pruned_not_complete(tmp_path, ray_local):
+    spec = _spec(tmp_path, grid={"window_size": [8, 4, 2, 1]}, train={"epochs": 4, "batch_size": 64},
+                 scheduler={"name": "asha", "grace_period": 1, "reduction_factor": 2}, max_concurrent=1)
+    study, _ = _run(spec)
+    trials = {t.user_attrs["candidate"]["window_size"]: t for t in _trials(study)}
+    assert trials[8].state == TrialState.COMPLETE
+    pruned = [t for t in trials.values() if t.state == TrialState.PRUNED]
+    assert pruned, "ASHA should stop the weaker, later trials"
+    for t in pruned:
+        assert t.values is None and t.user_attrs["epochs_done"] < 4
+        assert len(t.user_attrs["curve"]) == t.user_attrs["epochs_done"]
+    res = load_results(study.storage)
+    assert not set(res.pareto) & {t.number for t in pruned}
+
+
+def test_failing_trial_is_recorded_and_the_study_goes_on(tmp_path, ray_local):
+    study, _ = _run(_spec(tmp_path, grid={"window_size": [2, 3, 4]}))
+    by_w = {t.user_attrs["candidate"]["window_size"]: t for t in _trials(study)}
+    assert by_w[3].state == TrialState.FAIL
+    assert "boom: synthetic failure" in by_w[3].user_attrs["error"]
+    assert by_w[2].state == by_w[4].state == TrialState.COMPLETE
+    # a deterministic failure is not retried on resume
+    _, again = _run(_spec(tmp_path, grid={"window_size": [2, 3, 4]}))
+    assert again.new_trials == []
+
+
+def test_trials_left_running_by_a_killed_run_are_closed_and_rerun(tmp_path, ray_local):
+    spec = _spec(tmp_path)
+    study = study_from_dict(spec, check=False)
+    ostudy = open_optuna_study(study)
+    ghost = ostudy.ask()  # what a killed driver leaves behind
+    ghost.suggest_int("window_size", 2, 2)
+    ghost.set_user_attr("candidate", study.candidate({"window_size": 2}))
+    _, summary = _run(spec)
+    trials = _trials(study)
+    assert trials[0].state == TrialState.FAIL and trials[0].user_attrs["error"] == INTERRUPTED
+    done = [t for t in trials if t.state == TrialState.COMPLETE]
+    assert sorted(t.user_attrs["candidate"]["window_size"] for t in done) == [2, 4, 8]
+    assert "closed 1 interrupted" in summary.message
+
+
+def test_changed_training_budget_is_refused(tmp_path, ray_local):
+    _run(_spec(tmp_path, grid={"window_size": [2]}))
+    from ablate.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="train"):
+        _run(_spec(tmp_path, grid={"window_size": [2]}, train={"epochs": 5, "batch_size": 64}))
