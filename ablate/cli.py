@@ -192,17 +192,18 @@ def _print_table(results) -> None:
 
     objective_names = [o["name"] for o in results.objectives]
     param_names = sorted({k for p in results.trials.get("params", []) for k in p})
+    attrs = [a for a in _COST_ATTRS if a not in objective_names]
     title = f"{results.name} ({results.storage}): {len(results.trials)} trial(s), ★ = Pareto front"
     table = Table(title=title)
     for col in ["#", "state", "★", *param_names,
                 *[f"{o['name']} {'↑' if o['direction'] == 'maximize' else '↓'}" for o in results.objectives],
-                "params_m", "gflops", "gflops_paper", "epochs", "wall_s", "error"]:
+                *[a.replace("epochs_done", "epochs") for a in attrs], "error"]:
         table.add_column(col, overflow="fold")
     for r in results.trials.itertuples(index=False):
         table.add_row(str(r.number), r.state, "★" if r.number in results.pareto else "",
                       *[_fmt(r.params.get(k)) for k in param_names],
                       *[_fmt(r.values.get(n)) for n in objective_names],
-                      *[_fmt(r.attrs.get(a)) for a in _COST_ATTRS], _fmt(r.attrs.get("error"))[:120])
+                      *[_fmt(r.attrs.get(a)) for a in attrs], _fmt(r.attrs.get("error"))[:120])
     Console(width=max(120, Console().width)).print(table)
 
 

@@ -304,7 +304,7 @@ def _env_for_ray() -> None:
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")
     os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "1")
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the legacy reporter honours verbose=0
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "1000")
 
@@ -543,6 +543,11 @@ class _Progress:
                 yield
             finally:
                 self._progress = None
+
+    def __getstate__(self) -> dict:
+        # Ray's Tuner pickles the search algorithm for its own restore files; a live
+        # progress bar (locks, a terminal) has no place there.
+        return {"study": self.study, "enabled": False, "_progress": None, "_task": None}
 
     def trial_done(self, frozen: optuna.trial.FrozenTrial) -> None:
         if self._progress is None:

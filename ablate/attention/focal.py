@@ -308,7 +308,7 @@ class FocalAttention(TokenMixer):
         extra = bias.new_zeros(nw, 1, L, bias.shape[-1])  # nW, 1, L, S
         if self.shift:
             extra[:, 0, :, :L] = shifted_window_mask((hp, wp), ws, self.shift).to(extra)
-        offset = sum(part.shape[-1] for part in parts[: 1 + (self.expand > 0)])
+        offset = L + (self.ring_offsets.shape[0] if self.expand > 0 else 0)  # first pooled key
         for valid in valids:
             width = valid.shape[1]
             extra[:, 0, :, offset:offset + width] = torch.where(valid, 0.0, MASK_VALUE).to(extra)[:, None, :]

@@ -216,7 +216,6 @@ def resolve_arch(arch: Mapping[str, Any]) -> dict[str, Any]:
     preset, given = _expand_preset(arch)
     raw = {**ARCH_DEFAULTS, **given}
 
-    # ---- stages
     depths_in = raw["depths"]
     if not isinstance(depths_in, (list, tuple)) or not depths_in:
         raise ConfigError(f"depths must be a non-empty list of block counts, one per stage, got {depths_in!r}")
@@ -234,8 +233,8 @@ def resolve_arch(arch: Mapping[str, Any]) -> dict[str, Any]:
         dims = [embed_dim * 2 ** i for i in range(n)]
     else:
         dims = [_as_int(f"dims[{i}]", d, 1) for i, d in enumerate(_per_stage_list("dims", raw["dims"], n))]
-        if "embed_dim" in given and given["embed_dim"] != dims[0]:
-            raise ConfigError(f"embed_dim={given['embed_dim']} disagrees with dims[0]={dims[0]}: "
+        if "embed_dim" in arch and arch["embed_dim"] != dims[0]:  # a preset's embed_dim yields to dims
+            raise ConfigError(f"embed_dim={arch['embed_dim']} disagrees with dims[0]={dims[0]}: "
                               "give dims, or embed_dim alone (stage i then has embed_dim * 2**i channels)")
         embed_dim = dims[0]
     out["embed_dim"] = embed_dim
@@ -257,7 +256,7 @@ def resolve_arch(arch: Mapping[str, Any]) -> dict[str, Any]:
 
     attention = raw["attention"]
     families = _per_stage_list("attention", attention, n) if isinstance(attention, (list, tuple)) else [attention] * n
-    for i, fam in enumerate(families):
+    for fam in families:
         if not isinstance(fam, str):
             raise ConfigError(f"attention must be a family name or a list of names, got {attention!r}")
         get_attention(fam)  # unknown -> ConfigError listing the families
@@ -268,11 +267,28 @@ def resolve_arch(arch: Mapping[str, Any]) -> dict[str, Any]:
                           f"got {raw['downsample']!r}" + _did_you_mean(str(raw["downsample"]), _DOWNSAMPLE))
     out["downsample"] = raw["downsample"]
 
-    # ---- family options
+    given_options = {k: v for k, v in raw.items() if k not in ARCH_DEFAULTS}
+    out.update(_resolve_options(given_options, families, out))
+    return out
+
+
+def _resolve_options(given: Mapping[str, Any], families: list[str], builder: Mapping[str, Any]) -> dict[str, Any]:
+    """Every option of every stage's family: checked, defaults filled, collapsed per key.
+
+    Args:
+        given: the option keys of the arch (everything that is not a builder key).
+        families: the family of each stage.
+        builder: the resolved builder keys; those that are also family options
+            (``qkv_bias``) are passed on to the families that accept them.
+
+    Returns:
+        ``{option: value}`` in sorted order, a scalar when every stage has the same
+        value, else a list with ``None`` for stages whose family lacks the option.
+    """
+    n = len(families)
     fields = [_option_fields(fam) for fam in families]
     option_names = sorted(set().union(*fields))
-    given_options = {k: v for k, v in raw.items() if k not in ARCH_DEFAULTS}
-    for key in given_options:
+    for key in given:
         if key not in option_names:
             allowed = sorted(set(ARCH_DEFAULTS) | set(option_names))
             fams = ", ".join(dict.fromkeys(families))
@@ -281,10 +297,9 @@ def resolve_arch(arch: Mapping[str, Any]) -> dict[str, Any]:
             raise ConfigError(f"unknown arch key {key!r} for attention {fams}{owned}; allowed: {', '.join(allowed)}"
                               + _did_you_mean(key, allowed))
 
-    per_stage: list[dict[str, Any]] = [{} for _ in range(n)]
-    for key, value in given_options.items():
+    per_stage: list[dict[str, Any]] = [{k: builder[k] for k in f if k in builder} for f in fields]
+    for key, value in given.items():
         annotation = next(f[key] for f in fields if key in f)
-        stage_values: list[Any]
         if _is_per_stage(value, annotation):
             stage_values = _per_stage_list(key, value, n)
             for i, v in enumerate(stage_values):
@@ -296,23 +311,20 @@ def resolve_arch(arch: Mapping[str, Any]) -> dict[str, Any]:
         for i, v in enumerate(stage_values):
             if key in fields[i]:
                 per_stage[i][key] = v
-    for i, fam in enumerate(families):  # builder keys that are also family options (qkv_bias)
-        for key in ARCH_DEFAULTS:
-            if key in fields[i]:
-                per_stage[i][key] = out[key]
 
-    resolved_stage: list[dict[str, Any]] = []
+    resolved: list[dict[str, Any]] = []
     for i, fam in enumerate(families):
         try:
             opts = parse_options(fam, per_stage[i])
         except ConfigError as err:
             raise ConfigError(f"stage {i} ({fam}): {err}") from None
-        resolved_stage.append({k: _jsonable(v) for k, v in dataclasses.asdict(opts).items()})
+        resolved.append({k: _jsonable(v) for k, v in dataclasses.asdict(opts).items()})
 
+    out: dict[str, Any] = {}
     for key in option_names:
         if key in ARCH_DEFAULTS:
             continue
-        values = [resolved_stage[i].get(key) for i in range(n)]
+        values = [stage.get(key) for stage in resolved]
         everywhere = all(key in f for f in fields)
         out[key] = values[0] if everywhere and all(v == values[0] for v in values) else values
     return out
@@ -419,7 +431,7 @@ def check_arch(arch: Mapping[str, Any]) -> None:
             raise Infeasible(f"window_size={w} is larger than {what} ({shown}) at img_size={r['img_size']}; "
                              f"use window_size <= {max(min(maps[i]) for i in where)}")
     for i, (family, opts) in enumerate(stages):
-        for block in range(min(r["depths"][i], 2)):
+        for block in (0, 1):  # even and odd (shifted) blocks; an unused shift is still checked
             try:
                 check_mixer(family, r["dims"][i], r["num_heads"][i], maps[i], **_block_options(opts, block))
             except Infeasible as err:
@@ -624,6 +636,11 @@ class HierarchicalViT(nn.Module):
         for module in self.modules():
             if isinstance(module, TokenMixer) and callable(getattr(module, "init_weights", None)):
                 module.init_weights()
+
+    @torch.jit.ignore
+    def no_weight_decay(self) -> set[str]:
+        """Parameters the official recipes exempt from weight decay: relative position tables."""
+        return {name for name, _ in self.named_parameters() if "relative_position_bias_table" in name}
 
     def forward_stages(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Per-stage feature maps ``(B, C_i, H_i, W_i)`` (before the final norm), for necks."""
