@@ -79,8 +79,13 @@ def run(
         return
     from ablate.runner import run_study
 
-    summary = run_study(study, storage=storage, trials=trials, address=address, device=device.value,
-                        progress=not quiet)
+    try:
+        summary = run_study(study, storage=storage, trials=trials, address=address, device=device.value,
+                            progress=not quiet)
+    except KeyboardInterrupt:
+        typer.echo("interrupted: finished trials are kept, running ones are recorded as FAIL (interrupted); "
+                   "run the same command again to resume", err=True)
+        raise typer.Exit(130) from None
     if summary.message:
         typer.echo(summary.message)
     states = ", ".join(f"{k} {v}" for k, v in sorted(summary.states.items()))
@@ -301,9 +306,6 @@ def main() -> None:
             raise
         typer.echo(f"error: {err}", err=True)
         sys.exit(2)
-    except KeyboardInterrupt:
-        typer.echo("interrupted: finished trials are kept; run the same command again to resume", err=True)
-        sys.exit(130)
 
 
 if __name__ == "__main__":

@@ -976,11 +976,15 @@ def _check_against_models(study: Study, doc: _Doc, space_doc: _Doc) -> None:
                 check_arch(candidate)
             except (Infeasible, ConfigError) as err:
                 reason = str(err)
-                blame = keys[0] if len(keys) == 1 else next((k for k in keys if k in reason), None)
+                # Point at the key the reason names: a grid key, else a fixed one (heads not
+                # dividing a fixed width is the fixed value's fault, whatever the cell).
+                path = next((("grid", k) for k in keys if k in reason), None) or next(
+                    (("fixed", k) for k in study.fixed if k in reason), None) or (
+                    ("grid", keys[0]) if len(keys) == 1 else ("grid",))
                 extra = []
                 if len(keys) > 1:
                     extra.append("cell " + ", ".join(f"{k}={v!r}" for k, v in cell.items()))
                 if res != study.data.image_size:
                     extra.append(f"at paper_resolution {res}")
                 suffix = f" ({'; '.join(extra)})" if extra else ""
-                raise doc.error(("grid", blame) if blame else ("grid",), reason + suffix) from None
+                raise doc.error(path, reason + suffix) from None

@@ -30,7 +30,7 @@ from ablate.config import Study, study_from_dict, study_to_dict
 from ablate.errors import ConfigError
 from ablate.space import Param, SearchSpace, cell_key, decode_params, encode_params, encode_value, suggest
 from ablate.storage import open_storage
-from ablate.trial import TrialFn, finite, run_trial
+from ablate.trial import TrialFn, candidate_arch, finite, run_trial
 
 __all__ = ["RunSummary", "run_study", "open_optuna_study", "close_interrupted", "ray_session"]
 
@@ -196,6 +196,7 @@ class StudySearcher:
         self._done_keys.add(cell_key(candidate))
         otrial = otrial or self.ostudy.ask()
         otrial.set_user_attr("candidate", candidate)
+        otrial.set_user_attr("arch", candidate_arch(self.study, params))  # nested dicts do not survive Ray's results
         otrial.set_user_attr("seed", self.study.train_for(params).seed)
         return otrial
 
@@ -262,7 +263,7 @@ class StudySearcher:
         self.on_trial_result(trial_id, result)  # the result that made a scheduler stop the trial
         otrial = self.live.pop(trial_id)
         otrial.set_user_attr("curve", self.curves.get(trial_id, []))
-        for key in ("arch", "params_m", "gflops", "gflops_paper", "latency_ms", "wall_s"):
+        for key in ("params_m", "gflops", "gflops_paper", "latency_ms", "wall_s"):
             if key in result:
                 otrial.set_user_attr(key, result[key])
         epochs_done = int(result.get("epochs_done", len(self.curves.get(trial_id, []))))

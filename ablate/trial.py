@@ -56,7 +56,8 @@ def run_trial(study: Study, params: Mapping[str, Any], report: Callable[[dict], 
               device: str = "cpu") -> dict:
     """Build, measure and train one candidate; ``report`` receives one dict per epoch.
 
-    Each report holds the epoch's metrics, the cost figures, ``arch`` and ``epochs_done``.
+    Each report holds the epoch's metrics, the cost figures and ``epochs_done`` (flat
+    numbers only: Ray flattens nested results; the driver stores ``arch`` itself).
     Returns the last report. Raises on failure (the runner records the message).
     """
     from ablate.data import load_classification
@@ -83,8 +84,7 @@ def run_trial(study: Study, params: Mapping[str, Any], report: Callable[[dict], 
 
     def on_epoch(metrics: dict) -> None:
         nonlocal last
-        last = {**metrics, **costs, "epochs_done": metrics["epoch"], "arch": arch,
-                "wall_s": time.perf_counter() - start}
+        last = {**metrics, **costs, "epochs_done": metrics["epoch"], "wall_s": time.perf_counter() - start}
         report(last)
 
     train_classifier(model, data, cfg, on_epoch)

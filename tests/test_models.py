@@ -151,6 +151,15 @@ def test_swin_merge_downsample_has_no_bias_and_norms_4c() -> None:
     assert merge.reduction.bias is None and merge.norm.normalized_shape == (64,)
 
 
+def test_no_weight_decay_names_the_relative_position_tables() -> None:
+    model = build(dict(TINY, attention="focal"))
+    names = model.no_weight_decay()
+    params = dict(model.named_parameters())
+    assert names and names <= set(params)
+    assert "stages.0.blocks.0.attn.relative_position_bias_table" in names
+    assert not any("qkv" in n or "mlp" in n for n in names)
+
+
 # --------------------------------------------------------------------------- arch dict
 
 

@@ -1,0 +1,120 @@
+"""The command line: bad input is one line and exit 2 with nothing written; the read-only
+commands print the DESIGN.md contracts."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ablate.cli import main
+
+GOOD = """\
+name: cli-test
+space: {fixed: {attention: focal}}
+fixed: {depths: [1, 1], embed_dim: 16, num_heads: 2, focal_level: 1, expand_size: 1}
+grid: {window_size: [2, 4]}
+objectives: [{name: top1, direction: maximize}, {name: gflops, direction: minimize}]
+data: {name: digits, image_size: 16}
+train: {epochs: 1, batch_size: 128}
+storage: sqlite:///STORE
+"""
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "study.yaml"
+    path.write_text(text.replace("STORE", str(tmp_path / "out.db")))
+    return path
+
+
+def _cli(capsys, *args: str) -> tuple[int, str, str]:
+    argv = sys.argv
+    sys.argv = ["ablate", *args]
+    try:
+        main()
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    finally:
+        sys.argv = argv
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+BAD = [
+    ("unknown key", ("train: {epochs: 1", "trian: {epochs: 1"), ["trian", "did you mean 'train'"]),
+    ("wrong type", ("epochs: 1,", "epochs: three,"), ["train.epochs", "three"]),
+    ("unknown attention", ("attention: focal", "attention: focl"), ["attention", "did you mean 'focal'"]),
+    ("out of range", ("batch_size: 128", "batch_size: 0"), ["train.batch_size", "0"]),
+    ("bad direction", ("direction: maximize", "direction: up"), ["direction", "'maximize'"]),
+    ("window larger than every map", ("window_size: [2, 4]", "window_size: [2, 64]"),
+     ["grid.window_size", "larger than every stage"]),
+    ("heads not dividing dim", ("num_heads: 2", "num_heads: 3"), ["fixed.num_heads", "divide"]),
+    ("missing data path", ("data: {name: digits,", "data: {name: imagefolder, path: no/such/dir,"),
+     ["data.path", "no/such/dir"]),
+]
+
+
+@pytest.mark.parametrize("case,edit,needles", BAD, ids=[b[0] for b in BAD])
+def test_bad_study_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys, case, edit, needles):
+    text = GOOD.replace(*edit)
+    assert text != GOOD
+    path = _write(tmp_path, text)
+    for command in ("run", "validate"):
+        code, out, err = _cli(capsys, command, str(path))
+        assert code == 2, (command, out, err)
+        lines = err.strip().splitlines()
+        assert len(lines) == 1 and "Traceback" not in err, err
+        assert str(path) in lines[0] and all(n in lines[0] for n in needles), lines[0]
+    assert not (tmp_path / "out.db").exists() and not (tmp_path / "runs").exists()
+
+
+def test_validate_ok_and_the_repository_studies(tmp_path, capsys):
+    studies = sorted(str(p) for p in Path(__file__).parents[1].joinpath("studies").glob("*.yaml"))
+    code, out, err = _cli(capsys, "validate", str(_write(tmp_path, GOOD)), *studies)
+    assert code == 0, err
+    assert out.count("ok: ") == 1 + len(studies)
+    assert not (tmp_path / "out.db").exists()
+
+
+def test_show_on_missing_or_foreign_database_is_one_line(tmp_path, capsys):
+    code, _, err = _cli(capsys, "show", str(tmp_path / "nope.db"))
+    assert code == 2 and len(err.strip().splitlines()) == 1 and not (tmp_path / "nope.db").exists()
+    foreign = tmp_path / "foreign.db"
+    with sqlite3.connect(foreign) as conn:
+        conn.execute("create table t (x int)")
+    code, _, err = _cli(capsys, "show", str(foreign))
+    assert code == 2 and "not an Optuna database" in err
+    code, _, err = _cli(capsys, "show", str(_write(tmp_path, GOOD)))
+    assert code == 2 and "no such database file" in err and not (tmp_path / "out.db").exists()
+
+
+def test_profile_preset_json_contract(capsys):
+    code, out, err = _cli(capsys, "profile", "swin_tiny", "--resolution", "64", "--format", "json")
+    assert code == 0, err
+    obj = json.loads(out)
+    assert set(obj) == {"name", "resolution", "params_m", "gflops"}
+    assert obj["name"] == "swin_tiny" and obj["resolution"] == 64
+    assert obj["params_m"] == pytest.approx(28.29, rel=0.01)
+    code, out, _ = _cli(capsys, "profile", "--list")
+    assert code == 0 and "focal_tiny" in out and "swin_tiny" in out
+    code, _, err = _cli(capsys, "profile", "focal_tiyn")
+    assert code == 2 and "did you mean 'focal_tiny'" in err
+
+
+def test_profile_study_lists_each_grid_cell(tmp_path, capsys):
+    code, out, err = _cli(capsys, "profile", str(_write(tmp_path, GOOD)), "--format", "json")
+    assert code == 0, err
+    rows = json.loads(out)
+    assert [r["resolution"] for r in rows] == [16, 16] and "window_size=2" in rows[0]["name"]
+
+
+def test_console_script_help_is_fast_and_imports_nothing_heavy():
+    code = ("import sys, ablate.cli; heavy = [m for m in ('torch', 'ray', 'optuna') if m in sys.modules]; "
+            "print(heavy)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
