@@ -466,8 +466,8 @@ def run_study(study: Study, *, storage: str | None = None, trials: int | None = 
         shutil.rmtree(workdir, ignore_errors=True)
     summary.wall_s = time.perf_counter() - start
     summary.new_trials = searcher.finished
-    summary.trial_s = sum(ostudy._storage.get_trial(ostudy._storage.get_trial_id_from_study_id_trial_number(
-        ostudy._study_id, n)).user_attrs.get("wall_s", 0.0) for n in searcher.finished)
+    by_number = {t.number: t for t in ostudy.get_trials(deepcopy=False)}
+    summary.trial_s = sum(by_number[n].user_attrs.get("wall_s", 0.0) for n in searcher.finished)
     summary.states = _state_counts(ostudy)
     if searcher.exhausted:
         summary.message = (summary.message + "; " if summary.message else "") + searcher.exhausted

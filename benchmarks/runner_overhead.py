@@ -9,12 +9,18 @@ A grid of small Focal ViTs on digits (32 px, four stages, the architecture of
 per trial and SQLite storage in a temporary folder. The whole call is timed, Ray's start
 and shutdown included. Each trial's ``wall_s`` (measured inside the worker, from the start
 of the trainable: cost counting, data loading and training) is read back from the Optuna
-storage; so is each trial's ask/tell time, which splits the overhead into
+storage with the time the driver recorded it; a trial ran over ``[tell − wall_s, tell]``.
+Laid on ``concurrency`` slots, these spans split the overhead into
 
-* start-up: from the call to the first trial being asked for (Ray start, Tuner set-up);
-* per trial: from ask to tell, minus the trial's own ``wall_s`` (actor start and imports,
-  scheduling, result reporting);
-* tail: from the last trial's tell to the call's return (Tuner and Ray shutdown).
+* start-up: each slot's wait for its first trial (Ray start, Tuner set-up, actor start and
+  the worker's imports);
+* gaps: from a trial's end to the next trial's start on the same slot (result reporting,
+  the searcher's tell and ask, actor reuse or start);
+* imbalance: a slot idle while another finishes the last trial (packing, not Ray);
+* tail: from the last trial's end to the call's return (Tuner and Ray shutdown).
+
+These are slot-seconds: they add up to ``concurrency × wall − Σ wall_s``, so
+``ratio − 1 = (start-up + gaps + imbalance + tail) / Σ wall_s``.
 
 A baseline then runs the first ``--baseline`` cells in this process with
 :func:`ablate.trial.run_trial` (no Ray, torch on as many threads as a trial gets), so the
@@ -78,8 +84,44 @@ def _seconds(a: dt.datetime, b: dt.datetime) -> float:
     return (b - a).total_seconds()
 
 
+def _slots(spans: list[tuple[float, float]], concurrency: int) -> list[list[tuple[float, float]]]:
+    """Assign (start, end) spans to ``concurrency`` slots: each goes to the slot free longest."""
+    slots: list[list[tuple[float, float]]] = [[] for _ in range(max(1, concurrency))]
+    for span in sorted(spans):
+        free = [s for s in slots if not s or s[-1][1] <= span[0] + 0.5] or slots  # 0.5 s: clock jitter
+        min(free, key=lambda s: s[-1][1] if s else -math.inf).append(span)
+    return slots
+
+
+def timeline(spans: list[tuple[float, float]], concurrency: int, wall: float) -> dict[str, float]:
+    """Where the idle slot-seconds (concurrency × wall − Σ wall_s) go.
+
+    ``startup``: each slot's wait for its first trial (Ray start, Tuner set-up, actor start and
+    the worker's imports); ``gaps``: from one trial's end to the next trial's start in the same
+    slot (result reporting, tell/ask, actor reuse or start); ``imbalance``: a slot idle while
+    another finishes the last trial (packing, not Ray); ``tail``: from the last trial's end
+    to the call's return (Tuner and Ray shutdown), on every slot.
+    """
+    slots = _slots(spans, concurrency)
+    last = max(end for _, end in spans)
+    startup = sum(s[0][0] for s in slots if s)
+    gaps = sum(b[0] - a[1] for s in slots for a, b in zip(s, s[1:]))
+    imbalance = sum(last - s[-1][1] for s in slots if s)
+    tail = (wall - last) * len(slots)
+    idle_slots = len([s for s in slots if not s]) * wall
+    return {"startup_slot_s": startup, "gaps_slot_s": gaps, "imbalance_slot_s": imbalance, "tail_slot_s": tail,
+            "unused_slot_s": idle_slots, "first_start_s": min(start for start, _ in spans), "tail_s": wall - last,
+            "trials_per_slot": [len(s) for s in slots],
+            "gap_list_s": [round(b[0] - a[1], 2) for s in slots for a, b in zip(s, s[1:])]}
+
+
 def run_with_ray(study, num_cpus: int | None) -> dict[str, Any]:
-    """Time ``run_study`` and split its overhead with the storage's ask/tell times."""
+    """Time ``run_study`` and split its overhead with the trials' times in the storage.
+
+    A trial's training span is ``[tell − wall_s, tell]``: ``wall_s`` runs from the start of
+    the trainable to its last report, and the driver tells Optuna right after that report.
+    (``datetime_start`` is when Ray asked for the trial, which may be long before it runs.)
+    """
     import optuna
 
     from ablate.runner import run_study
@@ -88,22 +130,22 @@ def run_with_ray(study, num_cpus: int | None) -> dict[str, Any]:
     start = time.perf_counter()
     summary = run_study(study, progress=False, num_cpus=num_cpus)
     wall = time.perf_counter() - start
-    t1 = dt.datetime.now()
 
     trials = optuna.load_study(study_name=study.name, storage=study.storage).get_trials()
-    rows = []
+    rows, spans = [], []
     for t in trials:
         own = t.user_attrs.get("wall_s")
-        span = _seconds(t.datetime_start, t.datetime_complete) if t.datetime_complete else None
-        rows.append({"number": t.number, "params": t.params, "state": t.state.name, "wall_s": own,
-                     "ask_to_tell_s": span, "outside_trial_s": None if own is None or span is None else span - own,
-                     "top1": t.values[0] if t.values else None, "error": t.user_attrs.get("error")})
-    finished = [r for r in rows if isinstance(r["wall_s"], (int, float))]
-    total = sum(r["wall_s"] for r in finished)
+        row = {"number": t.number, "params": t.params, "state": t.state.name, "wall_s": own,
+               "asked_s": _seconds(t0, t.datetime_start) if t.datetime_start else None,
+               "top1": t.values[0] if t.values else None, "error": t.user_attrs.get("error")}
+        if isinstance(own, (int, float)) and t.datetime_complete:
+            end = _seconds(t0, t.datetime_complete)
+            row["start_s"], row["end_s"] = end - own, end
+            spans.append((end - own, end))
+        rows.append(row)
+    total = sum(end - begin for begin, end in spans)
     conc = summary.concurrency
     ideal = total / conc if conc else float("nan")
-    starts = [t.datetime_start for t in trials if t.datetime_start]
-    ends = [t.datetime_complete for t in trials if t.datetime_complete]
     return {
         "trials": len(rows),
         "states": summary.states,
@@ -113,11 +155,8 @@ def run_with_ray(study, num_cpus: int | None) -> dict[str, Any]:
         "wall_s": wall,
         "ratio": wall / ideal if ideal else float("nan"),
         # a schedule cannot be shorter than its longest trial: what part of the ratio is packing, not Ray
-        "makespan_bound_s": max([ideal] + [r["wall_s"] for r in finished]),
-        "startup_s": _seconds(t0, min(starts)) if starts else None,
-        "tail_s": _seconds(max(ends), t1) if ends else None,
-        "mean_outside_trial_s": (sum(r["outside_trial_s"] for r in finished if r["outside_trial_s"] is not None)
-                                 / max(1, len(finished))),
+        "makespan_bound_s": max([ideal] + [end - begin for begin, end in spans]),
+        "timeline": timeline(spans, conc, wall) if spans else {},
         "per_trial": rows,
     }
 
@@ -163,15 +202,21 @@ def print_table(res: dict[str, Any]) -> None:
           f"{_fmt(ray['makespan_bound_s'])} s: the longest trial)")
     print(f"  measured wall of run_study    {_fmt(ray['wall_s'])} s")
     print(f"  ratio = wall / ideal          {_fmt(ray['ratio'], 3)}   (target < 1.15)")
-    print("overhead breakdown:")
-    print(f"  start-up (call -> first ask)  {_fmt(ray['startup_s'])} s")
-    print(f"  per trial, ask->tell - wall_s {_fmt(ray['mean_outside_trial_s'], 2)} s (mean)")
-    print(f"  tail (last tell -> return)    {_fmt(ray['tail_s'])} s")
-    print(f"  Ray start + shutdown, no trial {_fmt(res['ray_start_stop_s'])} s")
+    tl = ray["timeline"]
+    idle = ray["concurrency"] * ray["wall_s"] - ray["sum_wall_s"]
+    print(f"idle slot-seconds = concurrency x wall - sum = {_fmt(idle)} (trials per slot {tl.get('trials_per_slot')}):")
+    print(f"  start-up  {_fmt(tl.get('startup_slot_s'))}  (first trial starts {_fmt(tl.get('first_start_s'))} s "
+          f"after the call: Ray start, actor start, imports)")
+    print(f"  gaps      {_fmt(tl.get('gaps_slot_s'))}  (between trials of a slot: {tl.get('gap_list_s')} s)")
+    print(f"  imbalance {_fmt(tl.get('imbalance_slot_s'))}  (a slot idle while another finishes: packing, not Ray)")
+    print(f"  tail      {_fmt(tl.get('tail_slot_s'))}  ({_fmt(tl.get('tail_s'))} s from the last trial's end "
+          f"to the return: shutdown)")
+    print(f"Ray start + shutdown alone, no trial: {_fmt(res['ray_start_stop_s'])} s")
     print("trials under Ray:")
     for r in ray["per_trial"]:
         print(f"  #{r['number']:<2} {json.dumps(r['params'], sort_keys=True):<45} {r['state']:<8} "
-              f"wall_s {_fmt(r['wall_s'])}  ask->tell {_fmt(r['ask_to_tell_s'])}  top1 {_fmt(r['top1'])}"
+              f"wall_s {_fmt(r['wall_s'])}  ran {_fmt(r.get('start_s'))}-{_fmt(r.get('end_s'))} s  "
+              f"top1 {_fmt(r['top1'])}"
               + (f"  error: {r['error']}" if r["error"] else ""))
     if res["baseline"]:
         print("baseline, same cells in this process without Ray (one at a time):")
@@ -192,8 +237,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     args = parser.parse_args(argv)
 
-    warnings.filterwarnings("ignore", category=Warning, module="optuna")
+    from optuna.exceptions import ExperimentalWarning
+
     from ablate.config import study_from_dict
+
+    warnings.filterwarnings("ignore", category=ExperimentalWarning)
 
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="ablate-bench-") as tmp:

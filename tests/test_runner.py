@@ -44,7 +44,7 @@ def _spec(tmp_path, **over) -> dict:
 
 def synthetic_trial(study, params, report, *, device="cpu"):
     """Accuracy grows with the window, cost too; a window of 3 fails like a broken model."""
-    w = params["window_size"]
+    w = study.candidate(params)["window_size"]
     if w == 3:
         raise RuntimeError("boom: synthetic failure")
     last = {}
@@ -134,3 +134,33 @@ def test_changed_training_budget_is_refused(tmp_path, ray_local):
 
     with pytest.raises(ConfigError, match="train"):
         _run(_spec(tmp_path, grid={"window_size": [2]}, train={"epochs": 5, "batch_size": 64}))
+
+
+@pytest.mark.parametrize("sampler", ["random", "tpe", "nsga2"])
+def test_sampled_study_never_trains_a_configuration_twice(tmp_path, ray_local, sampler):
+    spec = _spec(tmp_path, grid={}, space={"fixed": {"attention": "softmax"},
+                                           "params": {"window_size": {"choice": [2, 4]}}},
+                 sampler={"name": sampler, "seed": 1}, trials=4)
+    spec.pop("grid")
+    study, summary = _run(spec)
+    trained = [t for t in _trials(study) if not t.user_attrs.get("skipped")]
+    assert sorted(t.user_attrs["candidate"]["window_size"] for t in trained) == [2, 4]
+    assert all(t.state == TrialState.COMPLETE for t in trained)
+    assert "exhausted" in summary.message
+    res = load_results(study.storage)
+    assert len(res.trials) == 2  # skipped proposals are not shown as trials
+
+
+def test_infeasible_samples_are_recorded_without_training(tmp_path, ray_local):
+    spec = _spec(tmp_path, space={"fixed": {"attention": "softmax"},
+                                  "params": {"num_heads": {"choice": [2, 3]}}},
+                 sampler={"name": "random", "seed": 0}, trials=2)
+    spec.pop("grid")
+    spec["fixed"] = {k: v for k, v in spec["fixed"].items() if k != "num_heads"}
+    spec["fixed"]["window_size"] = 2
+    study, summary = _run(spec)
+    trials = _trials(study)
+    infeasible = [t for t in trials if t.user_attrs.get("skipped") == "infeasible"]
+    assert infeasible and all("divide" in t.user_attrs["error"] for t in infeasible)
+    assert all(t.params["num_heads"] == 3 for t in infeasible)
+    assert [t.params["num_heads"] for t in trials if t.state == TrialState.COMPLETE] == [2]
