@@ -389,31 +389,23 @@ def _resolve_device(device: str, study: Study) -> str:
     return device
 
 
-class _RaySearcherAdapter:
-    """Builds a ``ray.tune.search.Searcher`` around :class:`StudySearcher` lazily, so that
-    importing this module does not import Ray."""
+def _ray_searcher(inner: StudySearcher):
+    """A ``ray.tune.search.Searcher`` that forwards to ``inner`` (built here so that importing
+    this module does not import Ray)."""
+    from ray.tune.search import Searcher
 
-    @staticmethod
-    def create(inner: StudySearcher, metric: str | None, mode: str | None):
-        from ray.tune.search import Searcher
+    class _Forward(Searcher):
+        def suggest(self, trial_id: str):  # noqa: D102
+            config = inner.suggest(trial_id)
+            return Searcher.FINISHED if config is None else config
 
-        class _Adapter(Searcher):
-            def __init__(self) -> None:
-                super().__init__(metric=metric, mode=mode)
+        def on_trial_result(self, trial_id: str, result: dict) -> None:  # noqa: D102
+            inner.on_trial_result(trial_id, result)
 
-            def suggest(self, trial_id: str):  # noqa: D102
-                config = inner.suggest(trial_id)
-                if config is None:
-                    return Searcher.FINISHED
-                return config
+        def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:  # noqa: D102
+            inner.on_trial_complete(trial_id, result, error)
 
-            def on_trial_result(self, trial_id: str, result: dict) -> None:  # noqa: D102
-                inner.on_trial_result(trial_id, result)
-
-            def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:  # noqa: D102
-                inner.on_trial_complete(trial_id, result, error)
-
-        return _Adapter()
+    return _Forward()
 
 
 def run_study(study: Study, *, storage: str | None = None, trials: int | None = None, address: str | None = None,
@@ -501,7 +493,7 @@ def _fit(study: Study, searcher: StudySearcher, trial_fn: TrialFn, device: str, 
     tuner = tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(
-            search_alg=_RaySearcherAdapter.create(searcher, None, None), scheduler=scheduler,
+            search_alg=_ray_searcher(searcher), scheduler=scheduler,
             num_samples=samples, max_concurrent_trials=study.max_concurrent, reuse_actors=True),
         run_config=tune.RunConfig(name=study.name, storage_path=workdir, verbose=0, log_to_file=False,
                                   failure_config=tune.FailureConfig(max_failures=0, fail_fast=False)),
