@@ -321,6 +321,11 @@ def ray_session(address: str | None = None, *, num_cpus: int | None = None,
     import logging
 
     _env_for_ray()
+    if not address:
+        # "Local Ray only": Ray then advertises 127.0.0.1 instead of the machine's routable
+        # address (it rewrites an explicit _node_ip_address of 127.0.0.1 otherwise). Read
+        # when Ray is imported, so callers that import Ray first should set it too.
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     import ray
 
     started = False

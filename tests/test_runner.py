@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import sys
 
-from ray import cloudpickle  # Ray pickles with its own vendored copy
 import optuna
 import pytest
 from optuna.trial import TrialState
@@ -17,13 +16,31 @@ from ablate.config import study_from_dict
 from ablate.results import load_results
 from ablate.runner import INTERRUPTED, open_optuna_study, ray_session, run_study
 
-cloudpickle.register_pickle_by_value(sys.modules[__name__])  # Ray workers cannot import tests/
 
 
 @pytest.fixture(scope="module")
 def ray_local():
     with ray_session(num_cpus=2):
+        from ray import cloudpickle  # Ray pickles with its own vendored copy
+
+        cloudpickle.register_pickle_by_value(sys.modules[__name__])  # Ray workers cannot import tests/
         yield
+
+
+def test_local_ray_is_loopback_only_without_dashboard_or_usage_stats(ray_local):
+    import os
+
+    import psutil
+    import ray
+
+    assert ray.util.get_node_ip_address() == "127.0.0.1"
+    assert os.environ["RAY_USAGE_STATS_ENABLED"] == "0"
+    family = {os.getpid()} | {p.pid for p in psutil.Process().children(recursive=True)}
+    names = {psutil.Process(pid).name() for pid in family if psutil.pid_exists(pid)}
+    assert not any("dashboard" in n for n in names), names
+    listening = [c.laddr.ip for c in psutil.net_connections(kind="inet")
+                 if c.status == psutil.CONN_LISTEN and c.pid in family]
+    assert listening and all(ip in ("127.0.0.1", "::1", "::ffff:127.0.0.1") for ip in listening), listening
 
 
 def _spec(tmp_path, **over) -> dict:
