@@ -102,11 +102,15 @@ def test_ctrl_c_records_interrupted_trials_and_stops_ray(tmp_path):
         running = False
         while time.time() < deadline and not running:
             time.sleep(1.0)
-            if db.exists():
+            if not db.exists():
+                continue
+            try:
                 with sqlite3.connect(db) as conn:
                     running = bool(conn.execute(
                         "select count(*) from trials t join trial_user_attributes a on a.trial_id = t.trial_id "
                         "where t.state = 'RUNNING' and a.key = 'epochs_done'").fetchone()[0])
+            except sqlite3.OperationalError:
+                continue  # Optuna is still creating its tables
         assert running, "no trial reported an epoch in time"
         children = _descendants(proc.pid)
         proc.send_signal(signal.SIGINT)
