@@ -118,3 +118,10 @@ def test_console_script_help_is_fast_and_imports_nothing_heavy():
             "print(heavy)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_dry_run_prints_costs_and_writes_nothing(tmp_path, capsys):
+    code, out, err = _cli(capsys, "run", str(_write(tmp_path, GOOD)), "--dry-run")
+    assert code == 0, err
+    assert "2 candidate(s), not trained" in out and "window_size=2" in out and "window_size=4" in out
+    assert not (tmp_path / "out.db").exists()
