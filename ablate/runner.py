@@ -12,6 +12,7 @@ This is the only module that imports Ray Tune and builds Optuna samplers.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import shutil
@@ -119,8 +120,14 @@ def _counts_toward_budget(t: optuna.trial.FrozenTrial) -> bool:
 def _finished_keys(ostudy: optuna.Study) -> set[str]:
     """Keys of configurations that need no more training: COMPLETE, PRUNED, or failed for a
     reason other than an interruption (a deterministic failure would only fail again)."""
-    return {cell_key(t.user_attrs["candidate"]) for t in ostudy.get_trials(deepcopy=False)
-            if _counts_toward_budget(t)}
+    return {cell_key({"arch": t.user_attrs["candidate"], "train": t.user_attrs.get("train")})
+            for t in ostudy.get_trials(deepcopy=False) if _counts_toward_budget(t)}
+
+
+def config_key(study: Study, params: Mapping[str, Any]) -> str:
+    """Equal keys mean the same model trained the same way (architecture and training keys:
+    two grid cells that differ only in ``lr`` are different configurations)."""
+    return cell_key({"arch": study.candidate(params), "train": dataclasses.asdict(study.train_for(params))})
 
 
 # --------------------------------------------------------------------------- the searcher
@@ -174,7 +181,7 @@ class StudySearcher:
         self._done_keys = _finished_keys(ostudy)
         self._grid_space = _grid_space(study)
         self._free = study.free_space
-        self._pending_cells = [c for c in study.cells() if cell_key(study.candidate(c)) not in self._done_keys]
+        self._pending_cells = [c for c in study.cells() if config_key(study, c) not in self._done_keys]
 
     # -- proposing
     def suggest(self, trial_id: str) -> dict | None:
@@ -191,11 +198,10 @@ class StudySearcher:
         self.launched += 1
         return {"spec": self._spec, "params": params, "number": otrial.number}
 
-    def _start(self, params: Mapping[str, Any], otrial: optuna.Trial | None = None) -> optuna.Trial:
-        candidate = self.study.candidate(params)
-        self._done_keys.add(cell_key(candidate))
-        otrial = otrial or self.ostudy.ask()
-        otrial.set_user_attr("candidate", candidate)
+    def _start(self, params: Mapping[str, Any], otrial: optuna.Trial) -> optuna.Trial:
+        self._done_keys.add(config_key(self.study, params))
+        otrial.set_user_attr("candidate", self.study.candidate(params))
+        otrial.set_user_attr("train", dataclasses.asdict(self.study.train_for(params)))
         otrial.set_user_attr("arch", candidate_arch(self.study, params))  # nested dicts do not survive Ray's results
         otrial.set_user_attr("seed", self.study.train_for(params).seed)
         return otrial
@@ -203,7 +209,7 @@ class StudySearcher:
     def _next_grid_cell(self) -> tuple[optuna.Trial, dict] | None:
         while self._pending_cells:
             cell = self._pending_cells.pop(0)
-            if cell_key(self.study.candidate(cell)) in self._done_keys:
+            if config_key(self.study, cell) in self._done_keys:
                 continue
             self.ostudy.enqueue_trial(encode_params(self._grid_space, cell), skip_if_exists=False)
             otrial = self.ostudy.ask()
@@ -220,7 +226,7 @@ class StudySearcher:
             otrial = self.ostudy.ask()
             params = suggest(otrial, self._free, self.study.fixed)
             candidate = self.study.candidate(params)
-            key = cell_key(candidate)
+            key = config_key(self.study, params)
             if key in self._done_keys:
                 # The sampler re-proposed a configuration that is already in the storage:
                 # record it without training so the sampler learns, and ask again.

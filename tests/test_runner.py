@@ -181,3 +181,12 @@ def test_infeasible_samples_are_recorded_without_training(tmp_path, ray_local):
     assert infeasible and all("divide" in t.user_attrs["error"] for t in infeasible)
     assert all(t.params["num_heads"] == 3 for t in infeasible)
     assert [t.params["num_heads"] for t in trials if t.state == TrialState.COMPLETE] == [2]
+
+
+def test_grid_cells_differing_only_in_a_training_key_all_train(tmp_path, ray_local):
+    study, summary = _run(_spec(tmp_path, grid={"window_size": [2], "lr": [1.0e-3, 2.0e-3]}))
+    trials = _trials(study)
+    assert len(summary.new_trials) == 2
+    assert sorted(t.user_attrs["train"]["lr"] for t in trials) == [1.0e-3, 2.0e-3]
+    _, again = _run(_spec(tmp_path, grid={"window_size": [2], "lr": [1.0e-3, 2.0e-3]}))
+    assert again.new_trials == []

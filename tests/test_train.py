@@ -156,3 +156,17 @@ def test_tiny_focal_vit_trains_one_epoch():
     assert len(seen) == 1 and set(history[0]) == EPOCH_KEYS
     assert math.isfinite(history[0]["train_loss"]) and 0.0 <= history[0]["top1"] <= 100.0
     assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_warmup_longer_than_training_still_anneals():
+    import torch
+    from torch import nn
+
+    from ablate.data import load_classification
+    from ablate.train import TrainConfig, train_classifier
+
+    data = load_classification("digits", image_size=8)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 10))
+    history = train_classifier(model, data, TrainConfig(epochs=1, batch_size=256, lr=1e-2, warmup_epochs=1.0))
+    assert history[-1]["lr"] < 1e-2 * 0.5

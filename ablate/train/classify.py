@@ -81,7 +81,8 @@ def train_classifier(model: nn.Module, data: ClassificationData, cfg: TrainConfi
                                    {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)
     steps_per_epoch = max(1, len(train_loader))
     total = steps_per_epoch * cfg.epochs
-    warmup = int(round(cfg.warmup_epochs * steps_per_epoch))
+    # At most half of training warms up, so that even a one-epoch run anneals its rate.
+    warmup = min(int(round(cfg.warmup_epochs * steps_per_epoch)), total // 2)
     sched = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: warmup_cosine(s, total, warmup))
     use_amp = cfg.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
