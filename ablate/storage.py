@@ -75,6 +75,7 @@ def _enable_wal(path: Path, url: str) -> None:
 
 
 def _require_optuna_tables(url: str, sqlalchemy) -> None:
+    engine = None
     try:
         engine = sqlalchemy.create_engine(url)
         with engine.connect() as conn:
@@ -83,9 +84,7 @@ def _require_optuna_tables(url: str, sqlalchemy) -> None:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise StorageError(f"storage {url!r} cannot be opened: {first}") from None
     finally:
-        try:
+        if engine is not None:
             engine.dispose()
-        except UnboundLocalError:
-            pass
     if not {"studies", "trials"} <= tables:
         raise StorageError(f"storage {url!r} is not an Optuna database (no 'studies'/'trials' tables)")
