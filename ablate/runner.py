@@ -19,6 +19,7 @@ import shutil
 import signal
 import tempfile
 import time
+import warnings
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -69,7 +70,9 @@ def open_optuna_study(study: Study, storage_url: str | None = None) -> optuna.St
     old = ostudy.user_attrs.get("spec")
     if old is None or not ostudy.trials:
         ostudy.set_user_attr("spec", spec)
-        ostudy.set_metric_names([o.name for o in study.objectives])
+        with warnings.catch_warnings():  # experimental since Optuna 3.2, but what optuna-dashboard reads
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            ostudy.set_metric_names([o.name for o in study.objectives])
     else:
         changed = [k for k in _FROZEN_SPEC_KEYS if old.get(k) != spec.get(k)]
         if changed:
@@ -175,6 +178,7 @@ class StudySearcher:
         self.live: dict[str, optuna.Trial] = {}
         self.curves: dict[str, list[dict]] = {}
         self.params: dict[str, dict] = {}
+        self.stopping = False  # set on Ctrl-C / SIGTERM: trials ending now were interrupted
         self.finished: list[int] = []
         self.on_finish = on_finish
         self._spec = study_to_dict(study)
@@ -274,7 +278,7 @@ class StudySearcher:
                 otrial.set_user_attr(key, result[key])
         epochs_done = int(result.get("epochs_done", len(self.curves.get(trial_id, []))))
         otrial.set_user_attr("epochs_done", epochs_done)
-        if interrupted:
+        if interrupted or self.stopping:
             otrial.set_user_attr("error", INTERRUPTED)
             otrial.set_user_attr("interrupted", True)
             state, values = TrialState.FAIL, None
@@ -321,8 +325,8 @@ def ray_session(address: str | None = None, *, num_cpus: int | None = None,
                 num_gpus: int | None = None) -> Iterator[None]:
     """Start (or join) Ray for the duration of a run, and shut it down if we started it.
 
-    A local Ray binds 127.0.0.1 with no dashboard and usage stats off; SIGTERM becomes a
-    KeyboardInterrupt so the ``finally`` always runs and no Ray process lingers.
+    A local Ray binds 127.0.0.1 with no dashboard and usage stats off; the ``finally``
+    shuts it down on every exit path (Ctrl-C included), so no Ray process lingers.
     """
     import logging
 
@@ -343,22 +347,36 @@ def ray_session(address: str | None = None, *, num_cpus: int | None = None,
         else:
             ray.init(num_cpus=num_cpus, num_gpus=num_gpus, _node_ip_address="127.0.0.1", **kwargs)
         started = True
-    previous = signal.getsignal(signal.SIGTERM)
-
-    def _terminate(signum, frame):  # noqa: ANN001
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    try:
-        signal.signal(signal.SIGTERM, _terminate)
-    except ValueError:  # not the main thread (e.g. inside a test runner's worker thread)
-        previous = None
     try:
         yield
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
         if started:
             ray.shutdown()
+
+
+@contextmanager
+def _interruptible(searcher: "StudySearcher") -> Iterator[None]:
+    """Ctrl-C and SIGTERM mark the searcher as stopping, then raise KeyboardInterrupt.
+
+    Ray Tune may swallow the KeyboardInterrupt and stop its trials itself; the flag makes
+    the searcher record those trials as interrupted (not PRUNED) and lets the caller
+    re-raise once Tune returns.
+    """
+    def handler(signum, frame):  # noqa: ANN001
+        searcher.stopping = True
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = {}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            previous[sig] = signal.signal(sig, handler)
+        except ValueError:  # not the main thread (e.g. a test runner's worker thread)
+            break
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 def _trainable(config: dict, trial_fn: TrialFn, device: str, threads: int) -> None:
@@ -461,8 +479,12 @@ def run_study(study: Study, *, storage: str | None = None, trials: int | None = 
 
             summary.concurrency = _concurrency(study, ray.cluster_resources())
             try:
-                _fit(study, searcher, trial_fn, device, workdir, remaining)
+                with _interruptible(searcher):
+                    _fit(study, searcher, trial_fn, device, workdir, remaining)
+                if searcher.stopping:  # Tune caught the interrupt and returned
+                    raise KeyboardInterrupt
             except BaseException:
+                searcher.stopping = True
                 searcher.interrupt_all()
                 raise
     finally:
