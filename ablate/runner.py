@@ -185,7 +185,7 @@ class StudySearcher:
         self._done_keys = _finished_keys(ostudy)
         self._grid_space = _grid_space(study)
         self._free = study.free_space
-        self._pending_cells = [c for c in study.cells() if config_key(study, c) not in self._done_keys]
+        self.pending_cells = [c for c in study.cells() if config_key(study, c) not in self._done_keys]
 
     # -- proposing
     def suggest(self, trial_id: str) -> dict | None:
@@ -211,8 +211,8 @@ class StudySearcher:
         return otrial
 
     def _next_grid_cell(self) -> tuple[optuna.Trial, dict] | None:
-        while self._pending_cells:
-            cell = self._pending_cells.pop(0)
+        while self.pending_cells:
+            cell = self.pending_cells.pop(0)
             if config_key(self.study, cell) in self._done_keys:
                 continue
             self.ostudy.enqueue_trial(encode_params(self._grid_space, cell), skip_if_exists=False)
@@ -465,7 +465,7 @@ def run_study(study: Study, *, storage: str | None = None, trials: int | None = 
     reporter = _Progress(study, enabled=progress)
     searcher = StudySearcher(study, ostudy, remaining, on_finish=reporter.trial_done)
     if study.is_grid:
-        remaining = min(remaining, len(searcher._pending_cells))
+        remaining = min(remaining, len(searcher.pending_cells))
         searcher.budget = remaining
     start = time.perf_counter()
     if remaining == 0:
