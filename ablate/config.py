@@ -46,6 +46,7 @@ from ablate.space import (
     freeze,
     grid_cells,
     in_domain,
+    decode_value,
     same_value,
     thaw,
 )
@@ -247,6 +248,17 @@ class Study:
             if key in overrides:
                 overrides[key] = float(overrides[key])
         return dataclasses.replace(self.train, **overrides)
+
+    @property
+    def grid_params(self) -> tuple[Param, ...]:
+        """Each grid key as a choice param over its grid values: how trials store grid values."""
+        return tuple(Param(name=k, kind="choice", choices=tuple(v)) for k, v in self.grid.items())
+
+    def decode_params(self, raw: Mapping[str, Any]) -> dict[str, Any]:
+        """Plain values from a trial's stored ``params`` (list values travel as JSON strings)."""
+        params = {p.name: p for p in self.space.params}
+        params.update((p.name, p) for p in self.grid_params)
+        return {k: decode_value(params[k], v) if k in params else v for k, v in raw.items()}
 
     @property
     def scheduler_metric(self) -> Objective | None:

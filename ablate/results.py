@@ -15,7 +15,7 @@ import pandas as pd
 from ablate.errors import StorageError
 from ablate.storage import open_storage
 
-__all__ = ["StudyResults", "list_studies", "load_results", "pareto_front", "nondominated"]
+__all__ = ["StudyResults", "load_results", "pareto_front", "nondominated"]
 
 
 @dataclass
@@ -37,15 +37,6 @@ class StudyResults:
                          "attrs": r.attrs})
         return {"study": self.name, "storage": self.storage, "objectives": self.objectives, "trials": rows,
                 "pareto": list(self.pareto)}
-
-
-def list_studies(url: str) -> list[str]:
-    """Names of the studies in a storage (raises StorageError if it cannot be read)."""
-    import optuna
-
-    storage = open_storage(url, create=False)
-    return [s.study_name for s in storage.get_all_studies()] if hasattr(storage, "get_all_studies") else \
-        optuna.get_all_study_names(storage)
 
 
 def nondominated(points: Sequence[Sequence[float]], directions: Sequence[str]) -> list[int]:
@@ -121,9 +112,8 @@ def load_results(url: str, name: str | None = None) -> StudyResults:
 
 
 def _decoder(spec: dict[str, Any] | None):
-    """Decode list-valued params (stored as JSON strings) with the study's own space."""
+    """Decode list-valued params (stored as JSON strings) with the study's own spec."""
     from ablate.config import study_from_dict
-    from ablate.space import Param, SearchSpace, decode_params
 
     if spec is None:
         return dict
@@ -131,8 +121,4 @@ def _decoder(spec: dict[str, Any] | None):
         study = study_from_dict(spec, check=False)
     except Exception:  # an older or foreign spec: show raw params rather than fail
         return dict
-    space = SearchSpace(
-        params=tuple(study.space.params) + tuple(Param(name=k, kind="choice", choices=tuple(v))
-                                                  for k, v in study.grid.items() if study.space.param(k) is None),
-        fixed={}, name=None, source=None)
-    return lambda raw: decode_params(space, raw)
+    return study.decode_params

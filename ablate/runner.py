@@ -30,7 +30,7 @@ from optuna.trial import TrialState
 
 from ablate.config import Study, study_from_dict, study_to_dict
 from ablate.errors import ConfigError
-from ablate.space import Param, SearchSpace, cell_key, decode_params, encode_params, encode_value, suggest
+from ablate.space import Param, SearchSpace, cell_key, encode_params, encode_value, suggest
 from ablate.storage import open_storage
 from ablate.trial import TrialFn, candidate_arch, finite, run_trial
 
@@ -51,7 +51,6 @@ class RunSummary:
     new_trials: list[int] = field(default_factory=list)
     states: dict[str, int] = field(default_factory=dict)
     wall_s: float = 0.0
-    trial_s: float = 0.0
     concurrency: int = 1
     message: str = ""
 
@@ -123,23 +122,22 @@ def _counts_toward_budget(t: optuna.trial.FrozenTrial) -> bool:
 def _finished_keys(ostudy: optuna.Study) -> set[str]:
     """Keys of configurations that need no more training: COMPLETE, PRUNED, or failed for a
     reason other than an interruption (a deterministic failure would only fail again)."""
-    return {cell_key({"arch": t.user_attrs["candidate"], "train": t.user_attrs.get("train")})
+    return {_key(t.user_attrs["candidate"], t.user_attrs.get("train"))
             for t in ostudy.get_trials(deepcopy=False) if _counts_toward_budget(t)}
 
 
-def config_key(study: Study, params: Mapping[str, Any]) -> str:
+def _key(candidate: Mapping[str, Any], train: Mapping[str, Any] | None) -> str:
     """Equal keys mean the same model trained the same way (architecture and training keys:
     two grid cells that differ only in ``lr`` are different configurations)."""
-    return cell_key({"arch": study.candidate(params), "train": dataclasses.asdict(study.train_for(params))})
+    return cell_key({"arch": candidate, "train": train})
+
+
+def config_key(study: Study, params: Mapping[str, Any]) -> str:
+    """The key of one proposal (see :func:`_key`), before it is stored."""
+    return _key(study.candidate(params), dataclasses.asdict(study.train_for(params)))
 
 
 # --------------------------------------------------------------------------- the searcher
-
-
-def _grid_space(study: Study) -> SearchSpace:
-    """A space of choice params over the grid values, so grid cells encode like sampled ones."""
-    return SearchSpace(params=tuple(Param(name=k, kind="choice", choices=tuple(v)) for k, v in study.grid.items()),
-                       fixed={}, name="grid", source=None)
 
 
 def _record_grid_value(otrial: optuna.Trial, param: Param, value: Any) -> None:
@@ -183,7 +181,7 @@ class StudySearcher:
         self.on_finish = on_finish
         self._spec = study_to_dict(study)
         self._done_keys = _finished_keys(ostudy)
-        self._grid_space = _grid_space(study)
+        self._grid_space = SearchSpace(params=study.grid_params)  # grid cells encode like sampled values
         self._free = study.free_space
         self.pending_cells = [c for c in study.cells() if config_key(study, c) not in self._done_keys]
 
@@ -203,11 +201,12 @@ class StudySearcher:
         return {"spec": self._spec, "params": params, "number": otrial.number}
 
     def _start(self, params: Mapping[str, Any], otrial: optuna.Trial) -> optuna.Trial:
-        self._done_keys.add(config_key(self.study, params))
-        otrial.set_user_attr("candidate", self.study.candidate(params))
-        otrial.set_user_attr("train", dataclasses.asdict(self.study.train_for(params)))
+        candidate, train = self.study.candidate(params), dataclasses.asdict(self.study.train_for(params))
+        self._done_keys.add(_key(candidate, train))
+        otrial.set_user_attr("candidate", candidate)
+        otrial.set_user_attr("train", train)
         otrial.set_user_attr("arch", candidate_arch(self.study, params))  # nested dicts do not survive Ray's results
-        otrial.set_user_attr("seed", self.study.train_for(params).seed)
+        otrial.set_user_attr("seed", train["seed"])
         return otrial
 
     def _next_grid_cell(self) -> tuple[optuna.Trial, dict] | None:
@@ -385,8 +384,6 @@ def _trainable(config: dict, trial_fn: TrialFn, device: str, threads: int) -> No
     Exceptions are caught and reported as a final ``error`` result, so the driver records
     the message (Ray itself would pass the searcher only ``error=True``).
     """
-    import traceback
-
     import torch
     from ray import tune
 
@@ -405,9 +402,8 @@ def _trainable(config: dict, trial_fn: TrialFn, device: str, threads: int) -> No
         trial_fn(study, config["params"], report, device=resolved)
     except Exception as err:  # recorded as FAIL with its message; the study goes on
         message = f"{type(err).__name__}: {err}".strip()
-        tail = traceback.format_exc(limit=-3)
         keep = {k: v for k, v in last.items() if k not in ("top1", "map50_95")}
-        tune.report({**keep, "error": message, "traceback": tail, "wall_s": time.perf_counter() - start})
+        tune.report({**keep, "error": message, "wall_s": time.perf_counter() - start})
 
 
 def _resolve_device(device: str, study: Study) -> str:
@@ -491,8 +487,6 @@ def run_study(study: Study, *, storage: str | None = None, trials: int | None = 
         shutil.rmtree(workdir, ignore_errors=True)
     summary.wall_s = time.perf_counter() - start
     summary.new_trials = searcher.finished
-    by_number = {t.number: t for t in ostudy.get_trials(deepcopy=False)}
-    summary.trial_s = sum(by_number[n].user_attrs.get("wall_s", 0.0) for n in searcher.finished)
     summary.states = _state_counts(ostudy)
     if searcher.exhausted:
         summary.message = (summary.message + "; " if summary.message else "") + searcher.exhausted
@@ -578,7 +572,7 @@ class _Progress:
     def trial_done(self, frozen: optuna.trial.FrozenTrial) -> None:
         if self._progress is None:
             return
-        params = decode_params(_grid_space(self.study) if self.study.is_grid else self.study.space, frozen.params)
+        params = self.study.decode_params(frozen.params)
         shown = ", ".join(f"{k}={v}" for k, v in params.items())
         if frozen.state == TrialState.COMPLETE:
             outcome = "  ".join(f"{o.name}={v:.4g}" for o, v in zip(self.study.objectives, frozen.values))

@@ -12,9 +12,11 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import torch
+
 from ablate.config import Study
 
-__all__ = ["TrialFn", "candidate_arch", "run_trial", "measure_costs"]
+__all__ = ["TrialFn", "candidate_arch", "finite", "run_trial", "measure_costs"]
 
 #: What the runner calls for each trial: ``fn(study, params, report, device=...)``.
 TrialFn = Callable[..., dict]
@@ -32,16 +34,17 @@ def candidate_arch(study: Study, params: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def measure_costs(arch: Mapping[str, Any], *, paper_resolution: int | None = None,
-                  latency: bool = False) -> dict[str, float]:
+                  latency: bool = False, model: "torch.nn.Module | None" = None) -> dict[str, float]:
     """Params (millions) and multiply-adds (1e9) at the training and paper resolutions.
 
     ``gflops_paper`` is the same architecture at ``paper_resolution`` (the papers' cost
-    column), ``latency_ms`` a CPU batch-1 forward when asked for.
+    column), ``latency_ms`` a CPU batch-1 forward when asked for. Pass ``model`` (built
+    from ``arch``) to measure it instead of building another.
     """
     from ablate.measure import measure_latency, profile
     from ablate.models import build
 
-    model = build(arch)
+    model = model if model is not None else build(arch)
     size = int(arch["img_size"])
     costs = profile(model, size, in_chans=int(arch.get("in_chans", 3)))
     if paper_resolution:
@@ -68,18 +71,16 @@ def run_trial(study: Study, params: Mapping[str, Any], report: Callable[[dict], 
         raise NotImplementedError(f"task {study.task!r} is not supported by this version of ablate")
     start = time.perf_counter()
     arch = candidate_arch(study, params)
-    wants_latency = any(o.name == "latency_ms" for o in study.objectives)
-    costs = measure_costs(arch, paper_resolution=study.paper_resolution, latency=wants_latency)
     data = load_classification(study.data.name, path=study.data.path, image_size=study.data.image_size,
                                val_fraction=study.data.val_fraction)
     train = study.train_for(params)
     cfg = TrainConfig(epochs=train.epochs, batch_size=train.batch_size, lr=train.lr,
                       weight_decay=train.weight_decay, warmup_epochs=train.warmup_epochs,
                       label_smoothing=train.label_smoothing, seed=train.seed, amp=train.amp, device=device)
-    import torch
-
     torch.manual_seed(train.seed)
     model = build(arch)
+    wants_latency = any(o.name == "latency_ms" for o in study.objectives)
+    costs = measure_costs(arch, paper_resolution=study.paper_resolution, latency=wants_latency, model=model)
     last: dict = {}
 
     def on_epoch(metrics: dict) -> None:

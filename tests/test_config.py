@@ -443,3 +443,18 @@ def test_real_models_errors(real_models: None, in_tmp: Path, old: str, new: str,
     with pytest.raises(ConfigError) as info:
         load_study(_write(in_tmp, BASE.replace(old, new)))
     assert re.match(pattern, str(info.value)), str(info.value)
+
+
+def test_study_decodes_stored_params_of_grid_and_space():
+    from ablate.config import study_from_dict
+
+    study = study_from_dict({
+        "name": "decode",
+        "space": {"fixed": {"attention": "softmax"}, "params": {"mlp_ratio": {"choice": [2.0, 4.0]}}},
+        "grid": {"depths": [[1, 1], [2, 2]], "window_size": [2, 4]},
+        "data": {"name": "digits", "image_size": 32},
+        "storage": "sqlite:///:memory:",
+    }, check=False)
+    assert [p.name for p in study.grid_params] == ["depths", "window_size"]
+    raw = {"depths": "[2, 2]", "window_size": 4, "mlp_ratio": 2.0, "other": "x"}
+    assert study.decode_params(raw) == {"depths": [2, 2], "window_size": 4, "mlp_ratio": 2.0, "other": "x"}
