@@ -4,6 +4,7 @@ Importing this package registers every family (``softmax``, ``focal``, ...).
 """
 
 from ablate.attention._registry import (
+    BlockContext,
     MixerOptions,
     Mixer2d,
     TokenMixer,
@@ -18,6 +19,7 @@ from ablate.attention import softmax as _softmax  # noqa: F401  (registers "soft
 from ablate.attention import focal as _focal  # noqa: F401  (registers "focal")
 
 __all__ = [
+    "BlockContext",
     "MixerOptions",
     "Mixer2d",
     "TokenMixer",

@@ -19,6 +19,7 @@ from torch import nn
 from ablate.errors import ConfigError, Infeasible
 
 __all__ = [
+    "BlockContext",
     "MixerOptions",
     "TokenMixer",
     "Mixer2d",
@@ -38,23 +39,61 @@ class MixerOptions:
     """Base of every family's typed options; subclasses add fields with official defaults."""
 
 
+@dataclasses.dataclass(frozen=True)
+class BlockContext:
+    """Where a mixer sits in its model, for families whose layers differ by position.
+
+    LaViT is the reason: its first ``va_layers`` blocks of a stage compute attention,
+    the later ones transform it, and the first block of a stage downsamples the previous
+    stage's attention (which needs that stage's head count and map). The builder passes
+    one to every mixer; a mixer built alone gets ``None``.
+
+    Attributes:
+        stage: index of the stage (0-based).
+        index: index of the block within its stage (0-based).
+        depth: number of blocks in the stage.
+        prev_num_heads: heads of the previous stage's mixers (None in the first stage).
+        prev_resolution: map ``(H, W)`` of the previous stage (None in the first stage).
+    """
+
+    stage: int = 0
+    index: int = 0
+    depth: int = 1
+    prev_num_heads: int | None = None
+    prev_resolution: tuple[int, int] | None = None
+
+
 class TokenMixer(nn.Module):
     """Maps tokens ``(B, N, C)`` of an ``H×W`` map (row-major) to ``(B, N, C)``.
 
     Subclasses set ``Options`` and implement ``forward(x, hw)``; ``check`` raises
     :class:`~ablate.errors.Infeasible` for combinations that cannot be built, so a
     search space can reject a candidate before any training.
+
+    Two optional extensions of the contract, declared as class attributes:
+
+    * ``prefix_tokens = True``: the family accepts ``N = P + H*W`` tokens, the ``P``
+      prefix tokens (a class token) first; the map's tokens follow in row-major order.
+      Families without it see exactly ``H*W`` tokens (the builder refuses a class token
+      with them).
+    * ``stateful = True``: ``forward(x, hw, state)`` also gets a dict that lives for one
+      forward pass of the whole model and is shared by every block in every stage (the
+      model creates it). Cross-layer data (LaViT's stored attention) travels there, and a
+      family appends auxiliary losses, already weighted, to ``state["aux_losses"]``.
     """
 
     family: ClassVar[str] = ""
     Options: ClassVar[type[MixerOptions]] = MixerOptions
+    prefix_tokens: ClassVar[bool] = False
+    stateful: ClassVar[bool] = False
 
     def __init__(self, dim: int, num_heads: int, *, input_resolution: tuple[int, int] | None = None,
-                 **options: Any) -> None:
+                 context: BlockContext | None = None, **options: Any) -> None:
         super().__init__()
         self.dim = dim
         self.num_heads = num_heads
         self.input_resolution = input_resolution
+        self.context = context
         self.opts = parse_options(self.family or type(self).__name__, options, type(self).Options)
         type(self).check(dim, num_heads, input_resolution, self.opts)
 
@@ -181,9 +220,9 @@ def parse_options(family: str, options: dict[str, Any], options_cls: type[MixerO
 
 
 def create_mixer(name: str, dim: int, num_heads: int, *, input_resolution: tuple[int, int] | None = None,
-                 **options: Any) -> TokenMixer:
+                 context: BlockContext | None = None, **options: Any) -> TokenMixer:
     """Build a registered mixer by name."""
-    return get_attention(name)(dim, num_heads, input_resolution=input_resolution, **options)
+    return get_attention(name)(dim, num_heads, input_resolution=input_resolution, context=context, **options)
 
 
 def check_mixer(name: str, dim: int, num_heads: int, hw: tuple[int, int] | None, **options: Any) -> None:
@@ -193,7 +232,10 @@ def check_mixer(name: str, dim: int, num_heads: int, hw: tuple[int, int] | None,
 
 
 class Mixer2d(nn.Module):
-    """Wraps a token mixer for ``(B, C, H, W)`` feature maps (YOLO necks and backbones)."""
+    """Wraps a token mixer for ``(B, C, H, W)`` feature maps (YOLO necks and backbones).
+
+    A stateful family gets a fresh state per call, so it behaves as a lone layer.
+    """
 
     def __init__(self, mixer: TokenMixer) -> None:
         super().__init__()
@@ -202,5 +244,8 @@ class Mixer2d(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x.shape
         tokens = x.flatten(2).transpose(1, 2)  # (B, H*W, C)
-        tokens = self.mixer(tokens, (h, w))
+        if self.mixer.stateful:
+            tokens = self.mixer(tokens, (h, w), {"aux_losses": []})
+        else:
+            tokens = self.mixer(tokens, (h, w))
         return tokens.transpose(1, 2).reshape(b, c, h, w)
