@@ -8,7 +8,11 @@ self-attention of ViT (Dosovitskiy et al., ICLR 2021).
 
 The mixer covers what the official block does between ``norm1`` and the residual:
 window partition, cyclic shift with its attention mask, attention with the relative
-position bias, window merge.
+position bias, window merge. With ``sr_ratio`` > 1 it is PVT's spatial-reduction attention (Wang et
+al., "Pyramid Vision Transformer", ICCV 2021; https://github.com/whai362/PVT
+``classification/pvt.py``: keys and values come from the map reduced by a
+``Conv2d(dim, dim, sr, stride sr)`` and a LayerNorm, through separate ``q`` and ``kv``
+linears). Global attention accepts prefix tokens (a class token, DeiT).
 
 Deliberate deviations from the official code, each to honour the ``forward(x, hw)``
 contract (any map size at run time):
@@ -24,6 +28,8 @@ contract (any map size at run time):
   maps still run; without ``input_resolution`` there is no table.
 * Index tables are non-persistent buffers: ``state_dict`` holds parameters only, and
   an official checkpoint maps by dropping ``relative_position_index`` and ``attn_mask``.
+* Prefix tokens with a relative position table get zero bias in their rows and
+  columns (the map tokens keep Swin's table); the DeiT preset has no table.
 * Linear layers keep PyTorch's default init; the model builder applies the paper's
   truncated-normal init to the whole network, as the official ``_init_weights`` does.
 """
@@ -212,6 +218,7 @@ class SoftmaxOptions(MixerOptions):
         rel_pos_bias: add Swin's learned relative position bias.
         attn_drop: dropout on the attention weights.
         proj_drop: dropout after the output projection.
+        sr_ratio: PVT's spatial reduction of keys and values (1 = none; global only).
     """
 
     window_size: int | None = None
@@ -221,6 +228,7 @@ class SoftmaxOptions(MixerOptions):
     rel_pos_bias: bool = True
     attn_drop: float = 0.0
     proj_drop: float = 0.0
+    sr_ratio: int = 1
 
 
 @register_attention("softmax")
@@ -238,6 +246,7 @@ class SoftmaxAttention(TokenMixer):
 
     Options = SoftmaxOptions
     opts: SoftmaxOptions
+    prefix_tokens = True  # global attention only; windows refuse them at run time
 
     def __init__(self, dim: int, num_heads: int, *, input_resolution: tuple[int, int] | None = None,
                  **options: object) -> None:
@@ -251,7 +260,14 @@ class SoftmaxAttention(TokenMixer):
         if o.window_size is not None:
             self.window, self.shift, _ = effective_window(o.window_size, input_resolution, o.shift_size)
 
-        self.qkv = nn.Linear(dim, 3 * dim, bias=o.qkv_bias)
+        self.sr = o.sr_ratio
+        if self.sr > 1:  # PVT: separate projections, keys and values from the reduced map
+            self.q = nn.Linear(dim, dim, bias=o.qkv_bias)
+            self.kv = nn.Linear(dim, 2 * dim, bias=o.qkv_bias)
+            self.reduce = nn.Conv2d(dim, dim, self.sr, stride=self.sr)
+            self.norm = nn.LayerNorm(dim)
+        else:
+            self.qkv = nn.Linear(dim, 3 * dim, bias=o.qkv_bias)
         self.attn_drop = o.attn_drop
         self.proj = nn.Linear(dim, dim)
         self.proj_drop = nn.Dropout(o.proj_drop)
@@ -282,6 +298,17 @@ class SoftmaxAttention(TokenMixer):
             raise Infeasible(f"qk_scale must be positive, got qk_scale={opts.qk_scale}")
         if opts.shift_size < 0:
             raise Infeasible(f"shift_size must be >= 0, got shift_size={opts.shift_size}")
+        if opts.sr_ratio < 1:
+            raise Infeasible(f"sr_ratio must be >= 1, got sr_ratio={opts.sr_ratio}")
+        if opts.sr_ratio > 1:
+            if opts.window_size is not None:
+                raise Infeasible(f"sr_ratio needs global attention, got sr_ratio={opts.sr_ratio} "
+                                 f"with window_size={opts.window_size}")
+            if opts.rel_pos_bias:
+                raise Infeasible(f"rel_pos_bias needs sr_ratio=1 (keys are a reduced map), got "
+                                 f"sr_ratio={opts.sr_ratio}; set rel_pos_bias: false")
+            if hw is not None and opts.sr_ratio > min(hw):
+                raise Infeasible(f"sr_ratio must be at most the map side, got sr_ratio={opts.sr_ratio} for {hw=}")
         if opts.window_size is None:
             if opts.shift_size:
                 raise Infeasible(f"shift_size needs a window, got shift_size={opts.shift_size} with window_size=None")
@@ -315,15 +342,28 @@ class SoftmaxAttention(TokenMixer):
     def _forward(self, x: torch.Tensor, hw: tuple[int, int], *, fused: bool) -> torch.Tensor:
         b, n, c = x.shape
         h, w = hw
-        if n != h * w:
-            raise ValueError(f"expected {h}*{w}={h * w} tokens for {hw=}, got {n}")
+        prefix = n - h * w
+        if prefix < 0 or (prefix and (self.window is not None or self.sr > 1)):
+            raise ValueError(f"expected {h}*{w}={h * w} tokens for {hw=}"
+                             + (" (or a class token first, with global attention)" if self.window is None else "")
+                             + f", got {n}")
         nh, hd = self.num_heads, self.head_dim
         drop = self.attn_drop if self.training else 0.0
 
         if self.window is None:  # global attention
-            qkv = self.qkv(x).view(b, n, 3, nh, hd).permute(2, 0, 3, 1, 4)  # 3, B, nH, N, hd
-            bias = self._bias((h, w))  # nH, N, N
-            out = attend(qkv[0], qkv[1], qkv[2], None if bias is None else bias.to(qkv.dtype),
+            if self.sr > 1:  # PVT's spatial reduction: keys/values from the reduced map
+                q = self.q(x).view(b, n, nh, hd).transpose(1, 2)  # B, nH, N, hd
+                fmap = self.reduce(x.transpose(1, 2).reshape(b, c, h, w))  # B, C, H/sr, W/sr
+                kv = self.kv(self.norm(fmap.flatten(2).transpose(1, 2)))  # B, M, 2C
+                kv = kv.view(b, -1, 2, nh, hd).permute(2, 0, 3, 1, 4)  # 2, B, nH, M, hd
+                k, v = kv[0], kv[1]
+            else:
+                qkv = self.qkv(x).view(b, n, 3, nh, hd).permute(2, 0, 3, 1, 4)  # 3, B, nH, N, hd
+                q, k, v = qkv[0], qkv[1], qkv[2]
+            bias = self._bias((h, w))  # nH, HW, HW
+            if bias is not None and prefix:  # prefix rows and columns get no bias
+                bias = F.pad(bias, (prefix, 0, prefix, 0))  # nH, N, N
+            out = attend(q, k, v, None if bias is None else bias.to(q.dtype),
                          scale=self.scale, dropout_p=drop, fused=fused)  # B, nH, N, hd
             out = out.transpose(1, 2).reshape(b, n, c)  # B, N, C
             return self.proj_drop(self.proj(out))

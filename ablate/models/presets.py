@@ -50,6 +50,10 @@ PRESET_INFO: dict[str, dict[str, Any]] = {
                         source="Focal Transformer (NeurIPS 2021), microsoft/Focal-Transformer README, Focal-S"),
     "focal_base": dict(params_m=89.8, gflops=16.4, resolution=224, verified=True,
                        source="Focal Transformer (NeurIPS 2021), microsoft/Focal-Transformer README, Focal-B"),
+    "pvt_tiny": dict(params_m=13.2, gflops=1.9, resolution=224, verified=True,
+                     source="PVT (ICCV 2021), Table 2, PVT-Tiny; the baseline of FLatten-PVT"),
+    "deit_tiny": dict(params_m=5.7, gflops=1.26, resolution=224, verified=True,
+                      source="DeiT (ICML 2021), DeiT-Ti (1.3G printed; FLatten's Table prints 1.2G)"),
     "swin_tiny": dict(params_m=28.3, gflops=4.5, resolution=224, verified=True,
                       source="Swin Transformer (ICCV 2021), Table 1 and microsoft/Swin-Transformer README, Swin-T"),
 }
@@ -71,6 +75,26 @@ def _focal(embed_dim: int, depths: list[int], num_heads: int, drop_path_rate: fl
         drop_rate=0.0, drop_path_rate=drop_path_rate, qkv_bias=True,
         attention="focal", downsample="conv", use_conv_embed=False,
         window_size=7, focal_level=2, focal_window=[7, 5, 3, 1], expand_size=3, pool_method="fc", shift_size=0,
+    )
+
+
+def _pvt(depths: list[int]) -> dict[str, Any]:
+    """PVT v1's skeleton (``classification/pvt.py``; FLatten's ``flatten_pvt.py`` keeps it)."""
+    return dict(
+        img_size=224, in_chans=3, num_classes=1000, patch_size=4,
+        dims=[64, 128, 320, 512], depths=depths, num_heads=[1, 2, 5, 8], mlp_ratio=[8.0, 8.0, 4.0, 4.0],
+        drop_rate=0.0, drop_path_rate=0.1, qkv_bias=True, norm_eps=1e-6,
+        downsample="conv", use_conv_embed=False, pos_embed="absolute",
+    )
+
+
+def _deit() -> dict[str, Any]:
+    """DeiT-T's isotropic skeleton (``deit_tiny_patch16_224``): one stage, patch 16, class token."""
+    return dict(
+        img_size=224, in_chans=3, num_classes=1000, patch_size=16,
+        dims=[192], depths=[12], num_heads=[3], mlp_ratio=4.0,
+        drop_rate=0.0, drop_path_rate=0.1, qkv_bias=True, norm_eps=1e-6,
+        patch_norm=False, class_token=True, pos_embed="absolute",
     )
 
 
@@ -98,6 +122,16 @@ def _swin_tiny() -> dict[str, Any]:
         attention="softmax", downsample="merge", use_conv_embed=False,
         window_size=7, shift_size=3, rel_pos_bias=True,
     )
+
+
+@_register
+def _pvt_tiny() -> dict[str, Any]:
+    return dict(_pvt([2, 2, 2, 2]), attention="softmax", sr_ratio=[8, 4, 2, 1], rel_pos_bias=False)
+
+
+@_register
+def _deit_tiny() -> dict[str, Any]:
+    return dict(_deit(), attention="softmax", rel_pos_bias=False)
 
 
 def list_presets() -> list[str]:

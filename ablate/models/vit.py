@@ -53,13 +53,13 @@ import dataclasses
 import difflib
 import math
 import typing
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import torch
 from torch import nn
 
-from ablate.attention import TokenMixer, check_mixer, create_mixer, get_attention, list_attention, parse_options
+from ablate.attention import BlockContext, TokenMixer, check_mixer, create_mixer, get_attention, list_attention, parse_options
 from ablate.errors import ConfigError, Infeasible
 
 __all__ = [
@@ -91,8 +91,18 @@ ARCH_DEFAULTS: dict[str, Any] = {
     "attention": "softmax",
     "use_conv_embed": False,
     "downsample": "conv",
+    "stem": "patch",
+    "patch_norm": True,
+    "pos_embed": "none",
+    "pos_conv": 0,
+    "class_token": False,
+    "norm_eps": 1e-5,
+    "final_norm": "layer",
 }
-_DOWNSAMPLE = ("conv", "merge")
+_DOWNSAMPLE = ("conv", "merge", "conv_bn")
+_STEMS = ("patch", "convs")
+_POS_EMBED = ("none", "absolute")
+_FINAL_NORM = ("layer", "batch")
 
 
 # ============================================================================ arch dict
@@ -126,6 +136,13 @@ def _as_float(key: str, value: Any, low: float, high: float | None = None, *, op
     if bad_low or (high is not None and value >= high):
         span = f"{'(' if open_low else '['}{low}, {high if high is not None else 'inf'})"
         raise ConfigError(f"{key} must be in {span}, got {key}={value}")
+    return value
+
+
+def _as_choice(key: str, value: Any, allowed: Sequence[str]) -> str:
+    if value not in allowed:
+        raise ConfigError(f"{key} must be one of {', '.join(map(repr, allowed))}, got {value!r}"
+                          + _did_you_mean(str(value), allowed))
     return value
 
 
@@ -249,7 +266,13 @@ def resolve_arch(arch: Mapping[str, Any]) -> dict[str, Any]:
         heads = [first * 2 ** i for i in range(n)]
     out["num_heads"] = heads
 
-    out["mlp_ratio"] = _as_float("mlp_ratio", raw["mlp_ratio"], 0.0, open_low=True)
+    ratios = raw["mlp_ratio"]
+    if isinstance(ratios, (list, tuple)):
+        ratios = [_as_float(f"mlp_ratio[{i}]", v, 0.0, open_low=True)
+                  for i, v in enumerate(_per_stage_list("mlp_ratio", ratios, n))]
+        out["mlp_ratio"] = ratios[0] if len(set(ratios)) == 1 else ratios
+    else:
+        out["mlp_ratio"] = _as_float("mlp_ratio", ratios, 0.0, open_low=True)
     out["drop_rate"] = _as_float("drop_rate", raw["drop_rate"], 0.0, 1.0)
     out["drop_path_rate"] = _as_float("drop_path_rate", raw["drop_path_rate"], 0.0, 1.0)
     out["qkv_bias"] = _as_bool("qkv_bias", raw["qkv_bias"])
@@ -266,6 +289,24 @@ def resolve_arch(arch: Mapping[str, Any]) -> dict[str, Any]:
         raise ConfigError(f"downsample must be one of {', '.join(map(repr, _DOWNSAMPLE))}, "
                           f"got {raw['downsample']!r}" + _did_you_mean(str(raw["downsample"]), _DOWNSAMPLE))
     out["downsample"] = raw["downsample"]
+    out["stem"] = _as_choice("stem", raw["stem"], _STEMS)
+    if out["stem"] == "convs" and out["patch_size"] != 4:
+        raise ConfigError(f"stem 'convs' (two 3x3 stride-2 convs, BiFormer's) has stride 4: "
+                          f"patch_size must be 4, got patch_size={out['patch_size']}")
+    out["patch_norm"] = _as_bool("patch_norm", raw["patch_norm"])
+    out["pos_embed"] = _as_choice("pos_embed", raw["pos_embed"], _POS_EMBED)
+    out["pos_conv"] = _as_int("pos_conv", raw["pos_conv"], 0)
+    if out["pos_conv"] and out["pos_conv"] % 2 == 0:
+        raise ConfigError(f"pos_conv is the odd kernel of a depthwise conv (0 = off), got pos_conv={out['pos_conv']}")
+    out["class_token"] = _as_bool("class_token", raw["class_token"])
+    if out["class_token"] and n != 1:
+        raise ConfigError(f"class_token needs a single-stage (isotropic, DeiT-like) model, got {n} stages")
+    if out["class_token"] and out["pos_conv"]:
+        raise ConfigError("class_token and pos_conv cannot be combined: the conv position embedding needs a pure map")
+    out["norm_eps"] = _as_float("norm_eps", raw["norm_eps"], 0.0, open_low=True)
+    out["final_norm"] = _as_choice("final_norm", raw["final_norm"], _FINAL_NORM)
+    if out["final_norm"] == "batch" and out["class_token"]:
+        raise ConfigError("final_norm 'batch' normalises a feature map; it cannot be combined with class_token")
 
     given_options = {k: v for k, v in raw.items() if k not in ARCH_DEFAULTS}
     out.update(_resolve_options(given_options, families, out))
@@ -369,12 +410,18 @@ def stage_resolutions(arch: Mapping[str, Any], img_size: int | tuple[int, int] |
     r = resolve_arch(arch)
     size = img_size if img_size is not None else r["img_size"]
     h, w = (size, size) if isinstance(size, int) else size
-    k, p = _embed_geometry(r["patch_size"], r["use_conv_embed"])
-    h, w = _conv_out(h, k, r["patch_size"], p), _conv_out(w, k, r["patch_size"], p)
+    if r["stem"] == "convs":
+        for _ in range(2):
+            h, w = _conv_out(h, 3, 2, 1), _conv_out(w, 3, 2, 1)
+    else:
+        k, p = _embed_geometry(r["patch_size"], r["use_conv_embed"])
+        h, w = _conv_out(h, k, r["patch_size"], p), _conv_out(w, k, r["patch_size"], p)
     sizes = [(h, w)]
     for _ in range(1, len(r["depths"])):
         if r["downsample"] == "merge":
             h, w = (h + 1) // 2 if h > 0 else 0, (w + 1) // 2 if w > 0 else 0
+        elif r["downsample"] == "conv_bn":
+            h, w = _conv_out(h, 3, 2, 1), _conv_out(w, 3, 2, 1)
         else:
             k, p = _embed_geometry(2, r["use_conv_embed"])
             h, w = _conv_out(h, k, 2, p), _conv_out(w, k, 2, p)
@@ -419,6 +466,11 @@ def check_arch(arch: Mapping[str, Any]) -> None:
             raise Infeasible(f"num_heads must divide the stage's channels, got dims[{i}]={dim} and "
                              f"num_heads[{i}]={heads} (head dim {dim / heads:g})")
     stages = [_stage_options(r, i) for i in range(n)]
+    if r["class_token"]:
+        family, opts = stages[0]
+        if not get_attention(family).prefix_tokens or opts.get("window_size") is not None:
+            raise Infeasible(f"class_token needs global attention that accepts prefix tokens; attention "
+                             f"{family!r} with window_size={opts.get('window_size')!r} does not")
     windows: dict[int, list[int]] = {}
     for i, (_, opts) in enumerate(stages):
         w = opts.get("window_size")
@@ -476,19 +528,50 @@ class DropPath(nn.Module):
 
 
 class PatchEmbed(nn.Module):
-    """Conv patch embedding + LayerNorm; the stem and Focal's downsampling between stages."""
+    """Conv patch embedding + LayerNorm; the stem and Focal's / PVT's downsampling between stages."""
 
-    def __init__(self, in_chans: int, dim: int, stride: int, *, overlap: bool = False) -> None:
+    def __init__(self, in_chans: int, dim: int, stride: int, *, overlap: bool = False, norm: bool = True) -> None:
         super().__init__()
         kernel, padding = _embed_geometry(stride, overlap)
         self.proj = nn.Conv2d(in_chans, dim, kernel_size=kernel, stride=stride, padding=padding)
-        self.norm = nn.LayerNorm(dim)
+        self.norm = nn.LayerNorm(dim) if norm else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
         """``(B, C_in, H, W)`` -> tokens ``(B, H'*W', C)`` and ``(H', W')``."""
         x = self.proj(x)  # B, C, H', W'
         hw = (x.shape[2], x.shape[3])
         return self.norm(x.flatten(2).transpose(1, 2)), hw  # B, H'*W', C
+
+
+class ConvStem(nn.Module):
+    """BiFormer's stem: two overlapping 3x3 stride-2 convs with BatchNorm and a GELU between."""
+
+    def __init__(self, in_chans: int, dim: int) -> None:
+        super().__init__()
+        self.layers = nn.Sequential(
+            nn.Conv2d(in_chans, dim // 2, 3, stride=2, padding=1), nn.BatchNorm2d(dim // 2), nn.GELU(),
+            nn.Conv2d(dim // 2, dim, 3, stride=2, padding=1), nn.BatchNorm2d(dim),
+        )
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
+        """``(B, C_in, H, W)`` -> tokens ``(B, H/4*W/4, C)`` and the map size."""
+        x = self.layers(x)  # B, C, H/4, W/4
+        return x.flatten(2).transpose(1, 2), (x.shape[2], x.shape[3])  # B, N, C
+
+
+class ConvBNDownsample(nn.Module):
+    """BiFormer's downsampling between stages: a 3x3 stride-2 conv and BatchNorm."""
+
+    def __init__(self, dim: int, out_dim: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(dim, out_dim, 3, stride=2, padding=1)
+        self.norm = nn.BatchNorm2d(out_dim)
+
+    def forward(self, x: torch.Tensor, hw: tuple[int, int]) -> tuple[torch.Tensor, tuple[int, int]]:
+        """Tokens ``(B, H*W, C)`` -> ``(B, ceil(H/2)*ceil(W/2), C')`` and the new map size."""
+        b, _, c = x.shape
+        x = self.norm(self.conv(x.transpose(1, 2).reshape(b, c, hw[0], hw[1])))  # B, C', H/2, W/2
+        return x.flatten(2).transpose(1, 2), (x.shape[2], x.shape[3])  # B, N', C'
 
 
 class PatchMerging(nn.Module):
@@ -540,35 +623,71 @@ class Mlp(nn.Module):
 
 
 class Block(nn.Module):
-    """Pre-norm transformer block around any token mixer."""
+    """Pre-norm transformer block around any token mixer.
 
-    def __init__(self, dim: int, mixer: TokenMixer, mlp_ratio: float, drop: float, drop_path: float) -> None:
+    With ``pos_conv`` > 0 the block first adds a depthwise-conv position embedding of
+    its input map (BiFormer's ``before_attn_dwconv``): ``x = x + dwconv(x)``.
+    """
+
+    def __init__(self, dim: int, mixer: TokenMixer, mlp_ratio: float, drop: float, drop_path: float, *,
+                 norm_eps: float = 1e-5, pos_conv: int = 0) -> None:
         super().__init__()
-        self.norm1 = nn.LayerNorm(dim)
+        self.pos_embed = nn.Conv2d(dim, dim, pos_conv, padding=pos_conv // 2, groups=dim) if pos_conv else None
+        self.norm1 = nn.LayerNorm(dim, eps=norm_eps)
         self.attn = mixer
-        self.norm2 = nn.LayerNorm(dim)
+        self.norm2 = nn.LayerNorm(dim, eps=norm_eps)
         self.mlp = Mlp(dim, int(dim * mlp_ratio), drop)
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
 
-    def forward(self, x: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
-        """Tokens ``(B, H*W, C)`` of an ``hw`` map -> same shape."""
-        x = x + self.drop_path(self.attn(self.norm1(x), hw))  # B, N, C
+    def forward(self, x: torch.Tensor, hw: tuple[int, int], state: dict[str, Any] | None = None) -> torch.Tensor:
+        """Tokens ``(B, [P+]H*W, C)`` of an ``hw`` map -> same shape; ``state`` feeds stateful mixers."""
+        if self.pos_embed is not None:
+            b, n, c = x.shape
+            fmap = x.transpose(1, 2).reshape(b, c, hw[0], hw[1])  # B, C, H, W
+            x = x + self.pos_embed(fmap).flatten(2).transpose(1, 2)  # B, N, C
+        if self.attn.stateful:
+            mixed = self.attn(self.norm1(x), hw, state if state is not None else {"aux_losses": []})
+        else:
+            mixed = self.attn(self.norm1(x), hw)
+        x = x + self.drop_path(mixed)  # B, N, C
         return x + self.drop_path(self.mlp(self.norm2(x)))  # B, N, C
 
 
-class Stage(nn.Module):
-    """Optional downsampling, then ``depth`` blocks at one resolution."""
+def resize_pos_embed(table: torch.Tensor, prefix: int, src: tuple[int, int], dst: tuple[int, int]) -> torch.Tensor:
+    """A learned ``(1, P+H*W, C)`` position table at another map size (bilinear, as PVT's code).
 
-    def __init__(self, downsample: nn.Module | None, blocks: list[Block]) -> None:
+    The ``P`` prefix (class-token) rows are kept as they are.
+    """
+    if tuple(src) == tuple(dst):
+        return table
+    c = table.shape[-1]
+    grid = table[:, prefix:].reshape(1, src[0], src[1], c).permute(0, 3, 1, 2)  # 1, C, H, W
+    grid = nn.functional.interpolate(grid, size=dst, mode="bilinear", align_corners=False)  # 1, C, H', W'
+    return torch.cat([table[:, :prefix], grid.flatten(2).transpose(1, 2)], dim=1)  # 1, P+H'*W', C
+
+
+class Stage(nn.Module):
+    """Optional downsampling, an optional learned position table (PVT, DeiT), then ``depth`` blocks."""
+
+    def __init__(self, downsample: nn.Module | None, blocks: list[Block], *,
+                 pos_embed: tuple[int, int] | None = None, dim: int = 0, prefix: int = 0) -> None:
         super().__init__()
         self.downsample = downsample
         self.blocks = nn.ModuleList(blocks)
+        self.pos_hw = pos_embed
+        self.prefix = prefix
+        if pos_embed is not None:
+            self.pos_embed = nn.Parameter(torch.zeros(1, prefix + pos_embed[0] * pos_embed[1], dim))
+            nn.init.trunc_normal_(self.pos_embed, std=0.02)
 
-    def forward(self, x: torch.Tensor, hw: tuple[int, int]) -> tuple[torch.Tensor, tuple[int, int]]:
+    def forward(self, x: torch.Tensor, hw: tuple[int, int],
+                state: dict[str, Any] | None = None) -> tuple[torch.Tensor, tuple[int, int]]:
         if self.downsample is not None:
             x, hw = self.downsample(x, hw)  # B, N', C'
+        if self.pos_hw is not None:
+            x = x + resize_pos_embed(self.pos_embed, self.prefix, self.pos_hw, hw)  # B, P+N, C
         for block in self.blocks:
-            x = block(x, hw)  # B, N, C
+            x = block(x, hw, state)  # B, P+N, C
         return x, hw
 
 
@@ -586,12 +705,16 @@ class HierarchicalViT(nn.Module):
     """Hierarchical ViT following timm's backbone contract.
 
     Build it with :func:`build` (which checks the arch first) or directly from a
-    resolved arch dict.
+    resolved arch dict. With one stage and ``class_token`` it is an isotropic
+    DeiT-style ViT.
 
     Attributes:
         arch: the resolved arch dict the model was built from.
         num_features: channels of the last stage (the head's input).
         feature_info: ``[dict(num_chs, reduction, module)]``, one per stage, as timm.
+        aux_loss: the sum of the auxiliary losses stateful mixers (LaViT's diagonality
+            loss) added during the last forward pass, already weighted; ``None`` when
+            there were none. The trainer adds it to the task loss.
     """
 
     def __init__(self, arch: Mapping[str, Any]) -> None:
@@ -599,11 +722,21 @@ class HierarchicalViT(nn.Module):
         r = resolve_arch(arch)
         self.arch = r
         n = len(r["depths"])
-        dims, depths, maps = r["dims"], r["depths"], stage_resolutions(r)
+        dims, depths, heads, maps = r["dims"], r["depths"], r["num_heads"], stage_resolutions(r)
+        ratios = r["mlp_ratio"] if isinstance(r["mlp_ratio"], list) else [r["mlp_ratio"]] * n
         self.num_classes = r["num_classes"]
         self.num_features = dims[-1]
+        self.prefix = 1 if r["class_token"] else 0
+        self.aux_loss: torch.Tensor | None = None
 
-        self.patch_embed = PatchEmbed(r["in_chans"], dims[0], r["patch_size"], overlap=r["use_conv_embed"])
+        if r["stem"] == "convs":
+            self.patch_embed: nn.Module = ConvStem(r["in_chans"], dims[0])
+        else:
+            self.patch_embed = PatchEmbed(r["in_chans"], dims[0], r["patch_size"], overlap=r["use_conv_embed"],
+                                          norm=r["patch_norm"])
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, dims[0])) if self.prefix else None
+        if self.cls_token is not None:
+            nn.init.trunc_normal_(self.cls_token, std=0.02)
         self.pos_drop = nn.Dropout(r["drop_rate"])
         total = sum(depths)
         rates = [r["drop_path_rate"] * j / (total - 1) if total > 1 else 0.0 for j in range(total)]
@@ -614,21 +747,30 @@ class HierarchicalViT(nn.Module):
             family, opts = _stage_options(r, i)
             downsample: nn.Module | None = None
             if i > 0:
-                downsample = (PatchMerging(dims[i - 1], dims[i]) if r["downsample"] == "merge"
-                              else ConvDownsample(dims[i - 1], dims[i], overlap=r["use_conv_embed"]))
+                if r["downsample"] == "merge":
+                    downsample = PatchMerging(dims[i - 1], dims[i])
+                elif r["downsample"] == "conv_bn":
+                    downsample = ConvBNDownsample(dims[i - 1], dims[i])
+                else:
+                    downsample = ConvDownsample(dims[i - 1], dims[i], overlap=r["use_conv_embed"])
             first = sum(depths[:i])
-            blocks = [
-                Block(dims[i],
-                      create_mixer(family, dims[i], r["num_heads"][i], input_resolution=maps[i],
-                                   **_block_options(opts, j)),
-                      r["mlp_ratio"], r["drop_rate"], rates[first + j])
-                for j in range(depths[i])
-            ]
-            stages.append(Stage(downsample, blocks))
+            blocks = []
+            for j in range(depths[i]):
+                context = BlockContext(stage=i, index=j, depth=depths[i],
+                                       prev_num_heads=heads[i - 1] if i else None,
+                                       prev_resolution=maps[i - 1] if i else None)
+                mixer = create_mixer(family, dims[i], heads[i], input_resolution=maps[i], context=context,
+                                     **_block_options(opts, j))
+                blocks.append(Block(dims[i], mixer, ratios[i], r["drop_rate"], rates[first + j],
+                                    norm_eps=r["norm_eps"], pos_conv=r["pos_conv"]))
+            pos = maps[i] if r["pos_embed"] == "absolute" else None
+            stages.append(Stage(downsample, blocks, pos_embed=pos, dim=dims[i], prefix=self.prefix if i == 0 else 0))
             self.feature_info.append(dict(num_chs=dims[i], reduction=r["patch_size"] * 2 ** i, module=f"stages.{i}"))
         self.stages = nn.ModuleList(stages)
+        self._stateful = any(isinstance(m, TokenMixer) and m.stateful for m in self.modules())
 
-        self.norm = nn.LayerNorm(self.num_features)
+        self.norm: nn.Module = (nn.BatchNorm2d(self.num_features) if r["final_norm"] == "batch"
+                                else nn.LayerNorm(self.num_features, eps=r["norm_eps"]))
         self.head_drop = nn.Dropout(r["drop_rate"])
         self.head = nn.Linear(self.num_features, self.num_classes) if self.num_classes > 0 else nn.Identity()
 
@@ -639,32 +781,49 @@ class HierarchicalViT(nn.Module):
 
     @torch.jit.ignore
     def no_weight_decay(self) -> set[str]:
-        """Parameters the official recipes exempt from weight decay: relative position tables."""
-        return {name for name, _ in self.named_parameters() if "relative_position_bias_table" in name}
+        """Parameters the official recipes exempt from weight decay: relative position and learned position tables."""
+        return {name for name, _ in self.named_parameters()
+                if "relative_position_bias_table" in name or name.endswith((".pos_embed", "cls_token"))}
+
+    def _run(self, x: torch.Tensor) -> Iterator[tuple[torch.Tensor, tuple[int, int]]]:
+        """Yield each stage's tokens ``(B, P+N_i, C_i)`` and map size; sets :attr:`aux_loss` at the end."""
+        tokens, hw = self.patch_embed(x)  # B, N, C
+        if self.cls_token is not None:
+            tokens = torch.cat([self.cls_token.expand(tokens.shape[0], -1, -1), tokens], dim=1)  # B, 1+N, C
+        tokens = self.pos_drop(tokens)
+        state: dict[str, Any] | None = {"aux_losses": []} if self._stateful else None
+        self.aux_loss = None
+        for i, stage in enumerate(self.stages):
+            tokens, hw = stage(tokens, hw, state)  # B, P+N_i, C_i
+            if i == len(self.stages) - 1 and state is not None and state["aux_losses"]:
+                self.aux_loss = torch.stack([loss.float() for loss in state["aux_losses"]]).sum()
+            yield tokens, hw
 
     def forward_stages(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """Per-stage feature maps ``(B, C_i, H_i, W_i)`` (before the final norm), for necks."""
-        tokens, hw = self.patch_embed(x)  # B, N, C
-        tokens = self.pos_drop(tokens)
+        """Per-stage feature maps ``(B, C_i, H_i, W_i)`` (before the final norm; class token dropped), for necks."""
         outs = []
-        for stage in self.stages:
-            tokens, hw = stage(tokens, hw)  # B, N_i, C_i
+        for tokens, hw in self._run(x):
             b, _, c = tokens.shape
-            outs.append(tokens.transpose(1, 2).reshape(b, c, hw[0], hw[1]))  # B, C_i, H_i, W_i
+            outs.append(tokens[:, self.prefix:].transpose(1, 2).reshape(b, c, hw[0], hw[1]))  # B, C_i, H_i, W_i
         return outs
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """Images ``(B, C_in, H, W)`` -> normalised last-stage map ``(B, H_n, W_n, C_n)`` (timm's Swin layout)."""
-        tokens, hw = self.patch_embed(x)  # B, N, C
-        tokens = self.pos_drop(tokens)
-        for stage in self.stages:
-            tokens, hw = stage(tokens, hw)  # B, N_i, C_i
-        tokens = self.norm(tokens)  # B, N_n, C_n
-        return tokens.view(tokens.shape[0], hw[0], hw[1], tokens.shape[2])  # B, H_n, W_n, C_n
+        """Images -> the normalised last stage: a map ``(B, H_n, W_n, C_n)`` (timm's Swin layout), or
+        tokens ``(B, 1+N, C)`` with a class token (timm's ViT layout)."""
+        for tokens, hw in self._run(x):
+            pass
+        if self.cls_token is not None:
+            return self.norm(tokens)  # B, 1+N, C
+        b, _, c = tokens.shape
+        if isinstance(self.norm, nn.BatchNorm2d):
+            fmap = self.norm(tokens.transpose(1, 2).reshape(b, c, hw[0], hw[1]))  # B, C, H, W
+            return fmap.permute(0, 2, 3, 1)  # B, H, W, C
+        return self.norm(tokens).view(b, hw[0], hw[1], c)  # B, H_n, W_n, C_n
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        """``(B, H, W, C)`` -> pooled features ``(B, C)`` if ``pre_logits`` else logits ``(B, classes)``."""
-        x = self.head_drop(x.mean(dim=(1, 2)))  # B, C
+        """Features -> pooled ``(B, C)`` (class token, or mean over the map) if ``pre_logits`` else logits."""
+        x = x[:, 0] if self.cls_token is not None else x.mean(dim=(1, 2))  # B, C
+        x = self.head_drop(x)
         return x if pre_logits else self.head(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

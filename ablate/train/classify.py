@@ -65,7 +65,9 @@ def train_classifier(model: nn.Module, data: ClassificationData, cfg: TrainConfi
     """Train ``model`` on ``data`` and return one metrics dict per epoch.
 
     Each dict holds ``epoch`` (1-based), ``train_loss``, ``top1`` (validation, percent),
-    ``lr`` (at the epoch's end) and ``epoch_s``. Raises TrainingDiverged on a non-finite loss.
+    ``lr`` (at the epoch's end) and ``epoch_s``. ``train_loss`` includes the model's
+    ``aux_loss`` (LaViT's diagonality loss) when it has one. Raises TrainingDiverged on a
+    non-finite loss.
     """
     torch.manual_seed(cfg.seed)
     device = torch.device(cfg.device)
@@ -96,6 +98,9 @@ def train_classifier(model: nn.Module, data: ClassificationData, cfg: TrainConfi
             images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
             with torch.autocast(device_type=device.type, enabled=use_amp):
                 loss = loss_fn(model(images), labels)
+                aux = getattr(model, "aux_loss", None)  # e.g. LaViT's diagonality loss, already weighted
+                if aux is not None:
+                    loss = loss + aux
             if not torch.isfinite(loss):
                 raise TrainingDiverged(f"loss became {loss.item()} at epoch {epoch} (lr={cfg.lr:g}); "
                                        "lower train.lr or check the architecture")
