@@ -45,9 +45,28 @@ TINY: dict[str, list[dict]] = {
         {"window_size": 4, "focal_level": 2, "focal_window": 3, "expand_size": 1, "pool_method": "max"},
         {"window_size": 4, "focal_level": 1, "expand_size": 2},
     ],
-    "flatten": [{}],  # owned by the flatten family's author
-    "biformer": [{}],  # owned by the biformer family's author
-    "lavit": [{}],  # owned by the lavit family's author
+    "flatten": [  # the first set is windowed: global attention takes prefix tokens, so any N >= H*W runs
+        {"window_size": 4, "shift_size": 2},
+        {},
+        {"sr_ratio": 2, "focusing_factor": 2, "kernel_size": 3},
+        {"window_size": 4, "kernel_size": 1, "qkv_bias": False, "pos_encoding": False},
+    ],
+    "biformer": [
+        {"n_win": 2, "topk": 1, "side_dwconv": 3},
+        {"n_win": 4, "topk": 3, "side_dwconv": 0, "qk_dim": 8},
+        {"n_win": 2, "topk": 2, "kv_downsample_mode": "ada_avgpool", "kv_per_win": 2},
+        {"n_win": 2, "topk": 3, "kv_downsample_mode": "avgpool", "kv_downsample_ratio": 2, "param_attention": "qkv"},
+        {"n_win": 2, "topk": 2, "kv_downsample_mode": "ada_maxpool", "kv_per_win": 2, "param_routing": True,
+         "diff_routing": True, "soft_routing": True},
+        {"topk": -1},
+        {"topk": -2, "side_dwconv": 3},
+        {},
+    ],
+    "lavit": [  # built alone (context=None) a lavit mixer is a VA layer; tests/test_lavit.py covers LA layers
+        {},
+        {"qkv_bias": False, "qk_scale": 0.5, "dp_loss_weight": 0.0},
+        {"va_layers": 2, "attention_residual": False, "layer_scale_init": 0.1},
+    ],
 }
 
 CASES = [(name, opts) for name in list_attention() for opts in TINY.get(name, [{}])]
@@ -75,14 +94,23 @@ def tokens(hw: tuple[int, int], *, batch: int = 2, seed: int = 1, dim: int = DIM
     return torch.randn(batch, hw[0] * hw[1], dim, generator=gen, dtype=dtype)  # B, N, C
 
 
+def call(mixer: nn.Module, x: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
+    """``mixer(x, hw)``; a stateful mixer gets a fresh state, as a lone layer (as ``Mixer2d`` does)."""
+    if getattr(mixer, "stateful", False):
+        return mixer(x, hw, {"aux_losses": []})
+    return mixer(x, hw)
+
+
 def run_reference(mixer: TokenMixer, x: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
     """The explicit path: ``forward_reference`` if the family has one, else ``fused=False``."""
     if hasattr(mixer, "forward_reference"):
+        if mixer.stateful:
+            return mixer.forward_reference(x, hw, {"aux_losses": []})
         return mixer.forward_reference(x, hw)
     fused = mixer.fused
     mixer.fused = False
     try:
-        return mixer(x, hw)
+        return call(mixer, x, hw)
     finally:
         mixer.fused = fused
 
@@ -93,7 +121,7 @@ def run_reference(mixer: TokenMixer, x: torch.Tensor, hw: tuple[int, int]) -> to
 @pytest.mark.parametrize(("name", "opts"), CASES, ids=IDS)
 def test_shape_and_finite(name: str, opts: dict) -> None:
     mixer = build(name, opts)
-    y = mixer(tokens(HW), HW)
+    y = call(mixer, tokens(HW), HW)
     assert y.shape == (2, HW[0] * HW[1], DIM)
     assert torch.isfinite(y).all()
 
@@ -101,7 +129,7 @@ def test_shape_and_finite(name: str, opts: dict) -> None:
 @pytest.mark.parametrize(("name", "opts"), CASES, ids=IDS)
 def test_every_parameter_gets_a_gradient(name: str, opts: dict) -> None:
     mixer = build(name, opts).train()
-    mixer(tokens(HW), HW).square().mean().backward()
+    call(mixer, tokens(HW), HW).square().mean().backward()
     for pname, p in mixer.named_parameters():
         assert p.grad is not None, f"{pname} got no gradient"
         assert p.grad.abs().sum() > 0, f"{pname} got an all-zero gradient"
@@ -113,19 +141,19 @@ def test_fast_path_matches_reference(name: str, opts: dict, hw: tuple[int, int])
     mixer = build(name, opts)
     x = tokens(hw)
     with torch.no_grad():
-        torch.testing.assert_close(mixer(x, hw), run_reference(mixer, x, hw), **TOL32)
+        torch.testing.assert_close(call(mixer, x, hw), run_reference(mixer, x, hw), **TOL32)
         mixer64 = mixer.double()
         x64 = x.double()
-        torch.testing.assert_close(mixer64(x64, hw), run_reference(mixer64, x64, hw), **TOL64)
+        torch.testing.assert_close(call(mixer64, x64, hw), run_reference(mixer64, x64, hw), **TOL64)
 
 
 @pytest.mark.parametrize(("name", "opts"), CASES, ids=IDS)
 def test_state_dict_round_trip(name: str, opts: dict) -> None:
     src, dst = build(name, opts, seed=0), build(name, opts, seed=1)
     x = tokens(HW)
-    assert not torch.equal(src(x, HW), dst(x, HW))
+    assert not torch.equal(call(src, x, HW), call(dst, x, HW))
     dst.load_state_dict(src.state_dict(), strict=True)
-    assert torch.equal(src(x, HW), dst(x, HW))
+    assert torch.equal(call(src, x, HW), call(dst, x, HW))
 
 
 @pytest.mark.parametrize(("name", "opts"), CASES, ids=IDS)
@@ -133,7 +161,7 @@ def test_deterministic_under_a_seed(name: str, opts: dict) -> None:
     a, b = build(name, opts, seed=3), build(name, opts, seed=3)
     for (na, pa), (nb, pb) in zip(a.named_parameters(), b.named_parameters()):
         assert na == nb and torch.equal(pa, pb)
-    assert torch.equal(a(tokens(HW), HW), b(tokens(HW), HW))
+    assert torch.equal(call(a, tokens(HW), HW), call(b, tokens(HW), HW))
 
 
 @pytest.mark.parametrize(("name", "opts"), CASES, ids=IDS)
@@ -143,7 +171,7 @@ def test_any_map_size(name: str, opts: dict, input_resolution: tuple[int, int] |
                       hw: tuple[int, int]) -> None:
     """Maps not divisible by the window, smaller or larger than the build-time map."""
     mixer = build(name, opts, input_resolution=input_resolution)
-    y = mixer(tokens(hw, batch=1), hw)
+    y = call(mixer, tokens(hw, batch=1), hw)
     assert y.shape == (1, hw[0] * hw[1], DIM)
     assert torch.isfinite(y).all()
 
@@ -155,7 +183,7 @@ def test_mixer2d_matches_token_path(name: str, opts: dict) -> None:
     fmap = x.transpose(1, 2).reshape(2, DIM, 6, 10)  # B, C, H, W
     y = Mixer2d(mixer)(fmap)
     assert y.shape == fmap.shape
-    torch.testing.assert_close(y.flatten(2).transpose(1, 2), mixer(x, (6, 10)))
+    torch.testing.assert_close(y.flatten(2).transpose(1, 2), call(mixer, x, (6, 10)))
 
 
 @pytest.mark.parametrize(("name", "opts"), CASES, ids=IDS)
@@ -163,15 +191,15 @@ def test_tokens_stay_in_place(name: str, opts: dict) -> None:
     """Batch elements are independent and the output is not a permutation artefact."""
     mixer = build(name, opts)
     x = tokens((7, 9), batch=3)
-    y = mixer(x, (7, 9))
-    torch.testing.assert_close(mixer(x[1:2], (7, 9)), y[1:2], **TOL32)
+    y = call(mixer, x, (7, 9))
+    torch.testing.assert_close(call(mixer, x[1:2], (7, 9)), y[1:2], **TOL32)
 
 
 def test_wrong_token_count_is_rejected() -> None:
     for name in list_attention():
         mixer = build(name, TINY.get(name, [{}])[0])
         with pytest.raises(ValueError):
-            mixer(tokens(HW), (8, 7))
+            call(mixer, tokens(HW), (8, 9))  # fewer tokens than the map: no family can read that
 
 
 # --------------------------------------------------------------------------- registry

@@ -50,28 +50,46 @@ def test_every_preset_has_info_and_an_arch() -> None:
         assert resolve_arch(preset_arch(name))["img_size"] == info["resolution"]
 
 
+def _close(name: str, key: str, measured: float, rel_tol: float) -> bool:
+    """Within ``rel_tol`` of the printed figure; for a paper that truncates to one
+    decimal (FLatten prints DeiT-T's 1.26G as 1.2G), within the printed digit instead."""
+    info = PRESET_INFO[name]
+    printed = info[key]
+    if info.get("truncated"):
+        return printed <= measured < printed + 0.1
+    return math.isclose(measured, printed, rel_tol=rel_tol)
+
+
 @pytest.mark.parametrize("name", sorted(PRESET_INFO))
 def test_preset_params_within_1_percent(name: str) -> None:
     params_m = count_params(_meta(name)) / 1e6
-    assert math.isclose(params_m, PRESET_INFO[name]["params_m"], rel_tol=0.01), params_m
+    assert _close(name, "params_m", params_m, 0.01), (params_m, PRESET_INFO[name]["params_m"])
 
 
-@pytest.mark.parametrize("name", [
-    "focal_tiny",
-    "swin_tiny",
-    # ~5 s each on an idle core (Focal-B: 2 s to build, 3 s to count), 20 s under load.
-    pytest.param("focal_small", marks=pytest.mark.slow),
-    pytest.param("focal_base", marks=pytest.mark.slow),
-])
+@pytest.mark.parametrize("name", sorted(PRESET_INFO))
 def test_preset_flops_within_3_percent(name: str) -> None:
+    """Counted on the meta device (no memory, about a second each)."""
     info = PRESET_INFO[name]
+    with torch.device("meta"):
+        macs = count_flops(create_preset(name), torch.zeros(1, 3, info["resolution"], info["resolution"]))
+    assert _close(name, "gflops", macs / 1e9, 0.03), (macs / 1e9, info["gflops"])
+
+
+@pytest.mark.parametrize("name", ["focal_tiny", "biformer_tiny", "flatten_pvt_tiny"])
+def test_meta_device_flops_equal_real_ones(name: str) -> None:
+    with torch.device("meta"):
+        meta = count_flops(create_preset(name), torch.zeros(1, 3, 224, 224))
     torch.manual_seed(0)
     start = time.perf_counter()
-    model = create_preset(name)
-    macs = count_flops(model, torch.zeros(1, 3, info["resolution"], info["resolution"]))
-    seconds = time.perf_counter() - start
-    assert math.isclose(macs / 1e9, info["gflops"], rel_tol=0.03), (macs / 1e9, info["gflops"])
-    assert seconds < 60, f"building and counting {name} took {seconds:.1f}s"
+    real = count_flops(create_preset(name), torch.zeros(1, 3, 224, 224))
+    assert meta == real
+    assert time.perf_counter() - start < 60
+
+
+def test_unverified_presets_say_so() -> None:
+    unverified = {n for n, info in PRESET_INFO.items() if not info["verified"]}
+    assert unverified == {"lavit_swin_tiny"}
+    assert "could not be established" in PRESET_INFO["lavit_swin_tiny"]["source"]
 
 
 def test_focal_tiny_use_conv_embed_matches_the_official_useconv_params() -> None:
@@ -239,8 +257,13 @@ def test_check_arch_is_cheap() -> None:
 # --------------------------------------------------------------------------- every family
 
 
+# Options that fit a family's paper defaults to TINY's small maps (BiFormer's 7x7 regions
+# need maps of at least 7 in every stage).
+FAMILY_OPTS: dict[str, dict[str, Any]] = {"biformer": {"n_win": 2, "topk": [1, 2, 4, -2]}}
+
+
 def _family_arch(family: str) -> dict[str, Any]:
-    arch = dict(TINY, attention=family, num_heads=2)
+    arch = dict(TINY, attention=family, num_heads=2, **FAMILY_OPTS.get(family, {}))
     try:
         check_arch(arch)
     except Infeasible:  # a family whose paper defaults need a larger map

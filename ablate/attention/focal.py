@@ -302,7 +302,9 @@ class FocalAttention(TokenMixer):
         for k, table in enumerate(self.relative_position_bias_table_to_windows):
             parts.append(table[:, getattr(self, f"relative_position_index_{k}")])  # nH, L, K*K
         bias = torch.cat(parts, dim=-1).to(dtype)[None]  # 1, nH, L, S
-        if not self.shift and all(bool(v.all()) for v in valids):
+        # (On the meta device, used to count FLOPs without memory, values are unknown:
+        # take the general path, which has the same matmuls.)
+        if not self.shift and not bias.is_meta and all(bool(v.all()) for v in valids):
             return bias
         nw = (hp // ws) * (wp // ws)
         extra = bias.new_zeros(nw, 1, L, bias.shape[-1])  # nW, 1, L, S

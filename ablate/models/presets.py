@@ -42,7 +42,9 @@ __all__ = [
 
 # The officially printed numbers at 224x224 (params in millions, GFLOPs as
 # multiply-adds). ``verified``: ``tests/test_models.py`` builds the preset and finds
-# params within 1 % and FLOPs within 3 % of these.
+# params within 1 % and FLOPs within 3 % of these (``truncated``: the paper cuts to one
+# decimal, so the count must lie in [printed, printed + 0.1)). An unverified preset's
+# figures are our own counts, kept as a regression check.
 PRESET_INFO: dict[str, dict[str, Any]] = {
     "focal_tiny": dict(params_m=28.9, gflops=4.9, resolution=224, verified=True,
                        source="Focal Transformer (NeurIPS 2021), microsoft/Focal-Transformer README, Focal-T"),
@@ -50,6 +52,30 @@ PRESET_INFO: dict[str, dict[str, Any]] = {
                         source="Focal Transformer (NeurIPS 2021), microsoft/Focal-Transformer README, Focal-S"),
     "focal_base": dict(params_m=89.8, gflops=16.4, resolution=224, verified=True,
                        source="Focal Transformer (NeurIPS 2021), microsoft/Focal-Transformer README, Focal-B"),
+    "flatten_swin_tiny": dict(params_m=29.0, gflops=4.5, resolution=224, verified=True,
+                              source="FLatten Transformer (ICCV 2023), Table 2 / LeapLabTHU README, FLatten-Swin-T"),
+    "flatten_swin_small": dict(params_m=51.0, gflops=8.7, resolution=224, verified=True,
+                               source="FLatten Transformer (ICCV 2023), Table 2 / LeapLabTHU README, FLatten-Swin-S"),
+    "flatten_swin_base": dict(params_m=89.0, gflops=15.4, resolution=224, verified=True,
+                              source="FLatten Transformer (ICCV 2023), Table 2 / LeapLabTHU README, FLatten-Swin-B"),
+    "flatten_pvt_tiny": dict(params_m=12.2, gflops=2.0, resolution=224, verified=True,
+                             source="FLatten Transformer (ICCV 2023), Table 2 / LeapLabTHU README, FLatten-PVT-T"),
+    "flatten_pvt_small": dict(params_m=21.7, gflops=4.0, resolution=224, verified=True,
+                              source="FLatten Transformer (ICCV 2023), Table 2 / LeapLabTHU README, FLatten-PVT-S"),
+    "flatten_deit_tiny": dict(params_m=6.1, gflops=1.1, resolution=224, verified=True,
+                              truncated=True,
+                              source="FLatten Transformer (ICCV 2023), Table 2, FLatten-DeiT-T "
+                                     "(figures truncated to one decimal: the same table prints DeiT-T's "
+                                     "1.26G as 1.2G)"),
+    "biformer_tiny": dict(params_m=13.1, gflops=2.2, resolution=224, verified=True,
+                          source="BiFormer (CVPR 2023), rayleizhu/BiFormer README, BiFormer-T"),
+    "biformer_small": dict(params_m=25.5, gflops=4.5, resolution=224, verified=True,
+                           source="BiFormer (CVPR 2023), rayleizhu/BiFormer README, BiFormer-S"),
+    "biformer_base": dict(params_m=56.8, gflops=9.8, resolution=224, verified=True,
+                          source="BiFormer (CVPR 2023), rayleizhu/BiFormer README, BiFormer-B"),
+    "lavit_swin_tiny": dict(params_m=26.43, gflops=9.10, resolution=224, verified=False,
+                            source="ablate's LaViT (CVPR 2024) on Swin-T's layout; our own count, "
+                                   "the paper's model table could not be established"),
     "pvt_tiny": dict(params_m=13.2, gflops=1.9, resolution=224, verified=True,
                      source="PVT (ICCV 2021), Table 2, PVT-Tiny; the baseline of FLatten-PVT"),
     "deit_tiny": dict(params_m=5.7, gflops=1.26, resolution=224, verified=True,
@@ -132,6 +158,103 @@ def _pvt_tiny() -> dict[str, Any]:
 @_register
 def _deit_tiny() -> dict[str, Any]:
     return dict(_deit(), attention="softmax", rel_pos_bias=False)
+
+
+def _flatten_swin(embed_dim: int, depths: list[int], num_heads: int, drop_path_rate: float) -> dict[str, Any]:
+    """FLatten-Swin (``models/flatten_swin.py``, ``cfgs/flatten_swin_*.yaml``): ``LLSS``.
+
+    The configs set ``WINDOW_SIZE: 56`` for the focused-linear (L) stages, which the
+    Swin block clamps to the whole map (global attention at 56x56 and 28x28), and the
+    softmax (S) stages use Swin's window 7 with shifts on odd blocks.
+    """
+    return dict(
+        img_size=224, in_chans=3, num_classes=1000, patch_size=4,
+        embed_dim=embed_dim, depths=depths, num_heads=num_heads, mlp_ratio=4.0,
+        drop_rate=0.0, drop_path_rate=drop_path_rate, qkv_bias=True,
+        downsample="merge", use_conv_embed=False,
+        attention=["flatten", "flatten", "softmax", "softmax"],
+        window_size=[56, 56, 7, 7], shift_size=[0, 0, 3, 3], rel_pos_bias=[None, None, True, True],
+        focusing_factor=3.0, kernel_size=5,
+    )
+
+
+@_register
+def _flatten_swin_tiny() -> dict[str, Any]:
+    return _flatten_swin(96, [2, 2, 6, 2], 3, 0.2)
+
+
+@_register
+def _flatten_swin_small() -> dict[str, Any]:
+    return _flatten_swin(96, [2, 2, 18, 2], 3, 0.3)
+
+
+@_register
+def _flatten_swin_base() -> dict[str, Any]:
+    return _flatten_swin(128, [2, 2, 18, 2], 4, 0.5)
+
+
+@_register
+def _flatten_pvt_tiny() -> dict[str, Any]:
+    """FLatten-PVT-T: ``LLLL`` with ``PVT_LA_SR_RATIOS: 1111`` (no spatial reduction)."""
+    return dict(_pvt([2, 2, 2, 2]), attention="flatten", sr_ratio=1, focusing_factor=3.0, kernel_size=5)
+
+
+@_register
+def _flatten_pvt_small() -> dict[str, Any]:
+    return dict(_pvt([3, 4, 6, 3]), attention="flatten", sr_ratio=1, focusing_factor=3.0, kernel_size=5)
+
+
+@_register
+def _flatten_deit_tiny() -> dict[str, Any]:
+    """FLatten-DeiT-T: DeiT-T with focused linear attention (kernel 5, key position table)."""
+    return dict(_deit(), attention="flatten", focusing_factor=3.0, kernel_size=5)
+
+
+def _biformer(dims: list[int], depths: list[int], routing_heads: list[int], drop_path_rate: float) -> dict[str, Any]:
+    """BiFormer (``models/biformer.py``): conv stem, conv+BN downsampling, 3x3 depthwise
+    position embedding before every attention, LayerNorm eps 1e-6, MLP ratio 3, final
+    BatchNorm; ``n_win`` 7, top-k 1/4/16 and full attention with LePE in stage 4.
+
+    Routing stages have ``dim // 32`` heads; the last stage's ``AttentionLePE(dim)`` keeps
+    its constructor default of 8 heads in every variant, so the preset passes 8.
+    """
+    return dict(
+        img_size=224, in_chans=3, num_classes=1000, patch_size=4,
+        dims=dims, depths=depths, num_heads=routing_heads + [8], mlp_ratio=3.0,
+        drop_rate=0.0, drop_path_rate=drop_path_rate, norm_eps=1e-6,
+        stem="convs", downsample="conv_bn", pos_conv=3, final_norm="batch",
+        attention="biformer", n_win=7, topk=[1, 4, 16, -2], side_dwconv=5, kv_downsample_mode="identity",
+    )
+
+
+@_register
+def _biformer_tiny() -> dict[str, Any]:
+    return _biformer([64, 128, 256, 512], [2, 2, 8, 2], [2, 4, 8], 0.1)
+
+
+@_register
+def _biformer_small() -> dict[str, Any]:
+    return _biformer([64, 128, 256, 512], [4, 4, 18, 4], [2, 4, 8], 0.15)
+
+
+@_register
+def _biformer_base() -> dict[str, Any]:
+    return _biformer([96, 192, 384, 768], [4, 4, 18, 4], [3, 6, 12], 0.4)
+
+
+@_register
+def _lavit_swin_tiny() -> dict[str, Any]:
+    """A LaViT on Swin-T's layout (not the paper's models: their table could not be
+    established, see ``ablate/attention/lavit.py``). Global attention in every stage;
+    stages 1-2 are all VA layers (an LA layer's N x N maps would hold 2 x 3136^2 weights
+    at 56x56), stage 3 has 3 VA + 3 LA layers, stage 4 1 VA + 1 LA layer.
+    """
+    return dict(
+        img_size=224, in_chans=3, num_classes=1000, patch_size=4,
+        embed_dim=96, depths=[2, 2, 6, 2], num_heads=3, mlp_ratio=4.0,
+        drop_rate=0.0, drop_path_rate=0.2, qkv_bias=True, downsample="merge",
+        attention="lavit", va_layers=[2, 2, 3, 1], attention_residual=True, dp_loss_weight=1.0,
+    )
 
 
 def list_presets() -> list[str]:

@@ -1,0 +1,328 @@
+"""Focused linear attention (FLatten): ReLU kernel sharpened by a focusing power, plus a DWC.
+
+Paper: Han et al., "FLatten Transformer: Vision Transformer using Focused Linear
+Attention", ICCV 2023. Official code: https://github.com/LeapLabTHU/FLatten-Transformer
+(``models/flatten_pvt.py`` and ``models/flatten_swin.py``: ``FocusedLinearAttention``, in
+the May 2024 form that fixed its numerical instability; defaults from ``config.py``:
+``LA.FOCUSING_FACTOR`` 3, ``LA.KERNEL_SIZE`` 5, ``QKV_BIAS`` True).
+
+Per head, with ``phi(x) = f_p((ReLU(x) + 1e-6) / softplus(scale))`` and the focusing
+function ``f_p(x) = ||x|| * x^p / ||x^p||`` (norms over all C channels, as official)::
+
+    k   = kv(x)[:C] + positional_encoding
+    out = phi(q) (phi(k)^T v / n) / (phi(q) . mean(phi(k)) + 1e-6) + DWC(v)
+
+with ``n`` keys, in the cheap order ``q (k^T v)``. The depthwise convolution (rank
+restoration) has ``head_dim`` channels and one kernel shared by all heads, as official.
+Two layouts, as in the official models:
+
+* global (``window_size=None``, FLatten-PVT): every token attends to every key; with
+  ``sr_ratio`` > 1 the keys and values come from PVT's spatial reduction (strided conv +
+  LayerNorm) and V is interpolated back to the query tokens, linearly over the flattened
+  row-major sequence, before the DWC (official ``F.interpolate(..., mode='linear')``);
+* windowed (FLatten-Swin ``attn_type`` 'L'): the same inside Swin windows, with Swin's
+  clamp (a map not larger than the window is one window, no shift) and cyclic shift. The
+  official block passes Swin's shift mask to ``FocusedLinearAttention``, which ignores
+  it; so here too the shifted windows at the map border mix tokens across the
+  wrap-around seam, and the DWC sees each rolled window with zero padding at its border.
+
+``forward`` takes the cheap order; ``forward_reference`` builds each (window's) explicit
+attention matrix ``A_ij = phi(q_i).phi(k_j) / (sum_j phi(q_i).phi(k_j) + n * 1e-6)``,
+which is the same function as the official normaliser, epsilon included.
+
+Deliberate deviations, each to honour the ``forward(x, hw)`` contract or the builders:
+
+* Separate ``q`` and ``kv`` linears in both layouts (official Swin variant: one
+  ``qkv = Linear(C, 3C)``): same parameters, same function; a FLatten-Swin checkpoint
+  maps by splitting ``qkv`` rows ``[:C]`` -> ``q`` and ``[C:]`` -> ``kv``.
+* The positional encoding has one row per key of the build-time map
+  (``input_resolution``): ``window^2`` rows with windows, ``(H//sr) * (W//sr)`` without.
+  At another run-time size the global table is resized bilinearly over its 2-D layout;
+  a global mixer built without ``input_resolution`` has no positional encoding.
+* Windowed maps not divisible by the window are zero-padded at the bottom/right and
+  cropped afterwards, as ``softmax.py`` does (padded keys are not masked); the official
+  block requires divisible maps.
+* Prefix tokens (global layout only, e.g. DeiT's class token, ``N = P + H*W``): the
+  official repository has no DeiT code (its FLatten-DeiT-T script was shared off-repo,
+  issue #12). Following the authors' DeiT versions of their later linear attentions
+  (LeapLabTHU/Agent-Attention ``agent_deit.py``, LeapLabTHU/InLine ``inline_deit.py``),
+  prefix tokens are queries, keys and values of the linear attention, while the DWC runs
+  over the map tokens' values and is added to the map tokens' outputs only. The
+  positional encoding covers the map keys only (the mixer does not know ``P`` when it is
+  built; DeiT's own position embedding already covers the class token). With
+  ``sr_ratio`` > 1, prefix tokens skip the reduction conv but share its LayerNorm.
+* ``attn_drop`` and ``qk_scale`` are not options: the official module builds them and
+  never uses them (there is no attention matrix to drop out in the cheap order).
+* Linear layers keep PyTorch's default init; the model builder applies the official
+  truncated-normal init. ``scale`` and ``positional_encoding`` start at zero, as official.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ablate.attention._registry import MixerOptions, TokenMixer, register_attention
+from ablate.attention.softmax import check_rate, effective_window, pad_to_windows, window_partition, window_reverse
+from ablate.errors import Infeasible
+
+__all__ = ["FlattenAttention", "FlattenOptions", "focus"]
+
+EPS = 1e-6  # official: added after the ReLU kernel and to the normaliser
+
+
+def focus(x: torch.Tensor, scale: torch.Tensor, power: float) -> torch.Tensor:
+    """The official focused kernel ``phi``: ReLU + 1e-6, divided by ``softplus(scale)``, then ``f_p``.
+
+    ``f_p(x) = ||x|| * x^p / ||x^p||`` sharpens the direction of ``x`` towards its largest
+    channels and keeps its norm; norms run over the last (all C channels) dim.
+
+    Args:
+        x: ``(..., C)`` queries or keys.
+        scale: ``(1, 1, C)`` learnable temperature (before softplus).
+        power: focusing factor ``p``.
+
+    Returns:
+        ``(..., C)`` positive features.
+    """
+    x = (F.relu(x) + EPS) / F.softplus(scale)  # ..., C
+    norm = x.norm(dim=-1, keepdim=True)  # ..., 1
+    x = x ** power
+    return x / x.norm(dim=-1, keepdim=True) * norm  # ..., C
+
+
+@dataclasses.dataclass(frozen=True)
+class FlattenOptions(MixerOptions):
+    """Options of :class:`FlattenAttention`; defaults are the official ones (FLatten-PVT layout).
+
+    Attributes:
+        focusing_factor: power ``p`` of the focusing function (official 3). ``p = 1`` is
+            plain ReLU linear attention (the paper's baseline); values below 1 would blunt
+            the attention and are rejected.
+        kernel_size: side of the depthwise rank-restoration conv (official 5); odd.
+        window_size: Swin window side; None means global attention (FLatten-PVT/DeiT).
+        shift_size: Swin cyclic shift (0, or ``window_size // 2`` on odd blocks).
+        sr_ratio: PVT spatial reduction of the keys/values (global layout only; the
+            official FLatten-PVT configs use 1 in every stage, ``PVT_LA_SR_RATIOS``).
+        qkv_bias: learnable bias in the ``q`` and ``kv`` projections.
+        pos_encoding: add the learnable positional encoding to the keys.
+        proj_drop: dropout after the output projection.
+    """
+
+    focusing_factor: float = 3.0
+    kernel_size: int = 5
+    window_size: int | None = None
+    shift_size: int = 0
+    sr_ratio: int = 1
+    qkv_bias: bool = True
+    pos_encoding: bool = True
+    proj_drop: float = 0.0
+
+
+@register_attention("flatten")
+class FlattenAttention(TokenMixer):
+    """Focused linear attention, global (PVT/DeiT) or in shifted windows (Swin).
+
+    Attributes:
+        window: effective window side after the clamp to ``input_resolution`` (None: global).
+        shift: effective cyclic shift.
+        head_dim: channels per head (and of the shared DWC).
+        pos_hw: grid of the positional encoding's rows, or None without one.
+    """
+
+    Options = FlattenOptions
+    opts: FlattenOptions
+    prefix_tokens = True  # global layout only; windows reject them in forward
+
+    def __init__(self, dim: int, num_heads: int, *, input_resolution: tuple[int, int] | None = None,
+                 **options: object) -> None:
+        super().__init__(dim, num_heads, input_resolution=input_resolution, **options)
+        o = self.opts
+        self.head_dim = dim // num_heads
+        self.window: int | None = None
+        self.shift = 0
+        if o.window_size is not None:
+            self.window, self.shift, _ = effective_window(o.window_size, input_resolution, o.shift_size)
+
+        self.q = nn.Linear(dim, dim, bias=o.qkv_bias)
+        self.kv = nn.Linear(dim, 2 * dim, bias=o.qkv_bias)
+        self.proj = nn.Linear(dim, dim)
+        self.proj_drop = nn.Dropout(o.proj_drop)
+        self.sr_ratio = o.sr_ratio
+        if o.sr_ratio > 1:
+            self.sr = nn.Conv2d(dim, dim, kernel_size=o.sr_ratio, stride=o.sr_ratio)
+            self.norm = nn.LayerNorm(dim)
+        self.dwc = nn.Conv2d(self.head_dim, self.head_dim, kernel_size=o.kernel_size, groups=self.head_dim,
+                             padding=o.kernel_size // 2)
+        self.scale = nn.Parameter(torch.zeros(1, 1, dim))
+
+        self.pos_hw: tuple[int, int] | None = None
+        if o.pos_encoding:
+            if self.window is not None:
+                self.pos_hw = (self.window, self.window)
+            elif input_resolution is not None:
+                self.pos_hw = (input_resolution[0] // o.sr_ratio, input_resolution[1] // o.sr_ratio)
+        if self.pos_hw is not None:
+            self.positional_encoding = nn.Parameter(torch.zeros(1, self.pos_hw[0] * self.pos_hw[1], dim))
+
+    @classmethod
+    def check(cls, dim: int, num_heads: int, hw: tuple[int, int] | None, opts: FlattenOptions) -> None:  # type: ignore[override]
+        """Raise Infeasible for settings the official module cannot build or run."""
+        super().check(dim, num_heads, hw, opts)
+        at = f" for {hw=}" if hw is not None else ""
+        if hw is not None and min(hw) < 1:
+            raise Infeasible(f"the map must be at least 1x1, got {hw=}")
+        if not (math.isfinite(opts.focusing_factor) and opts.focusing_factor >= 1):
+            raise Infeasible(f"focusing_factor must be >= 1, got focusing_factor={opts.focusing_factor}")
+        if opts.kernel_size < 1 or opts.kernel_size % 2 == 0:
+            raise Infeasible(f"kernel_size must be odd and >= 1 so the DWC keeps the map size, "
+                             f"got kernel_size={opts.kernel_size}")
+        if opts.sr_ratio < 1:
+            raise Infeasible(f"sr_ratio must be >= 1, got sr_ratio={opts.sr_ratio}")
+        if opts.shift_size < 0:
+            raise Infeasible(f"shift_size must be >= 0, got shift_size={opts.shift_size}")
+        check_rate("proj_drop", opts.proj_drop)
+        if opts.window_size is None:
+            if opts.shift_size:
+                raise Infeasible(f"shift_size needs a window, got shift_size={opts.shift_size} with window_size=None")
+            if hw is not None and opts.sr_ratio > min(hw):
+                raise Infeasible(f"sr_ratio must not exceed the map, got sr_ratio={opts.sr_ratio}{at}")
+            return
+        if opts.window_size < 1:
+            raise Infeasible(f"window_size must be >= 1, got window_size={opts.window_size}")
+        if opts.sr_ratio > 1:
+            raise Infeasible(f"sr_ratio needs global attention (window_size=None), got sr_ratio={opts.sr_ratio} "
+                             f"with window_size={opts.window_size}")
+        window, shift, _ = effective_window(opts.window_size, hw, opts.shift_size)
+        if shift >= window:
+            raise Infeasible(f"shift_size must be < window_size, got shift_size={shift} and window_size={window}{at}")
+
+    # ------------------------------------------------------------------ pieces
+
+    def _positions(self, grid: tuple[int, int]) -> torch.Tensor:
+        """Positional encoding ``(1, gh*gw, C)`` for a key grid, resized bilinearly if needed."""
+        table = self.positional_encoding
+        if tuple(grid) == self.pos_hw:
+            return table
+        ph, pw = self.pos_hw  # type: ignore[misc]
+        table = table.view(1, ph, pw, self.dim).permute(0, 3, 1, 2)  # 1, C, ph, pw
+        table = F.interpolate(table, size=grid, mode="bilinear", align_corners=False)  # 1, C, gh, gw
+        return table.flatten(2).transpose(1, 2)  # 1, gh*gw, C
+
+    def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, reference: bool) -> torch.Tensor:
+        """Linear attention with the official normaliser, per head.
+
+        Args:
+            q: ``(B', Nq, C)`` focused queries.
+            k: ``(B', Nk, C)`` focused keys.
+            v: ``(B', Nk, C)`` values.
+            reference: build the explicit ``(Nq, Nk)`` attention matrix instead.
+
+        Returns:
+            ``(B', Nq, C)``.
+        """
+        b, nq, c = q.shape
+        nk = k.shape[1]
+        nh, hd = self.num_heads, self.head_dim
+        q = q.view(b, nq, nh, hd).transpose(1, 2)  # B', nH, Nq, hd
+        k = k.view(b, nk, nh, hd).transpose(1, 2)  # B', nH, Nk, hd
+        v = v.view(b, nk, nh, hd).transpose(1, 2)  # B', nH, Nk, hd
+        if reference:
+            attn = q @ k.transpose(-2, -1)  # B', nH, Nq, Nk
+            attn = attn / (attn.sum(dim=-1, keepdim=True) + nk * EPS)
+            out = attn @ v  # B', nH, Nq, hd
+        else:
+            z = 1.0 / (q @ k.mean(dim=-2, keepdim=True).transpose(-2, -1) + EPS)  # B', nH, Nq, 1
+            kv = (k.transpose(-2, -1) * nk ** -0.5) @ (v * nk ** -0.5)  # B', nH, hd, hd
+            out = q @ kv * z  # B', nH, Nq, hd
+        return out.transpose(1, 2).reshape(b, nq, c)
+
+    def _dwc(self, v: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+        """The shared depthwise conv over each head's values: ``(B', gh*gw, C)`` -> same."""
+        b, n, c = v.shape
+        nh, hd = self.num_heads, self.head_dim
+        fmap = v.view(b, grid[0], grid[1], nh, hd).permute(0, 3, 4, 1, 2)  # B', nH, hd, gh, gw
+        fmap = fmap.reshape(b * nh, hd, grid[0], grid[1])  # B'*nH, hd, gh, gw
+        out = self.dwc(fmap).view(b, nh * hd, n)  # B', C, gh*gw  (channel = head * hd + d)
+        return out.transpose(1, 2)  # B', gh*gw, C
+
+    # ------------------------------------------------------------------ forward
+
+    def forward(self, x: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
+        """Focused linear attention over ``(B, N, C)`` tokens of an ``hw`` map (cheap order)."""
+        return self._forward(x, hw, reference=False)
+
+    def forward_reference(self, x: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
+        """Same as ``forward`` through each (window's) explicit attention matrix."""
+        return self._forward(x, hw, reference=True)
+
+    def _forward(self, x: torch.Tensor, hw: tuple[int, int], *, reference: bool) -> torch.Tensor:
+        n = x.shape[1]
+        h, w = hw
+        if self.window is None:
+            if n < h * w:
+                raise ValueError(f"expected at least {h}*{w}={h * w} tokens for {hw=}, got {n}")
+            return self._global(x, hw, reference=reference)
+        if n > h * w:
+            raise Infeasible(f"windowed flatten attention takes no prefix tokens: expected {h}*{w}={h * w} tokens "
+                             f"for {hw=}, got {n}; use window_size=None")
+        if n != h * w:
+            raise ValueError(f"expected {h}*{w}={h * w} tokens for {hw=}, got {n}")
+        return self._windowed(x, hw, self.window, reference=reference)
+
+    def _global(self, x: torch.Tensor, hw: tuple[int, int], *, reference: bool) -> torch.Tensor:
+        b, n, c = x.shape
+        h, w = hw
+        p = n - h * w  # prefix tokens, first
+        sr = self.sr_ratio
+        q = self.q(x)  # B, N, C
+        if sr > 1:
+            if min(hw) < sr:
+                raise Infeasible(f"sr_ratio must not exceed the map, got sr_ratio={sr} for {hw=}")
+            fmap = x[:, p:].transpose(1, 2).reshape(b, c, h, w)  # B, C, H, W
+            reduced = self.sr(fmap)  # B, C, H//sr, W//sr
+            grid = (reduced.shape[2], reduced.shape[3])
+            kv_in = self.norm(torch.cat([x[:, :p], reduced.flatten(2).transpose(1, 2)], dim=1))  # B, P+n', C
+        else:
+            grid, kv_in = (h, w), x
+        k, v = self.kv(kv_in).chunk(2, dim=-1)  # each B, P+n', C
+        if self.pos_hw is not None:
+            k = torch.cat([k[:, :p], k[:, p:] + self._positions(grid)], dim=1)  # B, P+n', C
+        power = self.opts.focusing_factor
+        out = self._attend(focus(q, self.scale, power), focus(k, self.scale, power), v,
+                           reference=reference)  # B, N, C
+
+        v_map = v[:, p:]  # B, n', C
+        if sr > 1:  # official: linear interpolation over the flattened row-major sequence
+            v_map = F.interpolate(v_map.transpose(1, 2), size=h * w, mode="linear").transpose(1, 2)  # B, H*W, C
+        out = torch.cat([out[:, :p], out[:, p:] + self._dwc(v_map, (h, w))], dim=1)  # B, N, C
+        return self.proj_drop(self.proj(out))
+
+    def _windowed(self, x: torch.Tensor, hw: tuple[int, int], ws: int, *, reference: bool) -> torch.Tensor:
+        b, n, c = x.shape
+        h, w = hw
+        shift = self.shift
+        xm = pad_to_windows(x.view(b, h, w, c), ws)  # B, Hp, Wp, C
+        hp, wp = xm.shape[1:3]
+        if shift:
+            xm = torch.roll(xm, shifts=(-shift, -shift), dims=(1, 2))  # no mask: official ignores it
+        windows = window_partition(xm, ws)  # B, nW, L, C
+        nw, L = windows.shape[1:3]
+        windows = windows.reshape(b * nw, L, c)  # B*nW, L, C
+        q = self.q(windows)  # B*nW, L, C
+        k, v = self.kv(windows).chunk(2, dim=-1)  # each B*nW, L, C
+        if self.pos_hw is not None:
+            k = k + self.positional_encoding  # table of one window: 1, L, C
+        power = self.opts.focusing_factor
+        out = self._attend(focus(q, self.scale, power), focus(k, self.scale, power), v,
+                           reference=reference)  # B*nW, L, C
+        out = out + self._dwc(v, (ws, ws))  # B*nW, L, C
+        out = self.proj_drop(self.proj(out)).view(b, nw, L, c)  # B, nW, L, C
+        out = window_reverse(out, ws, (hp, wp))  # B, Hp, Wp, C
+        if shift:
+            out = torch.roll(out, shifts=(shift, shift), dims=(1, 2))
+        return out[:, :h, :w].reshape(b, n, c)
