@@ -969,13 +969,27 @@ def _check_against_models(study: Study, doc: _Doc, space_doc: _Doc) -> None:
         if not all(any(same_value(free.fixed[k], v) for v in vs) for k, vs in p.when.items() if k in free.fixed):
             continue  # never active under this study's fixed values (e.g. another family's option)
         base = {**arch, **{k: thaw(v[0]) for k, v in p.when.items() if k not in free.fixed}}
+        # A searched `attention` (e.g. per-stage patterns LLLL / LLSS): a family option is
+        # valid when at least one of the families it can meet accepts it.
+        families = [{}]
+        searched = next((q for q in free.params if q.name == "attention"), None)
+        if searched is not None and p.name != "attention" and "attention" not in p.when:
+            families = [{"attention": thaw(c)} for c in searched.choices or ()] or [{}]
         for value in p.choices or (p.low, p.high):
-            try:
-                resolve_arch({**base, p.name: thaw(value)})
-            except Infeasible:
-                pass  # the sampler marks such candidates infeasible at run time
-            except ConfigError as err:
-                raise space_doc.error(("params", p.name), _strip_key(str(err), p.name)) from None
+            first: ConfigError | None = None
+            for family in families:
+                try:
+                    resolve_arch({**base, **family, p.name: thaw(value)})
+                except Infeasible:
+                    first = None
+                    break  # the sampler marks such candidates infeasible at run time
+                except ConfigError as err:
+                    first = first or err
+                    continue
+                first = None
+                break
+            if first is not None:
+                raise space_doc.error(("params", p.name), _strip_key(str(first), p.name)) from None
 
     if not study.grid:
         return

@@ -428,9 +428,20 @@ def real_models() -> None:
 def test_real_models_accept_the_example_study_and_space_files(real_models: None, in_tmp: Path) -> None:
     study = load_study(DATA / "study_focal.yaml")
     assert study.trials == 3
-    for name in ("focal", "softmax"):
+    for name in ("focal", "softmax", "flatten", "biformer", "lavit"):
         text = f"name: {name}\nspace: {ROOT / 'search_spaces' / (name + '.yaml')}\ntrials: 2\n"
         assert load_study(_write(in_tmp, text)).space.name == name
+
+
+def test_a_searched_attention_pattern_accepts_each_familys_options(real_models: None, in_tmp: Path) -> None:
+    space = ("space:\n  fixed: {num_heads: 2}\n  params:\n"
+             "    attention: {choice: [[flatten, flatten, flatten, flatten], [flatten, flatten, softmax, softmax]]}\n"
+             "    focusing_factor: {choice: [2.0, 3.0]}\n"
+             "    rel_pos_bias: {choice: [true, false]}\n")
+    assert "focusing_factor" in load_study(_write(in_tmp, "name: pattern\ntrials: 2\n" + space)).free_space.names
+    bad = space.replace("focusing_factor:", "focus_factor:")
+    with pytest.raises(ConfigError, match=r"params\.focus_factor: unknown arch key 'focus_factor'"):
+        load_study(_write(in_tmp, "name: pattern\ntrials: 2\n" + bad))
 
 
 @pytest.mark.parametrize(("old", "new", "pattern"), [
