@@ -189,6 +189,11 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor
         ``(..., L, E)``.
     """
     if fused:
+        if bias is not None and bias.dim() != q.dim():
+            # A contiguous mask with every leading dim (an expanded view, no copy) lets CPU
+            # SDPA take its fused kernel; a broadcast (nH, L, S) one, or a permuted one, sends
+            # it down the math path, ~5x slower at 56x56.
+            bias = bias.contiguous().expand(*q.shape[:-2], *bias.shape[-2:])
         return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout_p, scale=scale)
     logits = (q * scale) @ k.transpose(-2, -1)  # ..., L, S
     if bias is not None:
