@@ -170,3 +170,30 @@ def test_warmup_longer_than_training_still_anneals():
     model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 10))
     history = train_classifier(model, data, TrainConfig(epochs=1, batch_size=256, lr=1e-2, warmup_epochs=1.0))
     assert history[-1]["lr"] < 1e-2 * 0.5
+
+
+class _WithAux(nn.Module):
+    """A linear probe that leaves an auxiliary loss, as LaViT's diagonality loss does."""
+
+    def __init__(self, weight: float) -> None:
+        super().__init__()
+        self.net = _linear()
+        self.weight = weight
+        self.aux_loss: torch.Tensor | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.aux_loss = self.weight * self.net[1].weight.square().sum() if self.weight else None
+        return self.net(x)  # B, 10
+
+
+def test_the_models_aux_loss_is_added_and_trained(digits8):
+    cfg = TrainConfig(epochs=1, batch_size=64, lr=1e-2, seed=0)
+    torch.manual_seed(0)
+    without = _WithAux(0.0)
+    plain = train_classifier(without, digits8, cfg)
+    torch.manual_seed(0)
+    model = _WithAux(10.0)
+    with_aux = train_classifier(model, digits8, cfg)
+    assert with_aux[0]["train_loss"] > plain[0]["train_loss"]  # the weighted penalty is in the loss
+    # and its gradient reaches the weights: the penalised run ends with smaller ones
+    assert model.net[1].weight.norm() < 0.9 * without.net[1].weight.norm()
