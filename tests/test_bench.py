@@ -6,7 +6,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import sys
 
 import pytest
 import torch
@@ -14,26 +13,14 @@ from torch import nn
 
 from ablate.attention import MixerOptions, TokenMixer, register_attention
 from ablate.bench import BASELINE, bench_attention, growth_exponent, make_config, peak_cpu_memory
-from ablate.cli import main
 from ablate.errors import ConfigError, Infeasible
+from cli_helpers import run_cli
 
 TINY = dict(dim=8, heads=2, repeats=1, warmup=0)
 ROW_KEYS = {"family", "options", "grid", "tokens", "fwd_ms", "fwdbwd_ms", "peak_mib", "gflops", "fwd_ratio",
             "fwdbwd_ratio", "mem_ratio", "note"}
 
 
-def _cli(capsys, *args: str) -> tuple[int, str, str]:
-    argv = sys.argv
-    sys.argv = ["ablate", *args]
-    try:
-        main()
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    finally:
-        sys.argv = argv
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 # --------------------------------------------------------------------------- pure functions
@@ -105,7 +92,7 @@ def test_peak_cpu_memory_ignores_frees_of_blocks_from_an_earlier_session():
 
 def test_json_contract_and_baseline_ratios_are_one(capsys):
     threads = torch.get_num_threads()
-    code, out, err = _cli(capsys, "bench", "attention", "--families", "softmax-window", "--resolutions", "4,8",
+    code, out, err = run_cli(capsys, "bench", "attention", "--families", "softmax-window", "--resolutions", "4,8",
                           "--dim", "8", "--heads", "2", "--repeats", "2", "--warmup", "1", "--threads", "1",
                           "--format", "json")
     assert code == 0, err
@@ -133,7 +120,7 @@ def test_json_contract_and_baseline_ratios_are_one(capsys):
 
 
 def test_table_output(capsys):
-    code, out, err = _cli(capsys, "bench", "attention", "--families", "softmax", "--resolutions", "4,6",
+    code, out, err = run_cli(capsys, "bench", "attention", "--families", "softmax", "--resolutions", "4,6",
                           "--dim", "8", "--heads", "2", "--repeats", "1", "--warmup", "0")
     assert code == 0, err
     assert "fwd+bwd ms" in out and "peak MiB" in out and "4x4" in out and "6x6" in out
@@ -256,7 +243,7 @@ BAD = [
 @pytest.mark.parametrize("case,args,needles", BAD, ids=[b[0] for b in BAD])
 def test_bad_input_is_one_line_and_exit_2(capsys, monkeypatch, case, args, needles):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    code, out, err = _cli(capsys, "bench", "attention", *args)
+    code, out, err = run_cli(capsys, "bench", "attention", *args)
     assert code == 2, (out, err)
     lines = err.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in err and out == "", err

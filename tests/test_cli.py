@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from ablate.cli import main
+from cli_helpers import run_cli
 
 GOOD = """\
 name: cli-test
@@ -31,18 +31,6 @@ def _write(tmp_path: Path, text: str) -> Path:
     return path
 
 
-def _cli(capsys, *args: str) -> tuple[int, str, str]:
-    argv = sys.argv
-    sys.argv = ["ablate", *args]
-    try:
-        main()
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    finally:
-        sys.argv = argv
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 BAD = [
@@ -65,7 +53,7 @@ def test_bad_study_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys, case,
     assert text != GOOD
     path = _write(tmp_path, text)
     for command in ("run", "validate"):
-        code, out, err = _cli(capsys, command, str(path))
+        code, out, err = run_cli(capsys, command, str(path))
         assert code == 2, (command, out, err)
         lines = err.strip().splitlines()
         assert len(lines) == 1 and "Traceback" not in err, err
@@ -75,39 +63,39 @@ def test_bad_study_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys, case,
 
 def test_validate_ok_and_the_repository_studies(tmp_path, capsys):
     studies = sorted(str(p) for p in Path(__file__).parents[1].joinpath("studies").glob("*.yaml"))
-    code, out, err = _cli(capsys, "validate", str(_write(tmp_path, GOOD)), *studies)
+    code, out, err = run_cli(capsys, "validate", str(_write(tmp_path, GOOD)), *studies)
     assert code == 0, err
     assert out.count("ok: ") == 1 + len(studies)
     assert not (tmp_path / "out.db").exists()
 
 
 def test_show_on_missing_or_foreign_database_is_one_line(tmp_path, capsys):
-    code, _, err = _cli(capsys, "show", str(tmp_path / "nope.db"))
+    code, _, err = run_cli(capsys, "show", str(tmp_path / "nope.db"))
     assert code == 2 and len(err.strip().splitlines()) == 1 and not (tmp_path / "nope.db").exists()
     foreign = tmp_path / "foreign.db"
     with sqlite3.connect(foreign) as conn:
         conn.execute("create table t (x int)")
-    code, _, err = _cli(capsys, "show", str(foreign))
+    code, _, err = run_cli(capsys, "show", str(foreign))
     assert code == 2 and "not an Optuna database" in err
-    code, _, err = _cli(capsys, "show", str(_write(tmp_path, GOOD)))
+    code, _, err = run_cli(capsys, "show", str(_write(tmp_path, GOOD)))
     assert code == 2 and "no such database file" in err and not (tmp_path / "out.db").exists()
 
 
 def test_profile_preset_json_contract(capsys):
-    code, out, err = _cli(capsys, "profile", "swin_tiny", "--resolution", "64", "--format", "json")
+    code, out, err = run_cli(capsys, "profile", "swin_tiny", "--resolution", "64", "--format", "json")
     assert code == 0, err
     obj = json.loads(out)
     assert set(obj) == {"name", "resolution", "params_m", "gflops"}
     assert obj["name"] == "swin_tiny" and obj["resolution"] == 64
     assert obj["params_m"] == pytest.approx(28.29, rel=0.01)
-    code, out, _ = _cli(capsys, "profile", "--list")
+    code, out, _ = run_cli(capsys, "profile", "--list")
     assert code == 0 and "focal_tiny" in out and "swin_tiny" in out
-    code, _, err = _cli(capsys, "profile", "focal_tiyn")
+    code, _, err = run_cli(capsys, "profile", "focal_tiyn")
     assert code == 2 and "did you mean 'focal_tiny'" in err
 
 
 def test_profile_study_lists_each_grid_cell(tmp_path, capsys):
-    code, out, err = _cli(capsys, "profile", str(_write(tmp_path, GOOD)), "--format", "json")
+    code, out, err = run_cli(capsys, "profile", str(_write(tmp_path, GOOD)), "--format", "json")
     assert code == 0, err
     rows = json.loads(out)
     assert [r["resolution"] for r in rows] == [16, 16] and "window_size=2" in rows[0]["name"]
@@ -121,7 +109,7 @@ def test_console_script_help_is_fast_and_imports_nothing_heavy():
 
 
 def test_dry_run_prints_costs_and_writes_nothing(tmp_path, capsys):
-    code, out, err = _cli(capsys, "run", str(_write(tmp_path, GOOD)), "--dry-run")
+    code, out, err = run_cli(capsys, "run", str(_write(tmp_path, GOOD)), "--dry-run")
     assert code == 0, err
     assert "2 candidate(s), not trained" in out and "window_size=2" in out and "window_size=4" in out
     assert not (tmp_path / "out.db").exists()
