@@ -71,9 +71,6 @@ def run(
     from ablate.config import load_study
 
     study = load_study(study_file)
-    if study.task != "classify":
-        raise ConfigError(f"{study_file}: task: {study.task!r} is not supported by this version of ablate, "
-                          f"allowed: 'classify'")
     if dry_run:
         _dry_run(study, trials)
         return

@@ -36,7 +36,7 @@ from typing import Any, Literal
 
 import yaml
 
-from ablate.errors import ConfigError, Infeasible
+from ablate.errors import AblateError, ConfigError, Infeasible
 from ablate.space import (
     FrozenDict,
     Param,
@@ -90,11 +90,16 @@ _TASK_METRIC = {"classify": "top1", "detect": "map50_95"}
 TRAIN_KEYS: frozenset[str] = frozenset({"lr", "weight_decay", "batch_size", "warmup_epochs", "label_smoothing"})
 
 #: Arch keys a study may not set: the runner derives them from the data.
-_RESERVED = FrozenDict({"img_size": "data.image_size", "num_classes": "the data set", "in_chans": "the data set"})
+_RESERVED = FrozenDict({"img_size": "data.image_size", "num_classes": "the data set", "in_chans": "the data set",
+                        "nc": "the data set"})
 _TASKS = ("classify", "detect")
 _SAMPLERS = ("grid", "random", "tpe", "nsga2")
 _SCHEDULERS = ("asha",)
-_DATASETS = ("digits", "imagefolder")
+_DATASETS = ("digits", "imagefolder", "synth-det", "yolo")
+#: Data sets each task can train on; the first is its default.
+_TASK_DATASETS = {"classify": ("digits", "imagefolder"), "detect": ("synth-det", "yolo")}
+#: Default image side per task.
+_TASK_IMAGE_SIZE = {"classify": 32, "detect": 128}
 _NAME_RE = re.compile(r"[A-Za-z0-9_.-]+")
 _URL_RE = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
 
@@ -718,7 +723,7 @@ def _parse_study(doc: _Doc, data: Any, source: str | None) -> tuple[Study, _Doc]
         paper_resolution = _int(doc, ("paper_resolution",), paper_resolution, 1)
 
     objectives = _study_objectives(doc, m.get("objectives"), task, paper_resolution)
-    data_spec = _study_data(doc, m.get("data") or {})
+    data_spec = _study_data(doc, m.get("data") or {}, task)
     train = _study_train(doc, m.get("train") or {}, seed)
 
     sampler = _study_sampler(doc, m.get("sampler") or {}, grid, seed)
@@ -834,11 +839,30 @@ def _study_objectives(doc: _Doc, raw: Any, task: str, paper_resolution: int | No
     return tuple(out)
 
 
-def _study_data(doc: _Doc, raw: Any) -> DataSpec:
+def _study_data(doc: _Doc, raw: Any, task: str = "classify") -> DataSpec:
     m = _mapping(doc, ("data",), raw, _DATA_KEYS)
-    name = _one_of(doc, ("data", "name"), m.get("name", "digits"), _DATASETS)
+    allowed = _TASK_DATASETS[task]
+    name = _one_of(doc, ("data", "name"), m.get("name", allowed[0]), _DATASETS)
+    if name not in allowed:
+        raise doc.error(("data", "name"), f"{name!r} is not a data set for task {task!r}, "
+                                          f"allowed: {', '.join(map(repr, allowed))}")
     path: str | None = None
-    if name == "imagefolder":
+    if name == "yolo":
+        if m.get("path") is None:
+            raise doc.error(("data", "path"), "required key is missing for 'yolo', allowed: an ultralytics data YAML")
+        raw_path = _str(doc, ("data", "path"), m["path"])
+        resolved = (doc.base_dir / os.path.expanduser(raw_path)).resolve()
+        if not resolved.is_file():
+            raise doc.error(("data", "path"), f"file not found: {raw_path!r} (looked at {resolved}), "
+                                              f"allowed: an ultralytics data YAML relative to this file, or absolute")
+        from ablate.data.detection import check_detection_data
+
+        try:
+            check_detection_data(resolved)
+        except AblateError as err:
+            raise doc.error(("data", "path"), str(err)) from None
+        path = str(resolved)
+    elif name == "imagefolder":
         if m.get("path") is None:
             raise doc.error(("data", "path"), "required key is missing for 'imagefolder', "
                                               "allowed: a folder with one sub-folder per class")
@@ -853,7 +877,7 @@ def _study_data(doc: _Doc, raw: Any) -> DataSpec:
     return DataSpec(
         name=name,
         path=path,
-        image_size=_int(doc, ("data", "image_size"), m.get("image_size", 32), 4),
+        image_size=_int(doc, ("data", "image_size"), m.get("image_size", _TASK_IMAGE_SIZE[task]), 4),
         val_fraction=_float(doc, ("data", "val_fraction"), m.get("val_fraction", 0.2), 0, 1,
                             open_low=True, open_high=True),
         num_workers=_int(doc, ("data", "num_workers"), m.get("num_workers", 0), 0),
@@ -919,8 +943,13 @@ def _storage(doc: _Doc, raw: Any) -> str:
 # --------------------------------------------------------------------------- feasibility
 
 
-def _arch_api() -> tuple[Callable[[Mapping[str, Any]], dict], Callable[[Mapping[str, Any]], None]]:
-    """``(resolve_arch, check_arch)`` from :mod:`ablate.models` (imported here: it imports torch)."""
+def _arch_api(task: str = "classify") -> tuple[Callable[[Mapping[str, Any]], dict],
+                                               Callable[[Mapping[str, Any]], None]]:
+    """``(resolve, check)`` of the task's model builder (imported here: it imports torch)."""
+    if task == "detect":
+        from ablate.models import yolo
+
+        return yolo.resolve_yolo_arch, yolo.check_yolo_arch
     from ablate import models
 
     return models.resolve_arch, models.check_arch
@@ -936,7 +965,7 @@ def _strip_key(message: str, key: str) -> str:
 
 def _check_against_models(study: Study, doc: _Doc, space_doc: _Doc) -> None:
     """Every fixed/grid/param key must be one the builder knows; every grid cell must build."""
-    resolve_arch, check_arch = _arch_api()
+    resolve_arch, check_arch = _arch_api(study.task)
     # (key, value, where, path) in the order the candidate is assembled; `attention` first,
     # because which family options exist depends on it.
     entries: list[tuple[str, Any, _Doc, tuple]] = []

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -22,12 +23,26 @@ __all__ = ["TrialFn", "candidate_arch", "finite", "run_trial", "measure_costs"]
 TrialFn = Callable[..., dict]
 
 
+def detection_data(study: Study) -> Path:
+    """The data YAML a detection study trains on: the user's, or the cached synthetic set."""
+    from ablate.data.detection import default_detection_data
+
+    return Path(study.data.path) if study.data.name == "yolo" else default_detection_data()
+
+
 def candidate_arch(study: Study, params: Mapping[str, Any]) -> dict[str, Any]:
     """The resolved architecture of one candidate, data-derived keys included."""
     from ablate.data import num_classes_of
-    from ablate.models import resolve_arch
 
     arch = study.candidate(params)
+    if study.task == "detect":
+        from ablate.data.detection import check_detection_data
+        from ablate.models.yolo import resolve_yolo_arch
+
+        arch.setdefault("nc", check_detection_data(detection_data(study)).nc)
+        return resolve_yolo_arch(arch)
+    from ablate.models import resolve_arch
+
     arch.setdefault("num_classes", num_classes_of(study.data.name, study.data.path))
     arch.setdefault("in_chans", 3)
     return resolve_arch(arch)
@@ -42,6 +57,9 @@ def measure_costs(arch: Mapping[str, Any], *, paper_resolution: int | None = Non
     from ``arch``) to measure it instead of building another.
     """
     from ablate.measure import measure_latency, profile
+
+    if "base" in arch:  # a YOLO candidate
+        return _yolo_costs(arch, paper_resolution=paper_resolution, latency=latency, model=model)
     from ablate.models import build
 
     model = model if model is not None else build(arch)
@@ -50,6 +68,25 @@ def measure_costs(arch: Mapping[str, Any], *, paper_resolution: int | None = Non
     if paper_resolution:
         paper = build({**arch, "img_size": paper_resolution})
         costs["gflops_paper"] = profile(paper, paper_resolution, in_chans=int(arch.get("in_chans", 3)))["gflops"]
+    if latency:
+        costs["latency_ms"] = measure_latency(model, size)
+    return costs
+
+
+def _yolo_costs(arch: Mapping[str, Any], *, paper_resolution: int | None, latency: bool,
+                model: "torch.nn.Module | None") -> dict[str, float]:
+    """YOLO costs: multiply-adds at the training size and at ``paper_resolution``, and
+    ``gflops_ultralytics`` (2 x multiply-adds at 640, what ultralytics prints)."""
+    from ablate.measure import measure_latency, profile
+    from ablate.models.yolo import build_yolo
+
+    model = model if model is not None else build_yolo(arch)
+    size = int(arch["img_size"])
+    costs = profile(model, size, in_chans=3)
+    at_640 = costs["gflops"] if size == 640 else profile(model, 640, in_chans=3)["gflops"]
+    costs["gflops_ultralytics"] = 2 * at_640
+    if paper_resolution:
+        costs["gflops_paper"] = at_640 if paper_resolution == 640 else profile(model, paper_resolution, 3)["gflops"]
     if latency:
         costs["latency_ms"] = measure_latency(model, size)
     return costs
@@ -67,8 +104,8 @@ def run_trial(study: Study, params: Mapping[str, Any], report: Callable[[dict], 
     from ablate.models import build
     from ablate.train import TrainConfig, train_classifier
 
-    if study.task != "classify":
-        raise NotImplementedError(f"task {study.task!r} is not supported by this version of ablate")
+    if study.task == "detect":
+        return _run_detect_trial(study, params, report, device=device)
     start = time.perf_counter()
     arch = candidate_arch(study, params)
     data = load_classification(study.data.name, path=study.data.path, image_size=study.data.image_size,
@@ -89,6 +126,34 @@ def run_trial(study: Study, params: Mapping[str, Any], report: Callable[[dict], 
         report(last)
 
     train_classifier(model, data, cfg, on_epoch)
+    return last
+
+
+def _run_detect_trial(study: Study, params: Mapping[str, Any], report: Callable[[dict], None], *,
+                      device: str) -> dict:
+    """A YOLO candidate through ultralytics' trainer (:mod:`ablate.train.detect`)."""
+    from ablate.models.yolo import build_yolo
+    from ablate.train.detect import DetectConfig, train_detector
+
+    start = time.perf_counter()
+    data_yaml = detection_data(study)
+    arch = candidate_arch(study, params)
+    train = study.train_for(params)
+    cfg = DetectConfig(epochs=train.epochs, batch_size=train.batch_size, image_size=study.data.image_size,
+                       lr=train.lr, weight_decay=train.weight_decay, warmup_epochs=train.warmup_epochs,
+                       seed=train.seed, amp=train.amp, device=device, workers=study.data.num_workers)
+    torch.manual_seed(train.seed)
+    wants_latency = any(o.name == "latency_ms" for o in study.objectives)
+    costs = measure_costs(arch, paper_resolution=study.paper_resolution, latency=wants_latency,
+                          model=build_yolo(arch))
+    last: dict = {}
+
+    def on_epoch(metrics: dict) -> None:
+        nonlocal last
+        last = {**metrics, **costs, "epochs_done": metrics["epoch"], "wall_s": time.perf_counter() - start}
+        report(last)
+
+    train_detector(arch, data_yaml, cfg, on_epoch)
     return last
 
 

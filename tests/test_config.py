@@ -64,7 +64,7 @@ def _fake_check(arch: Mapping) -> None:
 
 @pytest.fixture()
 def fake_models(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(config, "_arch_api", lambda: (_fake_resolve, _fake_check))
+    monkeypatch.setattr(config, "_arch_api", lambda task="classify": (_fake_resolve, _fake_check))
 
 
 @pytest.fixture()
@@ -239,7 +239,9 @@ BAD = [
     ("{name: digits, image_size: 32}", "{name: digits, val_fraction: 1.0}",
      "study.yaml:11: data.val_fraction: must be a number in (0, 1), got 1.0"),
     ("{name: digits, image_size: 32}", "{name: mnist}",
-     "study.yaml:11: data.name: must be one of 'digits', 'imagefolder', got 'mnist'"),
+     "study.yaml:11: data.name: must be one of 'digits', 'imagefolder', 'synth-det', 'yolo', got 'mnist'"),
+    ("{name: digits, image_size: 32}", "{name: synth-det}",
+     "study.yaml:11: data.name: 'synth-det' is not a data set for task 'classify', allowed: 'digits', 'imagefolder'"),
     ("train: {epochs: 1, batch_size: 64}", "train: epochs: 1",
      "study.yaml:12: invalid YAML: mapping values are not allowed here"),
     ("storage: sqlite:///runs/t.db\n", "storage: sqlite:///runs/t.db\nsampler: {name: bayes}\n",
