@@ -243,11 +243,12 @@ def profile(
     fmt: ProfileFormat = typer.Option(ProfileFormat.table, "--format", help="Output format."),
     list_presets: bool = typer.Option(False, "--list", help="List the presets and their published figures."),
 ) -> None:
-    """Parameters and FLOPs (multiply-adds) of a preset or of a study's candidates."""
-    from ablate.models.presets import PRESET_INFO, list_presets as names
+    """Parameters and FLOPs (multiply-adds) of a preset or of a study's candidates.
 
+    YOLO models also get ``gflops_ultralytics``: the figure ultralytics prints, at 640 px.
+    """
     if list_presets:
-        rows = [{"name": n, **PRESET_INFO.get(n, {})} for n in names()]
+        rows = _preset_list()
         if fmt == ProfileFormat.json:
             _echo_json(rows)
         else:
@@ -263,8 +264,26 @@ def profile(
         _echo_json(rows[0] if len(rows) == 1 else rows)
     else:
         for r in rows:
+            extra = (f"  {r['gflops_ultralytics']:>7.2f} GFLOPs as ultralytics prints (640 px)"
+                     if "gflops_ultralytics" in r else "")
             typer.echo(f"{r['name']:<40} {r['resolution']:>4}px  {r['params_m']:>9.3f}M params  "
-                       f"{r['gflops']:>9.4f} GFLOPs (multiply-adds)")
+                       f"{r['gflops']:>9.4f} GFLOPs (multiply-adds){extra}")
+
+
+def _preset_list() -> list[dict]:
+    """Every preset (ViT, then YOLO) with its published figures."""
+    from ablate.models.presets import PRESET_INFO, list_presets as names
+    from ablate.models.yolo import YOLO_PRESET_INFO, list_yolo_presets
+
+    return ([{"name": n, **PRESET_INFO.get(n, {})} for n in names()]
+            + [{"name": n, **YOLO_PRESET_INFO.get(n, {})} for n in list_yolo_presets()])
+
+
+def _yolo_size(resolution: Optional[int], default: int) -> int:
+    size = resolution or default
+    if size % 32:
+        raise ConfigError(f"--resolution must be a multiple of 32 for a YOLO model (its largest stride), got {size}")
+    return size
 
 
 def _profile_rows(target: str, resolution: Optional[int]) -> list[dict]:
@@ -280,15 +299,78 @@ def _profile_rows(target: str, resolution: Optional[int]) -> list[dict]:
         rows = []
         for cell in cells:
             arch = candidate_arch(study, cell)
-            size = resolution or int(arch["img_size"])
             label = study.name + ("[" + ", ".join(f"{k}={v}" for k, v in cell.items()) + "]" if cell else "")
+            if "base" in arch:  # a YOLO candidate
+                from ablate.models.yolo import profile_yolo
+
+                size = _yolo_size(resolution, int(arch["img_size"]))
+                rows.append({"name": label, "resolution": size, **profile_yolo(arch, size)})
+                continue
+            size = resolution or int(arch["img_size"])
             rows.append({"name": label, "resolution": size, **measure(build({**arch, "img_size": size}), size)})
         return rows
-    from ablate.models.presets import preset_arch
+    from ablate.models.presets import list_presets as vit_presets, preset_arch
 
+    if target not in vit_presets():
+        import difflib
+
+        from ablate.models.yolo import list_yolo_presets, profile_yolo
+
+        if target not in list_yolo_presets():
+            valid = vit_presets() + list_yolo_presets()
+            hint = difflib.get_close_matches(target, valid, n=1)
+            raise ConfigError(f"unknown preset {target!r}, allowed: {', '.join(valid)}"
+                              + (f"; did you mean {hint[0]!r}?" if hint else ""))
+        size = _yolo_size(resolution, 640)
+        return [{"name": target, "resolution": size, **profile_yolo({"preset": target}, size)}]
     arch = preset_arch(target)
     size = resolution or int(arch.get("img_size", 224))
     return [{"name": target, "resolution": size, **measure(build({**arch, "img_size": size}), size)}]
+
+
+# --------------------------------------------------------------------------- export
+
+
+@app.command()
+def export(
+    target: str = typer.Argument(..., help="Study YAML, a .db file or a storage URL."),
+    trial: int = typer.Option(..., "--trial", min=0, help="Trial number (as `ablate show` lists it)."),
+    out: Path = typer.Option(..., "-o", "--output", help="Model YAML to write (.yaml)."),
+    storage: Optional[str] = typer.Option(None, "--storage", help="SQLAlchemy URL overriding the study's storage."),
+    study_name: Optional[str] = typer.Option(None, "--study", help="Which study, when the storage holds several."),
+) -> None:
+    """Write a detection trial's candidate as an ultralytics model YAML (`YOLO(FILE)` builds it)."""
+    from ablate.results import load_results
+
+    url, name = _target(target, storage)
+    results = load_results(url, study_name or name)
+    where = f"{target}: study {results.name!r}"
+    task = (results.spec or {}).get("task")
+    if task not in (None, "detect"):
+        raise ConfigError(f"{where} is a {task!r} study; export writes ultralytics models of detection studies "
+                          f"(task: 'detect')")
+    frame = results.trials
+    match = frame[frame["number"] == trial] if len(frame) else frame
+    if not len(match):
+        numbers = sorted(int(n) for n in frame["number"]) if len(frame) else []
+        have = f"its trials are {numbers[0]}..{numbers[-1]}" if numbers else "it has no trials"
+        raise ConfigError(f"{where} has no trial {trial}; {have}")
+    row = match.iloc[0]
+    arch = row["attrs"].get("arch")
+    if arch is None:
+        error = row["attrs"].get("error")
+        raise ConfigError(f"{where}: trial {trial} ({row['state']}) stored no arch"
+                          + (f" (it failed: {str(error).splitlines()[0][:200]})" if error else ""))
+    if not isinstance(arch, dict) or "base" not in arch:
+        raise ConfigError(f"{where}: trial {trial}'s arch is not a YOLO candidate (no 'base' key); "
+                          "export writes ultralytics models of detection studies")
+    if not out.parent.is_dir():
+        raise ConfigError(f"{out}: folder {out.parent} does not exist")
+    from ablate.models.yolo import export_yolo_yaml
+
+    path = export_yolo_yaml(arch, out)
+    typer.echo(f"wrote {path}: trial {trial} of {results.name} ({arch['base']}, attention {arch.get('attention')!r})")
+    typer.echo(f"build it: python -c \"import ablate.models.yolo; from ultralytics import YOLO; YOLO('{path}')\"")
 
 
 # --------------------------------------------------------------------------- bench
@@ -330,6 +412,37 @@ def bench_attention(
         _echo_json(result)
     else:
         print_table(result)
+
+
+# --------------------------------------------------------------------------- data
+
+data_app = typer.Typer(no_args_is_help=True, help="Data sets: write the generated detection set.")
+app.add_typer(data_app, name="data")
+
+
+@data_app.command("synth-det")
+def data_synth_det(
+    out: Path = typer.Option(..., "--out", help="Folder to create (it must not exist, or be empty)."),
+    seed: int = typer.Option(0, "--seed", help="Seed; the same seed writes byte-identical files."),
+    n_train: int = typer.Option(1024, "--train", help="Training images."),
+    n_val: int = typer.Option(64, "--val", help="Validation images."),
+    image_size: int = typer.Option(128, "--image-size", help="Image side in pixels."),
+    classes: str = typer.Option("circle,square,triangle", "--classes",
+                                help="Comma-separated shapes, in class order: circle, square, triangle, "
+                                     "cross, star."),
+) -> None:
+    """Write the synthetic YOLO-format detection set (shapes on textured backgrounds) and its data.yaml."""
+    import time
+
+    from ablate.data.detection import generate_synth_det
+
+    start = time.perf_counter()
+    yaml_path = generate_synth_det(out, seed=seed, n_train=n_train, n_val=n_val, image_size=image_size,
+                                   classes=classes)
+    names = [c.strip() for c in classes.split(",") if c.strip()]
+    typer.echo(str(yaml_path))
+    typer.echo(f"{n_train} train / {n_val} val images of {image_size} px, {len(names)} classes "
+               f"({', '.join(names)}), seed {seed}, {time.perf_counter() - start:.1f}s")
 
 
 # --------------------------------------------------------------------------- entry point

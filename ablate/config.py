@@ -69,6 +69,7 @@ __all__ = [
     "study_from_dict",
     "study_to_dict",
     "validate_study",
+    "arch_api",
 ]
 
 #: Objective name → default direction. ``gflops`` is counted at the training resolution,
@@ -943,7 +944,7 @@ def _storage(doc: _Doc, raw: Any) -> str:
 # --------------------------------------------------------------------------- feasibility
 
 
-def _arch_api(task: str = "classify") -> tuple[Callable[[Mapping[str, Any]], dict],
+def arch_api(task: str = "classify") -> tuple[Callable[[Mapping[str, Any]], dict],
                                                Callable[[Mapping[str, Any]], None]]:
     """``(resolve, check)`` of the task's model builder (imported here: it imports torch)."""
     if task == "detect":
@@ -965,7 +966,7 @@ def _strip_key(message: str, key: str) -> str:
 
 def _check_against_models(study: Study, doc: _Doc, space_doc: _Doc) -> None:
     """Every fixed/grid/param key must be one the builder knows; every grid cell must build."""
-    resolve_arch, check_arch = _arch_api(study.task)
+    resolve_arch, check_arch = arch_api(study.task)
     # (key, value, where, path) in the order the candidate is assembled; `attention` first,
     # because which family options exist depends on it.
     entries: list[tuple[str, Any, _Doc, tuple]] = []

@@ -128,8 +128,24 @@ def _finished_keys(ostudy: optuna.Study) -> set[str]:
 
 def _key(candidate: Mapping[str, Any], train: Mapping[str, Any] | None) -> str:
     """Equal keys mean the same model trained the same way (architecture and training keys:
-    two grid cells that differ only in ``lr`` are different configurations)."""
-    return cell_key({"arch": candidate, "train": train})
+    two grid cells that differ only in ``lr`` are different configurations).
+
+    The architecture is taken in its resolved form, so two spellings of one model (a
+    YOLO cell with ``attention: none`` and any placement) are one configuration.
+    """
+    return cell_key({"arch": _canonical(candidate), "train": train})
+
+
+def _canonical(candidate: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The builder's resolved form of a candidate; the candidate itself if it does not resolve."""
+    from ablate.config import arch_api
+    from ablate.errors import AblateError
+
+    resolve, _ = arch_api("detect" if "base" in candidate else "classify")
+    try:
+        return resolve(dict(candidate))
+    except AblateError:
+        return candidate
 
 
 def config_key(study: Study, params: Mapping[str, Any]) -> str:
@@ -222,8 +238,10 @@ class StudySearcher:
         return None
 
     def _next_sample(self) -> tuple[optuna.Trial, dict] | None:
-        from ablate.models import check_arch
+        from ablate.config import arch_api
         from ablate.errors import AblateError
+
+        _, check_arch = arch_api(self.study.task)
 
         for _ in range(_MAX_SKIPS):
             otrial = self.ostudy.ask()

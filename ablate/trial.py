@@ -76,15 +76,15 @@ def measure_costs(arch: Mapping[str, Any], *, paper_resolution: int | None = Non
 def _yolo_costs(arch: Mapping[str, Any], *, paper_resolution: int | None, latency: bool,
                 model: "torch.nn.Module | None") -> dict[str, float]:
     """YOLO costs: multiply-adds at the training size and at ``paper_resolution``, and
-    ``gflops_ultralytics`` (2 x multiply-adds at 640, what ultralytics prints)."""
+    ``gflops_ultralytics`` (what ultralytics prints at 640; see ``ultralytics_gflops``)."""
     from ablate.measure import measure_latency, profile
-    from ablate.models.yolo import build_yolo
+    from ablate.models.yolo import build_yolo, ultralytics_gflops
 
     model = model if model is not None else build_yolo(arch)
     size = int(arch["img_size"])
     costs = profile(model, size, in_chans=3)
     at_640 = costs["gflops"] if size == 640 else profile(model, 640, in_chans=3)["gflops"]
-    costs["gflops_ultralytics"] = 2 * at_640
+    costs["gflops_ultralytics"] = ultralytics_gflops(model, 640)
     if paper_resolution:
         costs["gflops_paper"] = at_640 if paper_resolution == 640 else profile(model, paper_resolution, 3)["gflops"]
     if latency:

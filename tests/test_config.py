@@ -64,7 +64,7 @@ def _fake_check(arch: Mapping) -> None:
 
 @pytest.fixture()
 def fake_models(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(config, "_arch_api", lambda task="classify": (_fake_resolve, _fake_check))
+    monkeypatch.setattr(config, "arch_api", lambda task="classify": (_fake_resolve, _fake_check))
 
 
 @pytest.fixture()

@@ -245,9 +245,9 @@ class FlattenAttention(TokenMixer):
         """The shared depthwise conv over each head's values: ``(B', gh*gw, C)`` -> same."""
         b, n, c = v.shape
         nh, hd = self.num_heads, self.head_dim
-        fmap = v.view(b, grid[0], grid[1], nh, hd).permute(0, 3, 4, 1, 2)  # B', nH, hd, gh, gw
+        fmap = v.reshape(b, grid[0], grid[1], nh, hd).permute(0, 3, 4, 1, 2)  # B', nH, hd, gh, gw
         fmap = fmap.reshape(b * nh, hd, grid[0], grid[1])  # B'*nH, hd, gh, gw
-        out = self.dwc(fmap).view(b, nh * hd, n)  # B', C, gh*gw  (channel = head * hd + d)
+        out = self.dwc(fmap).reshape(b, nh * hd, n)  # B', C, gh*gw  (channel = head * hd + d)
         return out.transpose(1, 2)  # B', gh*gw, C
 
     # ------------------------------------------------------------------ forward
