@@ -81,3 +81,16 @@ def test_a_missing_or_empty_data_yaml_is_refused_before_training(tmp_path: Path)
     with pytest.raises(AblateError, match="no images"):
         study_from_dict({**base, "data": {"name": "yolo", "path": str(empty / "data.yaml")}})
     assert not (tmp_path / "det.db").exists()
+
+
+def test_two_spellings_of_the_stock_model_are_one_configuration(tmp_path: Path) -> None:
+    from ablate.runner import config_key
+
+    study = study_from_dict({
+        "name": "det", "task": "detect", "fixed": {"base": "yolov8n"},
+        "grid": {"attention": ["none", "flatten"], "placement": ["sppf", "neck"]},
+        "data": {"name": "synth-det", "image_size": 96},
+        "storage": f"sqlite:///{tmp_path / 'det.db'}",
+    }, check=False)
+    keys = [config_key(study, cell) for cell in study.cells()]
+    assert len(keys) == 4 and len(set(keys)) == 3  # none/sppf == none/neck
