@@ -691,7 +691,9 @@ class Stage(nn.Module):
         return x, hw
 
 
-def _init_weights(module: nn.Module) -> None:
+def init_weights(module: nn.Module) -> None:
+    """The official init of every ViT the papers train: truncated-normal (0.02) linears with
+    zero bias, unit LayerNorms (``model.apply(init_weights)``)."""
     if isinstance(module, nn.Linear):
         nn.init.trunc_normal_(module.weight, std=0.02)
         if module.bias is not None:
@@ -774,7 +776,7 @@ class HierarchicalViT(nn.Module):
         self.head_drop = nn.Dropout(r["drop_rate"])
         self.head = nn.Linear(self.num_features, self.num_classes) if self.num_classes > 0 else nn.Identity()
 
-        self.apply(_init_weights)
+        self.apply(init_weights)
         for module in self.modules():
             if isinstance(module, TokenMixer) and callable(getattr(module, "init_weights", None)):
                 module.init_weights()

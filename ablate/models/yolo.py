@@ -121,6 +121,7 @@ from ablate.attention import Mixer2d, check_mixer, create_mixer, get_attention, 
 from ablate.attention import parse_options  # noqa: E402
 from ablate.errors import ConfigError, Infeasible  # noqa: E402
 from ablate.measure import count_flops, count_params  # noqa: E402
+from ablate.models.vit import init_weights  # noqa: E402
 
 __all__ = [
     "YOLO_ARCH_DEFAULTS",
@@ -191,17 +192,6 @@ class LayerNorm2d(nn.LayerNorm):
         return x.permute(0, 3, 1, 2)  # B, C, H, W
 
 
-def _init_weights(module: nn.Module) -> None:
-    """The official ViT init of ablate's builder: truncated normal (0.02) linears, unit LayerNorms."""
-    if isinstance(module, nn.Linear):
-        nn.init.trunc_normal_(module.weight, std=0.02)
-        if module.bias is not None:
-            nn.init.zeros_(module.bias)
-    elif isinstance(module, nn.LayerNorm):
-        nn.init.ones_(module.weight)
-        nn.init.zeros_(module.bias)
-
-
 def attention_heads(dim: int, head_dim: int) -> int:
     """Heads of an attention block with ``dim`` channels: ``max(1, dim // head_dim)``."""
     return max(1, dim // head_dim)
@@ -241,7 +231,7 @@ class AttnResidual(nn.Module):
         self.norm = LayerNorm2d(dim)
         mixer = create_mixer(family, dim, attention_heads(dim, head_dim), input_resolution=res, **options)
         self.attn = Mixer2d(mixer)
-        self.apply(_init_weights)
+        self.apply(init_weights)
         if callable(getattr(mixer, "init_weights", None)):
             mixer.init_weights()
 
