@@ -118,15 +118,9 @@ def run_trial(study: Study, params: Mapping[str, Any], report: Callable[[dict], 
     model = build(arch)
     wants_latency = any(o.name == "latency_ms" for o in study.objectives)
     costs = measure_costs(arch, paper_resolution=study.paper_resolution, latency=wants_latency, model=model)
-    last: dict = {}
-
-    def on_epoch(metrics: dict) -> None:
-        nonlocal last
-        last = {**metrics, **costs, "epochs_done": metrics["epoch"], "wall_s": time.perf_counter() - start}
-        report(last)
-
+    on_epoch = _EpochReporter(report, costs, start)
     train_classifier(model, data, cfg, on_epoch)
-    return last
+    return on_epoch.last
 
 
 def _run_detect_trial(study: Study, params: Mapping[str, Any], report: Callable[[dict], None], *,
@@ -146,15 +140,22 @@ def _run_detect_trial(study: Study, params: Mapping[str, Any], report: Callable[
     wants_latency = any(o.name == "latency_ms" for o in study.objectives)
     costs = measure_costs(arch, paper_resolution=study.paper_resolution, latency=wants_latency,
                           model=build_yolo(arch))
-    last: dict = {}
-
-    def on_epoch(metrics: dict) -> None:
-        nonlocal last
-        last = {**metrics, **costs, "epochs_done": metrics["epoch"], "wall_s": time.perf_counter() - start}
-        report(last)
-
+    on_epoch = _EpochReporter(report, costs, start)
     train_detector(arch, data_yaml, cfg, on_epoch)
-    return last
+    return on_epoch.last
+
+
+class _EpochReporter:
+    """Adds the cost figures, ``epochs_done`` and ``wall_s`` to each epoch's metrics and reports them."""
+
+    def __init__(self, report: Callable[[dict], None], costs: Mapping[str, float], start: float) -> None:
+        self.report, self.costs, self.start = report, dict(costs), start
+        self.last: dict = {}
+
+    def __call__(self, metrics: dict) -> None:
+        self.last = {**metrics, **self.costs, "epochs_done": metrics["epoch"],
+                     "wall_s": time.perf_counter() - self.start}
+        self.report(self.last)
 
 
 def finite(value: Any) -> bool:

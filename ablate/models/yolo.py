@@ -97,7 +97,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import difflib
 import functools
 import json
 import math
@@ -121,7 +120,7 @@ from ablate.attention import Mixer2d, check_mixer, create_mixer, get_attention, 
 from ablate.attention import parse_options  # noqa: E402
 from ablate.errors import ConfigError, Infeasible  # noqa: E402
 from ablate.measure import count_flops, count_params  # noqa: E402
-from ablate.models.vit import init_weights  # noqa: E402
+from ablate.models.vit import _as_int, _did_you_mean, init_weights  # noqa: E402  (shared arch checks)
 
 __all__ = [
     "YOLO_ARCH_DEFAULTS",
@@ -372,19 +371,6 @@ YOLO_BASES: dict[str, tuple[str, str]] = {
 _CSP = ("C2f", "C3k2")  # the stock rows a C2f_F / C3k2_F replaces
 _DOWNSAMPLERS = ("Conv", "DWConv", "GhostConv", "SCDown")  # args [c2, k, s]
 _MAX_STRIDE = 32
-
-
-def _did_you_mean(name: object, valid: Sequence[str]) -> str:
-    hint = difflib.get_close_matches(str(name), list(valid), n=1)
-    return f"; did you mean {hint[0]!r}?" if hint else ""
-
-
-def _as_int(key: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigError(f"{key} must be an integer, got {value!r}")
-    if value < minimum:
-        raise ConfigError(f"{key} must be >= {minimum}, got {key}={value}")
-    return value
 
 
 def _jsonable(value: Any) -> Any:
