@@ -15,7 +15,8 @@ import pandas as pd
 from ablate.errors import StorageError
 from ablate.storage import open_storage
 
-__all__ = ["StudyResults", "load_results", "pareto_front", "nondominated"]
+__all__ = ["StudyResults", "StudyReader", "load_results", "study_names", "pareto_front", "nondominated",
+           "hypervolume_2d", "hypervolume_history"]
 
 
 @dataclass
@@ -69,46 +70,153 @@ def pareto_front(trials: pd.DataFrame, objectives: Sequence[dict[str, str]]) -> 
     return sorted(numbers[i] for i in nondominated(points, [o["direction"] for o in objectives]))
 
 
+def study_names(url: str) -> list[str]:
+    """Names of the studies in a storage (the storage must exist and hold Optuna's tables)."""
+    return [s.study_name for s in open_storage(url, create=False).get_all_studies()]
+
+
+class StudyReader:
+    """One study kept open, so that reading it again costs only what changed.
+
+    Optuna caches finished trials in the study object (they never change again), and the
+    rows built from them are cached here too; a dashboard that refreshes every few
+    seconds then re-reads only running and new trials. Readers never write.
+    """
+
+    def __init__(self, url: str, name: str | None = None) -> None:
+        import optuna
+
+        storage = open_storage(url, create=False)
+        names = [s.study_name for s in storage.get_all_studies()]
+        if name is None:
+            if not names:
+                raise StorageError(f"storage {url!r} holds no study")
+            if len(names) > 1:
+                raise StorageError(f"storage {url!r} holds several studies ({', '.join(names)}); name one")
+            name = names[0]
+        elif name not in names:
+            raise StorageError(f"storage {url!r} has no study {name!r}"
+                               + (f", it has: {', '.join(names)}" if names else " (it is empty)"))
+        self.url, self.name = url, name
+        self._ostudy = optuna.load_study(study_name=name, storage=storage)
+        self._rows: dict[int, dict[str, Any]] = {}  # finished trials only
+        self._spec_seen: Any = object()
+        self._decode = dict
+        self._last: tuple[tuple, StudyResults] | None = None
+
+    def read(self) -> StudyResults:
+        """The study as it is now (trials, objectives, spec, Pareto front)."""
+        import optuna
+
+        ostudy = self._ostudy
+        attrs = ostudy.user_attrs
+        spec = attrs.get("spec")
+        if spec != self._spec_seen:
+            self._spec_seen, self._decode, self._rows = spec, _decoder(spec), {}
+        metric_names = ostudy.metric_names or [f"objective_{i}" for i in range(len(ostudy.directions))]
+        objectives = [{"name": n, "direction": "maximize" if d == optuna.study.StudyDirection.MAXIMIZE
+                       else "minimize"} for n, d in zip(metric_names, ostudy.directions)]
+        trials = ostudy.get_trials(deepcopy=False)
+        fingerprint = tuple((t.number, t.state, len(t.user_attrs.get("curve", ()))) for t in trials
+                            if not t.state.is_finished()) + (len(trials), tuple(metric_names))
+        if self._last is not None and self._last[0] == fingerprint and self._last[1].spec == spec:
+            return self._last[1]
+        rows = []
+        for t in trials:
+            row = self._rows.get(t.number)
+            if row is None:
+                row = _row(t, metric_names, self._decode)
+                if t.state.is_finished():
+                    self._rows[t.number] = row
+            if row is not _SKIPPED:
+                rows.append(row)
+        frame = pd.DataFrame(rows, columns=None if rows else _BASE_COLUMNS)
+        result = StudyResults(name=self.name, storage=self.url, objectives=objectives, spec=spec, trials=frame)
+        result.pareto = pareto_front(frame, objectives) if rows else []
+        self._last = (fingerprint, result)
+        return result
+
+
+_BASE_COLUMNS = ["number", "state", "params", "values", "attrs", "datetime_start", "datetime_complete"]
+_SKIPPED: dict[str, Any] = {}
+
+
+def _row(t: Any, metric_names: Sequence[str], decode: Any) -> dict[str, Any]:
+    if t.user_attrs.get("skipped"):
+        return _SKIPPED  # duplicates and infeasible proposals were never trained
+    values = dict(zip(metric_names, t.values)) if t.values is not None else {}
+    row = {"number": t.number, "state": t.state.name, "params": decode(t.params), "values": values,
+           "attrs": dict(t.user_attrs), "datetime_start": t.datetime_start, "datetime_complete": t.datetime_complete}
+    row.update({f"value.{k}": v for k, v in values.items()})
+    row.update({f"param.{k}": v for k, v in row["params"].items()})
+    return row
+
+
 def load_results(url: str, name: str | None = None) -> StudyResults:
     """Read one study (by name, or the only one in the storage) into a DataFrame.
 
     Columns: ``number``, ``state``, ``params`` (decoded values), ``values`` (objective name →
-    value), ``attrs`` (user attributes), plus one column per objective and per parameter for
-    convenient filtering.
+    value), ``attrs`` (user attributes), ``datetime_start``, ``datetime_complete``, plus one
+    column per objective (``value.NAME``) and per parameter (``param.NAME``).
     """
-    import optuna
+    return StudyReader(url, name).read()
 
-    storage = open_storage(url, create=False)
-    names = [s.study_name for s in storage.get_all_studies()]
-    if name is None:
-        if not names:
-            raise StorageError(f"storage {url!r} holds no study")
-        if len(names) > 1:
-            raise StorageError(f"storage {url!r} holds several studies ({', '.join(names)}); name one")
-        name = names[0]
-    elif name not in names:
-        raise StorageError(f"storage {url!r} has no study {name!r}"
-                           + (f", it has: {', '.join(names)}" if names else " (it is empty)"))
-    ostudy = optuna.load_study(study_name=name, storage=storage)
-    spec = ostudy.user_attrs.get("spec")
-    metric_names = ostudy.metric_names or [f"objective_{i}" for i in range(len(ostudy.directions))]
-    objectives = [{"name": n, "direction": "maximize" if d == optuna.study.StudyDirection.MAXIMIZE else "minimize"}
-                  for n, d in zip(metric_names, ostudy.directions)]
-    decode = _decoder(spec)
-    rows = []
-    for t in ostudy.get_trials(deepcopy=False):
-        if t.user_attrs.get("skipped"):
-            continue  # duplicates and infeasible proposals were never trained
-        values = dict(zip(metric_names, t.values)) if t.values is not None else {}
-        row = {"number": t.number, "state": t.state.name, "params": decode(t.params), "values": values,
-               "attrs": dict(t.user_attrs)}
-        row.update({f"value.{k}": v for k, v in values.items()})
-        row.update({f"param.{k}": v for k, v in row["params"].items()})
-        rows.append(row)
-    frame = pd.DataFrame(rows, columns=None if rows else ["number", "state", "params", "values", "attrs"])
-    result = StudyResults(name=name, storage=url, objectives=objectives, spec=spec, trials=frame)
-    result.pareto = pareto_front(frame, objectives) if rows else []
-    return result
+
+def hypervolume_2d(points: Sequence[Sequence[float]], directions: Sequence[str],
+                   reference: Sequence[float]) -> float:
+    """Area dominated by ``points`` and bounded by ``reference`` (two objectives).
+
+    Optuna's hypervolume is private API, and two objectives need only a sweep: turn every
+    objective into one to minimise, keep the points better than the reference in both,
+    sort by the first and add the rectangles of the staircase.
+    """
+    if len(directions) != 2:
+        raise ValueError(f"hypervolume_2d needs two objectives, got {len(directions)}")
+    signs = [1.0 if d == "minimize" else -1.0 for d in directions]
+    rx, ry = signs[0] * reference[0], signs[1] * reference[1]
+    pts = sorted((signs[0] * p[0], signs[1] * p[1]) for p in points)
+    area, best_y = 0.0, ry
+    for x, y in pts:
+        if x >= rx or y >= best_y:
+            continue
+        area += (rx - x) * (best_y - y)
+        best_y = y
+    return area
+
+
+def hypervolume_history(results: StudyResults, reference: Sequence[float] | None = None) -> pd.DataFrame:
+    """Hypervolume of the COMPLETE trials after each trial number (two-objective studies).
+
+    The default reference point is the worst value of each objective over all COMPLETE
+    trials (the nadir), so the curve starts at 0 and can only rise.
+    """
+    names = [o["name"] for o in results.objectives]
+    directions = [o["direction"] for o in results.objectives]
+    done = _complete_points(results, names)
+    if len(names) != 2 or done.empty:
+        return pd.DataFrame(columns=["number", "hypervolume"])
+    if reference is None:
+        reference = [done[n].min() if d == "maximize" else done[n].max() for n, d in zip(names, directions)]
+    out, seen = [], []
+    for number, a, b in done[["number", *names]].itertuples(index=False):
+        seen.append((a, b))
+        front = [seen[i] for i in nondominated(seen, directions)]
+        seen = front  # only the front matters for later trials
+        out.append((number, hypervolume_2d(front, directions, reference)))
+    return pd.DataFrame(out, columns=["number", "hypervolume"])
+
+
+def _complete_points(results: StudyResults, names: Sequence[str]) -> pd.DataFrame:
+    frame = results.trials
+    if frame.empty:
+        return pd.DataFrame(columns=["number", *names])
+    done = frame[frame["state"] == "COMPLETE"]
+    cols = [f"value.{n}" for n in names]
+    if any(c not in done.columns for c in cols):
+        return pd.DataFrame(columns=["number", *names])
+    out = done[["number", *cols]].dropna().sort_values("number")
+    out.columns = ["number", *names]
+    return out
 
 
 def _decoder(spec: dict[str, Any] | None):

@@ -1,0 +1,108 @@
+"""A generated study database, for benchmarking and testing the readers (reports, dashboards).
+
+Nothing here trains: values are a made-up, seeded function of the settings, so that a
+2,000-trial study can be written in seconds and read back as if a long search had made it.
+The study is marked ``user_attrs["generated"] = True`` and says so in its description.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from typing import Any
+
+__all__ = ["write_fake_study"]
+
+_FAMILIES = ("softmax", "focal", "flatten", "biformer")
+_COST = {"softmax": 1.0, "focal": 1.35, "flatten": 0.9, "biformer": 1.1}
+_SKILL = {"softmax": 0.0, "focal": 1.5, "flatten": 1.0, "biformer": 1.2}
+
+
+def fake_spec(name: str, storage: str, n_trials: int = 2000) -> dict[str, Any]:
+    """The resolved spec of a random-search study over four attention families."""
+    from ablate.config import study_from_dict, study_to_dict
+
+    raw = {
+        "name": name,
+        "description": "generated for benchmarks: values are a made-up function of the settings, nothing trained",
+        "task": "classify",
+        "space": {"fixed": {"num_heads": 2}, "params": {
+            "attention": {"choice": list(_FAMILIES)},
+            "window_size": {"choice": [2, 4, 8]},
+            "embed_dim": {"int": [32, 96], "step": 16},
+            "depths": {"choice": [[1, 1, 2, 1], [1, 1, 4, 1], [2, 2, 2, 2]]},
+            "lr": {"float": [5.0e-4, 5.0e-3], "log": True},
+        }},
+        "objectives": [{"name": "top1", "direction": "maximize"}, {"name": "gflops", "direction": "minimize"}],
+        "data": {"name": "digits", "image_size": 32},
+        "train": {"epochs": 10, "batch_size": 64, "lr": 2.0e-3, "seed": 0},
+        "sampler": {"name": "random"},
+        "trials": n_trials,
+        "paper_resolution": 224,
+        "storage": storage,
+    }
+    return study_to_dict(study_from_dict(raw, check=False))
+
+
+def write_fake_study(url: str, n_trials: int = 2000, *, seed: int = 0, name: str = "generated") -> None:
+    """Write a study of ``n_trials`` generated trials (COMPLETE, PRUNED, FAIL, RUNNING) to ``url``.
+
+    The trials carry everything a real one does (``arch``, costs, a per-epoch ``curve``,
+    ``error`` for failures), so a reader cannot tell them apart by shape.
+    """
+    import optuna
+    from optuna.trial import TrialState, create_trial
+
+    from ablate.config import study_from_dict
+    from ablate.space import suggest
+    from ablate.storage import open_storage
+
+    spec = fake_spec(name, url, n_trials)
+    study = study_from_dict(spec, check=False)
+    rng = random.Random(seed)
+    scratch = optuna.create_study(directions=["maximize", "minimize"],
+                                  sampler=optuna.samplers.RandomSampler(seed=seed))
+    target = optuna.create_study(study_name=name, storage=open_storage(url, create=True),
+                                 directions=["maximize", "minimize"])
+    target.set_metric_names(["top1", "gflops"])
+    target.set_user_attr("spec", spec)
+    target.set_user_attr("generated", True)
+    made = []
+    for number in range(n_trials):
+        asked = scratch.ask()
+        params = suggest(asked, study.space, study.fixed)
+        scratch.tell(asked, state=TrialState.FAIL)
+        made.append(_fake_trial(study, params, asked.params, asked.distributions, number, n_trials, rng,
+                                create_trial, TrialState))
+    target.add_trials(made)
+
+
+def _fake_trial(study, params, raw, distributions, number, n_trials, rng, create_trial, TrialState):
+    family, dim = params["attention"], params["embed_dim"]
+    blocks = sum(params["depths"])
+    gflops = round(0.0009 * _COST[family] * dim * dim / 32 * blocks * (1 + 0.05 * params["window_size"]), 6)
+    params_m = round(0.012 * dim * dim / 32 * blocks, 4)
+    top1 = 80 + _SKILL[family] + 6 * (1 - math.exp(-gflops / 0.03)) - 8 * abs(math.log10(params["lr"] / 2e-3)) \
+        + rng.gauss(0, 1.2)
+    top1 = round(min(top1, 99.5), 3)
+    epochs = study.train.epochs
+    roll = rng.random()
+    state = TrialState.COMPLETE
+    if number >= n_trials - 2:
+        state = TrialState.RUNNING
+    elif roll < 0.05:
+        state = TrialState.FAIL
+    elif roll < 0.13:
+        state = TrialState.PRUNED
+    done = {TrialState.COMPLETE: epochs, TrialState.FAIL: rng.randint(0, epochs - 1),
+            TrialState.PRUNED: rng.randint(1, epochs - 1), TrialState.RUNNING: rng.randint(1, epochs - 1)}[state]
+    curve = [{"epoch": e, "train_loss": round(2.3 * math.exp(-e / 3) + 0.1, 4),
+              "top1": round(top1 - 30 * math.exp(-e / 2.5), 3), "lr": params["lr"], "epoch_s": 3.0}
+             for e in range(1, done + 1)]
+    attrs = {"candidate": study.candidate(params), "arch": {**study.candidate(params), "num_classes": 10},
+             "seed": 0, "curve": curve, "epochs_done": done, "params_m": params_m, "gflops": gflops,
+             "gflops_paper": round(gflops * 49, 4), "wall_s": 3.0 * done}
+    if state == TrialState.FAIL:
+        attrs["error"] = "RuntimeError: generated failure (out of memory in stage 3)"
+    values = [top1, gflops] if state == TrialState.COMPLETE else None
+    return create_trial(state=state, params=raw, distributions=distributions, values=values, user_attrs=attrs)
