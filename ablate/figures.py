@@ -25,6 +25,10 @@ COST_KEYS = ("gflops", "gflops_paper", "gflops_ultralytics", "params_m", "latenc
 _LABELS = {"top1": "top-1 accuracy (%)", "map50_95": "mAP50-95", "map50": "mAP50", "gflops": "GFLOPs",
            "gflops_paper": "GFLOPs at paper resolution", "gflops_ultralytics": "GFLOPs (ultralytics, 2 per MAC)",
            "params_m": "params (M)", "latency_ms": "latency (ms)", "train_loss": "train loss"}
+#: Above this many markers the Pareto plot draws with WebGL instead of SVG.
+WEBGL_ABOVE = 5000
+#: Parallel coordinates show at most this many trials (the best by the chosen objective).
+PARALLEL_MAX = 500
 _STATE_SYMBOL = {"COMPLETE": "circle", "PRUNED": "triangle-down", "FAIL": "x", "RUNNING": "diamond-open"}
 
 
@@ -128,10 +132,11 @@ def pareto_figure(results: StudyResults, *, x: str | None = None, y: str | None 
     pts = pareto_points(results, x, y)
     pts = pts[pts["state"].isin(list(states))]
     data = []
+    kind = "scattergl" if len(pts) > WEBGL_ABOVE else "scatter"  # WebGL only pays off past a few thousand markers
     for family, group in pts.groupby("family", sort=True):
         for state, sub in group.groupby("state", sort=False):
             data.append({
-                "type": "scatter", "x": sub["x"].tolist(), "y": sub["y"].tolist(), "mode": "markers",
+                "type": kind, "x": sub["x"].tolist(), "y": sub["y"].tolist(), "mode": "markers",
                 "name": family if state == "COMPLETE" else f"{family} ({state})", "legendgroup": family,
                 "customdata": sub["number"].tolist(), "hovertext": sub["hover"].tolist(), "hoverinfo": "text",
                 "marker": {"symbol": _STATE_SYMBOL.get(state, "circle"), "size": 9,
@@ -176,32 +181,77 @@ def curve_figure(attrs: Mapping[str, Any], metric: str) -> Any:
 
 
 def parallel_figure(results: StudyResults, objective: str) -> Any:
-    """Parallel coordinates of the COMPLETE trials: one axis per setting, coloured by ``objective``."""
+    """Parallel coordinates of the COMPLETE trials: one axis per setting and objective, lines coloured by ``objective``.
+
+    Drawn as SVG lines rather than plotly's WebGL ``parcoords``, which takes over 3 s to
+    draw in a browser without a GPU (software WebGL) whatever the number of trials. Above
+    :data:`PARALLEL_MAX` trials only the best ones by ``objective`` are drawn (the title
+    says so).
+    """
     done = results.trials[results.trials["state"] == "COMPLETE"] if not results.trials.empty else results.trials
-    dims = []
+    total = len(done)
+    ascending = any(o["name"] == objective and o["direction"] == "minimize" for o in results.objectives)
+    if total > PARALLEL_MAX and f"value.{objective}" in done.columns:
+        done = done.sort_values(f"value.{objective}", ascending=ascending).head(PARALLEL_MAX)
+    dims: list[dict[str, Any]] = []
     if not done.empty:
         names = list(dict.fromkeys(k for p in done["params"] for k in p))
-        for name in names:
-            values = [p.get(name) for p in done["params"]]
-            dims.append(_dimension(name, values))
-        for o in results.objectives:
-            dims.append({"label": o["name"], "values": [v.get(o["name"]) for v in done["values"]]})
+        dims = [_dimension(n, [p.get(n) for p in done["params"]]) for n in names]
+        dims += [_dimension(o["name"], [v.get(o["name"]) for v in done["values"]]) for o in results.objectives]
     color = [v.get(objective) for v in done["values"]] if not done.empty else []
-    trace = {"type": "parcoords", "dimensions": dims,
-             "line": {"color": color, "colorscale": "Viridis", "showscale": True,
-                      "colorbar": {"title": {"text": objective}}}}
-    return {"data": [trace], "layout": {"title": {"text": f"settings of the COMPLETE trials, coloured by {objective}"},
-                                        "height": 460, "margin": {"l": 80, "r": 80, "t": 80, "b": 40}}}
+    data: list[dict[str, Any]] = []
+    known = [c for c in color if c is not None]
+    lo, hi = (min(known), max(known)) if known else (0.0, 1.0)
+    buckets: dict[int, tuple[list, list]] = {}
+    for i, c in enumerate(color):
+        b = 0 if c is None or hi == lo else min(len(_VIRIDIS) - 1, int((c - lo) / (hi - lo) * len(_VIRIDIS)))
+        xs, ys = buckets.setdefault(b, ([], []))
+        for j, d in enumerate(dims):
+            xs.append(j)
+            ys.append(d["pos"][i])
+        xs.append(None)
+        ys.append(None)
+    for b in sorted(buckets):  # best lines last, on top
+        xs, ys = buckets[b]
+        data.append({"type": "scatter", "x": xs, "y": ys, "mode": "lines", "hoverinfo": "skip", "showlegend": False,
+                     "line": {"width": 1, "color": _VIRIDIS[b]}, "opacity": 0.55})
+    data.append({"type": "scatter", "x": [None], "y": [None], "mode": "markers", "showlegend": False,
+                 "hoverinfo": "skip", "marker": {"color": [lo], "cmin": lo, "cmax": hi, "showscale": True,
+                                                 "colorscale": [[i / (len(_VIRIDIS) - 1), c] for i, c in
+                                                                enumerate(_VIRIDIS)],
+                                                 "colorbar": {"title": {"text": objective}}}})
+    shapes, notes = [], []
+    for j, d in enumerate(dims):
+        shapes.append({"type": "line", "x0": j, "x1": j, "y0": 0, "y1": 1, "line": {"color": "#555", "width": 1}})
+        notes.append({"x": j, "y": 1.08, "text": f"<b>{d['label']}</b>", "showarrow": False})
+        notes += [{"x": j, "y": pos, "text": text, "showarrow": False, "xanchor": "right", "xshift": -4,
+                   "font": {"size": 10, "color": "#444"}} for pos, text in d["ticks"]]
+    shown = (f"the {len(done)} best of {total} COMPLETE trials by {objective}" if len(done) < total
+             else f"the {total} COMPLETE trials")
+    layout = {"title": {"text": f"parallel coordinates of {shown}, coloured by {objective}"}, "height": 480,
+              "shapes": shapes, "annotations": notes, "plot_bgcolor": "white", "paper_bgcolor": "white",
+              "xaxis": {"visible": False, "range": [-0.6, max(len(dims) - 0.6, 0.4)]},
+              "yaxis": {"visible": False, "range": [-0.05, 1.15]}, "margin": {"l": 40, "r": 40, "t": 60, "b": 20}}
+    return {"data": data, "layout": layout}
+
+
+#: Eight steps of the Viridis colour scale, darkest (worst) first.
+_VIRIDIS = ["#440154", "#46327e", "#365c8d", "#277f8e", "#1fa187", "#4ac16d", "#a0da39", "#fde725"]
 
 
 def _dimension(name: str, values: list[Any]) -> dict[str, Any]:
+    """An axis: each value's position in [0, 1] and a few labelled ticks."""
     numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values if v is not None)
-    if numeric and any(v is not None for v in values):
-        return {"label": name, "values": [float("nan") if v is None else v for v in values]}
-    labels = sorted({_short(v) for v in values})
-    index = {s: i for i, s in enumerate(labels)}
-    return {"label": name, "values": [index[_short(v)] for v in values], "tickvals": list(range(len(labels))),
-            "ticktext": labels}
+    present = [float(v) for v in values if v is not None] if numeric else []
+    if len(set(present)) > 1:
+        lo, hi = min(present), max(present)
+        pos = [None if v is None else (float(v) - lo) / (hi - lo) for v in values]
+        ticks = [(k / 4, f"{lo + (hi - lo) * k / 4:.4g}") for k in range(5)]
+        return {"label": name, "pos": pos, "ticks": ticks}
+    labels = sorted({_short(v) for v in values}, key=lambda t: (len(t), t))
+    step = 1 / (len(labels) - 1) if len(labels) > 1 else 0.0
+    index = {t: (i * step if len(labels) > 1 else 0.5) for i, t in enumerate(labels)}
+    return {"label": name, "pos": [index[_short(v)] for v in values], "ticks": [(index[t], t) for t in labels]}
 
 
 def hypervolume_figure(results: StudyResults) -> Any:

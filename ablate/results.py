@@ -6,6 +6,7 @@ attributes (DESIGN.md, "the database is self-describing"). Readers never write.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -103,6 +104,8 @@ class StudyReader:
         self._spec_seen: Any = object()
         self._decode = dict
         self._last: tuple[tuple, StudyResults] | None = None
+        self.version = 0  # bumped each time a read finds the study changed
+        self._importances: dict[str, tuple[int, tuple[dict[str, float], str]]] = {}
 
     def read(self) -> StudyResults:
         """The study as it is now (trials, objectives, spec, Pareto front)."""
@@ -134,7 +137,45 @@ class StudyReader:
         result = StudyResults(name=self.name, storage=self.url, objectives=objectives, spec=spec, trials=frame)
         result.pareto = pareto_front(frame, objectives) if rows else []
         self._last = (fingerprint, result)
+        self.version += 1
         return result
+
+
+    def importances(self, objective: str) -> tuple[dict[str, float], str]:
+        """Optuna's parameter importances for one objective, and the method's name.
+
+        fANOVA (Optuna's default) up to 300 COMPLETE trials; above that PED-ANOVA, which
+        takes 0.1 s where fANOVA takes 18 s on 2,000 trials. Cached until the study changes.
+
+        Raises:
+            StorageError: unknown objective, or too few COMPLETE trials to tell.
+        """
+        from optuna.importance import FanovaImportanceEvaluator, PedAnovaImportanceEvaluator, get_param_importances
+        from optuna.trial import TrialState
+
+        results = self.read()
+        names = [o["name"] for o in results.objectives]
+        if objective not in names:
+            raise StorageError(f"study {self.name!r} has no objective {objective!r}, it has: {', '.join(names)}")
+        cached = self._importances.get(objective)
+        if cached is not None and cached[0] == self.version:
+            return cached[1]
+        n_done = len(self._ostudy.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+        if n_done < 2:
+            raise StorageError(f"parameter importance needs at least 2 COMPLETE trials, the study has {n_done}")
+        index = names.index(objective)
+        method, evaluator = (("fANOVA", FanovaImportanceEvaluator(seed=0)) if n_done <= 300
+                             else ("PED-ANOVA", PedAnovaImportanceEvaluator()))
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                values = get_param_importances(self._ostudy, evaluator=evaluator,
+                                               target=lambda t: t.values[index])
+        except (ValueError, RuntimeError) as err:
+            raise StorageError(f"parameter importance for {objective!r} could not be computed: {err}") from None
+        out = ({k: float(v) for k, v in values.items()}, method)
+        self._importances[objective] = (self.version, out)
+        return out
 
 
 _BASE_COLUMNS = ["number", "state", "params", "values", "attrs", "datetime_start", "datetime_complete"]
