@@ -261,7 +261,7 @@ def dashboard(
     targets: Optional[list[str]] = typer.Argument(None, help="Study YAMLs, .db files, folders of .db files or "
                                                              "storage URLs (default: runs/)."),
     host: str = typer.Option("127.0.0.1", "--host", help="Address to bind (0.0.0.0 exposes it to the network)."),
-    port: int = typer.Option(8050, "--port", min=1, max=65535, help="Port to listen on."),
+    port: int = typer.Option(8050, "--port", min=0, max=65535, help="Port to listen on (0: any free port)."),
     refresh: float = typer.Option(5.0, "--refresh", min=0.5, help="Seconds between checks for new results."),
 ) -> None:
     """Serve the web dashboard (Pareto plots, trials, ablation tables) over study databases; reads only."""
@@ -288,7 +288,7 @@ def dashboard(
     except OSError as err:
         raise ConfigError(f"--port {port}: cannot listen on {host}:{port} ({err.strerror or err}); "
                           f"pick another with --port") from None
-    where = f"http://{'localhost' if host in ('127.0.0.1', '::1') else host}:{port}/"
+    where = f"http://{'localhost' if host in ('127.0.0.1', '::1') else host}:{server.server_port}/"
     typer.echo(f"ablate dashboard: {len(refs)} stud{'y' if len(refs) == 1 else 'ies'} in "
                f"{len(sources.storages())} storage(s), serving {where}  (Ctrl-C to stop)")
     try:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import random
+import warnings
 from typing import Any
 
 __all__ = ["write_fake_study"]
@@ -37,7 +38,7 @@ def fake_spec(name: str, storage: str, n_trials: int = 2000) -> dict[str, Any]:
         "data": {"name": "digits", "image_size": 32},
         "train": {"epochs": 10, "batch_size": 64, "lr": 2.0e-3, "seed": 0},
         "sampler": {"name": "random"},
-        "trials": n_trials,
+        "trials": max(n_trials, 1),
         "paper_resolution": 224,
         "storage": storage,
     }
@@ -64,7 +65,9 @@ def write_fake_study(url: str, n_trials: int = 2000, *, seed: int = 0, name: str
                                   sampler=optuna.samplers.RandomSampler(seed=seed))
     target = optuna.create_study(study_name=name, storage=open_storage(url, create=True),
                                  directions=["maximize", "minimize"])
-    target.set_metric_names(["top1", "gflops"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        target.set_metric_names(["top1", "gflops"])
     target.set_user_attr("spec", spec)
     target.set_user_attr("generated", True)
     made = []

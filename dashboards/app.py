@@ -185,7 +185,17 @@ def make_server(app: dash.Dash, host: str = "127.0.0.1", port: int = 8050):
     Raises:
         OSError: the address is in use or cannot be bound.
     """
+    import socket
+
     from werkzeug.serving import make_server as _make
 
+    # werkzeug answers a busy port with a message and sys.exit(1): find out first.
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.bind((host, port))
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no line per request
-    return _make(host, port, app.server, threaded=True)
+    try:
+        return _make(host, port, app.server, threaded=True)
+    except SystemExit:
+        raise OSError(f"cannot listen on {host}:{port}") from None
