@@ -144,9 +144,11 @@ def pareto_figure(results: StudyResults, *, x: str | None = None, y: str | None 
                 "meta": {"kind": "trials", "state": state}})
     front = pts[pts["front"]].sort_values("x")
     if not front.empty:
+        # Steps through the corners the front attains: going right, x gets worse when x is
+        # minimised (keep y until the next point: "hv") and better when maximised ("vh").
         data.append({"type": "scatter", "x": front["x"].tolist(), "y": front["y"].tolist(), "mode": "lines+markers",
                      "name": "Pareto front",
-                     "line": {"shape": "hv" if _direction(results, y, "maximize") == "maximize" else "vh",
+                     "line": {"shape": "hv" if _direction(results, x, "minimize") == "minimize" else "vh",
                               "color": "#d62728", "width": 2},
                      "marker": {"size": 13, "symbol": "circle-open", "color": "#d62728", "line": {"width": 2}},
                      "customdata": front["number"].tolist(), "hovertext": front["hover"].tolist(),

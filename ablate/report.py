@@ -164,7 +164,10 @@ def _label(column: str, spec: Mapping[str, Any]) -> str:
     train_px = (spec.get("data") or {}).get("image_size")
     paper_px = spec.get("paper_resolution")
     if column.startswith("paper."):
-        return f"{_label(column[len('paper.'):], spec)} (paper)"
+        key = column[len("paper."):]
+        if key in ("gflops", "gflops_paper"):
+            return "GFLOPs (paper)"  # papers print costs at their own resolution
+        return f"{_label(key, spec)} (paper)"
     fixed = {
         "trial": "trial", "state": "state", "params_m": "Params (M)",
         "gflops": f"GFLOPs @{train_px}" if train_px else "GFLOPs",
@@ -231,7 +234,7 @@ def to_markdown(table: AblationTable) -> str:
     """A GitHub-flavoured Markdown table with its title above and caption below."""
     header, body = _text_rows(table)
     numeric = [_is_numeric_column(table.frame[c]) for c in table.frame.columns]
-    lines = [f"**{table.title}**", "", "| " + " | ".join(header) + " |",
+    lines = [f"**{table.title}**", "", "| " + " | ".join(h.replace("|", "\\|") for h in header) + " |",
              "|" + "|".join("---:" if n else "---" for n in numeric) + "|"]
     lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in body]
     lines += ["", table.caption, ""]
@@ -267,6 +270,9 @@ def to_latex(table: AblationTable) -> str:
 def to_csv(table: AblationTable) -> str:
     """The table's machine keys as the header and raw values (lists as JSON)."""
     frame = table.frame.copy()
+    for c in ("trial", "epochs"):  # stay integers when a paper-only row leaves a blank
+        if c in frame.columns:
+            frame[c] = frame[c].astype("Int64")
     for c in frame.columns:
         frame[c] = [json.dumps(v) if isinstance(v, (list, tuple, dict)) else v for v in frame[c]]
     return frame.to_csv(index=False)
@@ -291,6 +297,7 @@ def to_html(results: StudyResults, table: AblationTable) -> str:
     import plotly.io as pio
 
     from ablate.figures import pareto_figure
+    from ablate.storage import display_url
 
     plot = pio.to_html(pareto_figure(results, states=("COMPLETE",)), include_plotlyjs=True, full_html=False,
                        config={"displaylogo": False}, validate=False)
@@ -306,7 +313,7 @@ table.ablation tr.front td {{ font-weight: 600; }}
 p.caption {{ color: #555; }}
 </style></head><body>
 <h1>{html.escape(table.title)}</h1>
-<p>study <code>{html.escape(results.name)}</code>, storage <code>{html.escape(results.storage)}</code></p>
+<p>study <code>{html.escape(results.name)}</code>, storage <code>{html.escape(display_url(results.storage))}</code></p>
 {to_html_table(table)}
 <p class="caption">{html.escape(table.caption)}</p>
 {plot}
@@ -334,7 +341,8 @@ def pareto_png(results: StudyResults, *, dpi: int = 200) -> bytes:
                        edgecolors="#333", linewidths=0.5, zorder=3)
         front = pts[pts["front"]].sort_values("x")
         if not front.empty:
-            ax.step(front["x"], front["y"], where="post", color="#d62728", lw=1.5, label="Pareto front", zorder=2)
+            x_min = next((o["direction"] == "minimize" for o in results.objectives if o["name"] == x), True)
+            ax.step(front["x"], front["y"], where="post" if x_min else "pre", color="#d62728", lw=1.5, label="Pareto front", zorder=2)
             for r in front.itertuples(index=False):
                 ax.annotate(str(r.number), (r.x, r.y), textcoords="offset points", xytext=(4, 4), fontsize=7)
         ax.set_xlabel(label_of(x))

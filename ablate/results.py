@@ -42,7 +42,7 @@ class StudyResults:
 
 
 def nondominated(points: Sequence[Sequence[float]], directions: Sequence[str]) -> list[int]:
-    """Indices of the points no other point dominates (ties kept once per distinct point).
+    """Indices of the points no other point dominates (equal points are all kept).
 
     A point dominates another when it is at least as good in every objective and better in
     one; "good" follows each direction (``maximize`` / ``minimize``).

@@ -17,7 +17,7 @@ from ablate.errors import StorageError
 if TYPE_CHECKING:
     import optuna
 
-__all__ = ["open_storage", "sqlite_path", "storage_url_for"]
+__all__ = ["open_storage", "sqlite_path", "storage_url_for", "display_url"]
 
 
 def sqlite_path(url: str) -> Path | None:
@@ -35,6 +35,16 @@ def storage_url_for(target: str) -> str:
     if "://" in target:
         return target
     return f"sqlite:///{Path(target).resolve()}"
+
+
+def display_url(url: str) -> str:
+    """``url`` with any password masked, for pages and reports that others will read."""
+    try:
+        from sqlalchemy.engine import make_url
+
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # not a SQLAlchemy URL: nothing to hide
+        return url
 
 
 def open_storage(url: str, *, create: bool) -> "optuna.storages.RDBStorage":

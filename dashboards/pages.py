@@ -16,6 +16,7 @@ from dash import dash_table, dcc, html
 from ablate.figures import COST_KEYS, axes_of, curve_figure, label_of, pareto_figure
 from ablate.report import ablation_table
 from ablate.results import StudyResults
+from ablate.storage import display_url
 
 from dashboards.sources import StudyRef
 
@@ -40,7 +41,7 @@ def nav(ref: StudyRef | None, results: StudyResults | None, current: str) -> htm
     """Breadcrumbs and the study's page tabs."""
     items: list[Any] = [dcc.Link("studies", href="/")]
     if ref is not None:
-        items += [" / ", html.B(ref.name), html.Span(f"  ({ref.url})", className="muted")]
+        items += [" / ", html.B(ref.name), html.Span(f"  ({display_url(ref.url)})", className="muted")]
         tabs = [dcc.Link(label, href=study_path(ref, page), className="tab active" if page == current else "tab")
                 for page, label in PAGES]
         return html.Div([html.Div(items, className="crumbs"), html.Div(tabs, className="tabs")])
@@ -69,7 +70,7 @@ def study_summary(ref: StudyRef, results: StudyResults) -> dict[str, Any]:
         last = max(stamps) if stamps else None
     return {
         "study": f"[{ref.name}]({study_path(ref)})",
-        "storage": ref.url,
+        "storage": display_url(ref.url),
         "description": (results.spec or {}).get("description") or "",
         "trials": len(frame),
         **{s.lower(): int(counts.get(s, 0)) for s in STATES},
@@ -221,7 +222,7 @@ def table_page(ref: StudyRef, results: StudyResults) -> html.Div:
                              style_cell={"textAlign": "right", "fontFamily": "inherit", "padding": "4px 8px"},
                              style_table={"overflowX": "auto"}),
         html.P(table.caption, className="caption"),
-        html.P(["The same table as a file: ", html.Code(f"ablate report {ref.url} --study {ref.name} "
+        html.P(["The same table as a file: ", html.Code(f"ablate report {display_url(ref.url)} --study {ref.name} "
                                                         f"--format md|latex|csv|html|png -o FILE")],
                className="muted"),
     ])
