@@ -288,7 +288,8 @@ def dashboard(
     except OSError as err:
         raise ConfigError(f"--port {port}: cannot listen on {host}:{port} ({err.strerror or err}); "
                           f"pick another with --port") from None
-    where = f"http://{'localhost' if host in ('127.0.0.1', '::1') else host}:{server.server_port}/"
+    shown = f"[{host}]" if ":" in host else host  # the bound address: "localhost" may resolve to ::1 first
+    where = f"http://{shown}:{server.server_port}/"
     typer.echo(f"ablate dashboard: {len(refs)} stud{'y' if len(refs) == 1 else 'ies'} in "
                f"{len(sources.storages())} storage(s), serving {where}  (Ctrl-C to stop)")
     try:

@@ -241,7 +241,7 @@ def test_dashboard_command_serves_and_stops_on_ctrl_c(fake_db, tmp_path):
                             stderr=subprocess.PIPE, text=True)
     try:
         line = proc.stdout.readline()
-        assert f"http://localhost:{port}/" in line and "1 study" in line, line + proc.stderr.read()
+        assert f"http://127.0.0.1:{port}/" in line and "1 study" in line, line + proc.stderr.read()
         import urllib.request
 
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10) as res:
