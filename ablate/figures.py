@@ -14,7 +14,7 @@ from typing import Any
 
 import pandas as pd
 
-from ablate.results import StudyResults, hypervolume_history, nondominated
+from ablate.results import StudyResults, hypervolume_history, nondominated, trial_metric
 
 __all__ = ["axes_of", "family_of", "pareto_points", "pareto_figure", "curve_figure", "parallel_figure",
            "hypervolume_figure", "importance_figure", "COST_KEYS", "label_of"]
@@ -63,15 +63,7 @@ def family_of(params: Mapping[str, Any], attrs: Mapping[str, Any]) -> str:
 
 
 def _metric(row: Any, key: str) -> float | None:
-    value = row.values.get(key) if isinstance(row.values, Mapping) else None
-    if value is None:
-        value = row.attrs.get(key)
-        if value is None and row.attrs.get("curve"):
-            value = row.attrs["curve"][-1].get(key)
-    try:
-        return None if value is None else float(value)
-    except (TypeError, ValueError):
-        return None
+    return trial_metric(row.values if isinstance(row.values, Mapping) else None, row.attrs, key)
 
 
 def pareto_points(results: StudyResults, x: str, y: str) -> pd.DataFrame:

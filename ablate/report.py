@@ -20,7 +20,7 @@ from typing import Any
 
 import pandas as pd
 
-from ablate.results import StudyResults
+from ablate.results import StudyResults, trial_metric
 
 __all__ = ["AblationTable", "ablation_table", "render_report", "REPORT_FORMATS", "pareto_png"]
 
@@ -118,15 +118,9 @@ def _grid_position(params: Mapping[str, Any], grid: Mapping[str, Sequence[Any]])
 
 
 def _value(row: Mapping[str, Any], key: str) -> float | None:
-    value = (row["values"] or {}).get(key)
-    if value is None:
-        value = row["attrs"].get(key)
-    if value is None and key in _METRICS and row["state"] == "COMPLETE" and row["attrs"].get("curve"):
-        value = row["attrs"]["curve"][-1].get(key)
-    try:
-        return None if value is None else float(value)
-    except (TypeError, ValueError):
-        return None
+    # Only a finished run's curve stands in for a missing metric (older databases).
+    return trial_metric(row["values"], row["attrs"], key,
+                        from_curve=key in _METRICS and row["state"] == "COMPLETE")
 
 
 def _same(a: Any, b: Any) -> bool:

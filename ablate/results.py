@@ -7,7 +7,7 @@ attributes (DESIGN.md, "the database is self-describing"). Readers never write.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,7 +17,7 @@ from ablate.errors import StorageError
 from ablate.storage import open_storage
 
 __all__ = ["StudyResults", "StudyReader", "load_results", "study_names", "pareto_front", "nondominated",
-           "hypervolume_2d", "hypervolume_history"]
+           "hypervolume_2d", "hypervolume_history", "trial_metric"]
 
 
 @dataclass
@@ -151,7 +151,6 @@ class StudyReader:
             StorageError: unknown objective, or too few COMPLETE trials to tell.
         """
         from optuna.importance import FanovaImportanceEvaluator, PedAnovaImportanceEvaluator, get_param_importances
-        from optuna.trial import TrialState
 
         results = self.read()
         names = [o["name"] for o in results.objectives]
@@ -160,7 +159,7 @@ class StudyReader:
         cached = self._importances.get(objective)
         if cached is not None and cached[0] == self.version:
             return cached[1]
-        n_done = len(self._ostudy.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+        n_done = int((results.trials["state"] == "COMPLETE").sum()) if not results.trials.empty else 0
         if n_done < 2:
             raise StorageError(f"parameter importance needs at least 2 COMPLETE trials, the study has {n_done}")
         index = names.index(objective)
@@ -201,6 +200,21 @@ def load_results(url: str, name: str | None = None) -> StudyResults:
     column per objective (``value.NAME``) and per parameter (``param.NAME``).
     """
     return StudyReader(url, name).read()
+
+
+def trial_metric(values: Mapping[str, Any] | None, attrs: Mapping[str, Any], key: str, *,
+                 from_curve: bool = True) -> float | None:
+    """A trial's number for ``key``: its objective value, else a user attribute (costs),
+    else (``from_curve``) the last value its learning curve reached; None if it has none."""
+    value = (values or {}).get(key)
+    if value is None:
+        value = attrs.get(key)
+    if value is None and from_curve and attrs.get("curve"):
+        value = attrs["curve"][-1].get(key)
+    try:
+        return None if value is None else float(value)
+    except (TypeError, ValueError):
+        return None
 
 
 def hypervolume_2d(points: Sequence[Sequence[float]], directions: Sequence[str],
