@@ -33,6 +33,11 @@ class ProfileFormat(str, Enum):
     json = "json"
 
 
+class Scale(str, Enum):
+    proxy = "proxy"
+    paper = "paper"
+
+
 class Device(str, Enum):
     auto = "auto"
     cpu = "cpu"
@@ -65,12 +70,14 @@ def run(
     device: Device = typer.Option(Device.auto, "--device", help="Where trials train."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Build every candidate and print its costs; "
                                                           "no training, nothing written."),
+    scale: Scale = typer.Option(Scale.proxy, "--scale", help="proxy: train the study's `proxy:` overrides "
+                                                             "(laptop scale); paper: the papers' models."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or per-trial lines."),
 ) -> None:
     """Run (or resume) a study: every trial builds, measures and trains one candidate."""
     from ablate.config import load_study
 
-    study = load_study(study_file)
+    study = load_study(study_file, scale=scale.value)
     if dry_run:
         _dry_run(study, trials)
         return
@@ -93,10 +100,11 @@ def run(
 
 
 def _dry_run(study, trials: Optional[int]) -> None:
+    """Build and measure every candidate (and its paper-scale model) without training."""
     from rich.console import Console
     from rich.table import Table
 
-    from ablate.trial import candidate_arch, measure_costs
+    from ablate.trial import study_costs
 
     if study.is_grid:
         cells = study.cells()
@@ -109,18 +117,25 @@ def _dry_run(study, trials: Optional[int]) -> None:
         sampler = optuna.samplers.RandomSampler(seed=study.sampler.seed)
         scratch = optuna.create_study(sampler=sampler)
         cells = [suggest(scratch.ask(), study.free_space, study.fixed) for _ in range(trials or study.trials)]
-    table = Table(title=f"{study.name}: {len(cells)} candidate(s), not trained")
-    for col in ("#", "params", "params_m", "gflops") + (("gflops_paper",) if study.paper_resolution else ()):
+    columns = ["params_m", "gflops"]
+    if study.paper_resolution:
+        columns += ["params_m_paper", "gflops_paper"]
+    if study.task == "detect":
+        columns.append("gflops_ultralytics")
+    where = f"{study.scale} scale, trained at {study.data.image_size} px" + (
+        f", paper-scale costs at {study.paper_resolution} px" if study.paper_resolution else "")
+    table = Table(title=f"{study.name}: {len(cells)} candidate(s), not trained ({where})")
+    for col in ("#", "params", *columns):
         table.add_column(col)
+    console = Console()
     for i, cell in enumerate(cells):
         try:
-            costs = measure_costs(candidate_arch(study, cell), paper_resolution=study.paper_resolution)
-            row = [f"{costs['params_m']:.3f}", f"{costs['gflops']:.4f}"] + (
-                [f"{costs['gflops_paper']:.3f}"] if study.paper_resolution else [])
+            costs = study_costs(study, cell)
+            row = [f"{costs[c]:.4f}" if c == "gflops" else f"{costs[c]:.3f}" for c in columns]
         except AblateError as err:
-            row = [f"infeasible: {err}", ""] + ([""] if study.paper_resolution else [])
+            row = [f"infeasible: {err}"] + [""] * (len(columns) - 1)
         table.add_row(str(i), ", ".join(f"{k}={v}" for k, v in cell.items()), *row)
-    Console().print(table)
+    console.print(table)
 
 
 # --------------------------------------------------------------------------- show

@@ -61,6 +61,8 @@ __all__ = [
     "SamplerSpec",
     "SchedulerSpec",
     "Resources",
+    "ProxySpec",
+    "SCALES",
     "Study",
     "load_space",
     "space_from_dict",
@@ -101,6 +103,10 @@ _DATASETS = ("digits", "imagefolder", "synth-det", "yolo")
 _TASK_DATASETS = {"classify": ("digits", "imagefolder"), "detect": ("synth-det", "yolo")}
 #: Default image side per task.
 _TASK_IMAGE_SIZE = {"classify": 32, "detect": 128}
+#: The key of a list-form grid row that names it (the paper's row label); not an arch key.
+LABEL = "label"
+#: ``proxy`` (default) trains the study's ``proxy:`` overrides; ``paper`` the real models.
+SCALES: tuple[str, ...] = ("proxy", "paper")
 _NAME_RE = re.compile(r"[A-Za-z0-9_.-]+")
 _URL_RE = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
 
@@ -175,6 +181,49 @@ class Resources:
 
 
 @dataclasses.dataclass(frozen=True)
+class ProxySpec:
+    """What a study changes to train on a laptop (``proxy:``, applied at ``--scale proxy`` only).
+
+    The paper's cost column never sees these: a study with a ``base`` stores the params and
+    GFLOPs of the unscaled base at ``paper_resolution`` for every cell, whatever the scale.
+
+    Attributes:
+        arch: Arch keys that override ``base`` and ``fixed`` (narrower widths, fewer blocks).
+        grid: Per grid key, the value each grid value trains with (same order and length):
+            a window of 56 at 224 px has no meaning on a 32 px proxy, so it maps to, e.g., 8.
+            For a list-form grid, one mapping of arch overrides per row.
+        image_size: Training image side (``data.image_size``).
+        epochs: Training epochs (``train.epochs``).
+        train: Other training settings (``lr``, ``batch_size``, ``warmup_epochs``, ...).
+    """
+
+    arch: Mapping[str, Any]
+    grid: Mapping[str, tuple[Any, ...]] | tuple[Mapping[str, Any], ...]
+    image_size: int | None
+    epochs: int | None
+    train: Mapping[str, Any]
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "arch", freeze(dict(self.arch)))
+        if isinstance(self.grid, Mapping):
+            object.__setattr__(self, "grid", FrozenDict((k, freeze(tuple(v))) for k, v in self.grid.items()))
+        else:
+            object.__setattr__(self, "grid", tuple(freeze(dict(r)) for r in self.grid))
+        object.__setattr__(self, "train", freeze(dict(self.train)))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The flat ``proxy:`` mapping as written in a study file."""
+        out: dict[str, Any] = {**thaw(self.arch), **thaw(self.train)}
+        if self.image_size is not None:
+            out["image_size"] = self.image_size
+        if self.epochs is not None:
+            out["epochs"] = self.epochs
+        if self.grid:
+            out["grid"] = [thaw(dict(r)) for r in self.grid] if isinstance(self.grid, tuple) else thaw(self.grid)
+        return out
+
+
+@dataclasses.dataclass(frozen=True)
 class Study:
     """A validated study: what to vary, what to measure, how to train and where to store.
 
@@ -200,11 +249,17 @@ class Study:
     seed: int
     paper_resolution: int | None
     reference: Mapping[str, Any] | None
+    base: str | None = None
+    proxy: ProxySpec | None = None
+    scale: Literal["proxy", "paper"] = "proxy"
+    grid_rows: tuple[Mapping[str, Any], ...] | None = None
     source: str | None = dataclasses.field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "fixed", freeze(dict(self.fixed)))
         object.__setattr__(self, "grid", FrozenDict((k, freeze(tuple(v))) for k, v in self.grid.items()))
+        if self.grid_rows is not None:
+            object.__setattr__(self, "grid_rows", tuple(freeze(dict(r)) for r in self.grid_rows))
         object.__setattr__(self, "objectives", tuple(self.objectives))
         if self.reference is not None:
             object.__setattr__(self, "reference", freeze(dict(self.reference)))
@@ -215,8 +270,33 @@ class Study:
         return bool(self.grid)
 
     def cells(self) -> list[dict[str, Any]]:
-        """The grid cells in order (last grid key fastest), list values as lists."""
+        """The grid cells in order, list values as lists: the rows of a list-form grid, else
+        the product of a mapping grid (last key fastest)."""
+        if self.grid_rows is not None:
+            return [thaw(dict(r)) for r in self.grid_rows]
         return grid_cells(thaw(self.grid)) if self.grid else []
+
+    def cell_index(self, params: Mapping[str, Any]) -> int | None:
+        """Position of the grid cell ``params`` belong to (None outside the grid)."""
+        for i, cell in enumerate(self.cells()):
+            if all(k in params and same_value(freeze(v), freeze(params[k])) for k, v in cell.items()):
+                return i
+        return None
+
+    def proxy_overrides(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        """The arch keys ``proxy.grid`` gives the cell of ``params`` (empty outside the grid)."""
+        if self.proxy is None or not self.proxy.grid:
+            return {}
+        if isinstance(self.proxy.grid, tuple):  # list form: one mapping per row
+            index = self.cell_index(params)
+            return thaw(dict(self.proxy.grid[index])) if index is not None else {}
+        out = {}
+        for key, values in self.proxy.grid.items():
+            if key in params:
+                index = next((i for i, v in enumerate(self.grid[key]) if same_value(v, freeze(params[key]))), None)
+                if index is not None:
+                    out[key] = thaw(values[index])
+        return out
 
     @property
     def free_space(self) -> SearchSpace:
@@ -234,17 +314,49 @@ class Study:
         params = tuple(p for p in params if all(k in fixed or any(q.name == k for q in params) for k in p.when))
         return SearchSpace(params=params, fixed=fixed, name=self.space.name, source=self.space.source)
 
+    @property
+    def scaled(self) -> bool:
+        """Whether trials train the ``proxy:`` overrides (proxy scale and a proxy section)."""
+        return self.scale == "proxy" and self.proxy is not None
+
     def candidate(self, params: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """The model-builder arguments for one trial.
 
-        ``{**space.fixed, **study.fixed, **params, "img_size": data.image_size}`` minus the
-        training keys (:data:`TRAIN_KEYS`, see :meth:`train_for`). Data-derived keys such
-        as ``num_classes`` are added by the runner.
+        ``{preset: base, **space.fixed, **study.fixed, **proxy.arch, **params, "img_size":
+        data.image_size}`` minus the training keys (:data:`TRAIN_KEYS`, see
+        :meth:`train_for`); ``proxy.arch`` and the ``proxy.grid`` mapping of grid values
+        only at proxy scale. Data-derived keys such as ``num_classes`` are added by the runner.
         """
-        merged = {**thaw(self.space.fixed), **thaw(self.fixed), **thaw(dict(params or {}))}
-        arch = {k: v for k, v in merged.items() if k not in TRAIN_KEYS}
+        merged = self._unscaled(params)
+        if self.scaled:
+            assert self.proxy is not None
+            merged.update(thaw(self.proxy.arch))
+            merged.update(thaw(dict(params or {})))
+            merged.update(self.proxy_overrides(params or {}))
+        arch = {k: v for k, v in merged.items() if k not in TRAIN_KEYS and k != LABEL}
         arch["img_size"] = self.data.image_size
         return arch
+
+    def paper_candidate(self, params: Mapping[str, Any] | None = None) -> dict[str, Any] | None:
+        """The paper-scale model of one cell at ``paper_resolution``: its cost column.
+
+        With a ``base`` this is the unscaled base with the study's fixed keys and the cell,
+        keeping the preset's own classes (1000 for ImageNet, 80 for COCO), so the numbers
+        compare with the paper's whatever data or scale was trained. Without a base it is
+        the trained candidate at ``paper_resolution`` (data-derived keys added by the runner).
+        None without a ``paper_resolution``.
+        """
+        if self.paper_resolution is None:
+            return None
+        if self.base is None:
+            return {**self.candidate(params), "img_size": self.paper_resolution}
+        arch = {k: v for k, v in self._unscaled(params).items() if k not in TRAIN_KEYS and k != LABEL}
+        arch["img_size"] = self.paper_resolution
+        return arch
+
+    def _unscaled(self, params: Mapping[str, Any] | None) -> dict[str, Any]:
+        base = {"preset": self.base} if self.base is not None else {}
+        return {**base, **thaw(self.space.fixed), **thaw(self.fixed), **thaw(dict(params or {}))}
 
     def train_for(self, params: Mapping[str, Any] | None = None) -> TrainSpec:
         """The training settings for one trial: ``train`` overridden by fixed/param training keys."""
@@ -612,8 +724,8 @@ def _describe_domain(p: Param) -> str:
 
 # --------------------------------------------------------------------------- study
 
-_STUDY_KEYS = ("name", "description", "task", "space", "fixed", "grid", "objectives", "data", "train",
-               "sampler", "scheduler", "trials", "max_concurrent", "resources", "storage", "seed",
+_STUDY_KEYS = ("name", "description", "task", "base", "space", "fixed", "grid", "proxy", "objectives", "data",
+               "train", "sampler", "scheduler", "trials", "max_concurrent", "resources", "storage", "seed",
                "paper_resolution", "reference")
 _DATA_KEYS = ("name", "path", "image_size", "val_fraction", "num_workers")
 _TRAIN_SECTION_KEYS = ("epochs", "batch_size", "lr", "weight_decay", "warmup_epochs", "seed", "amp", "label_smoothing")
@@ -621,13 +733,15 @@ _TRAIN_DEFAULTS: Mapping[str, Any] = FrozenDict(dict(epochs=3, batch_size=128, l
                                                      warmup_epochs=0, amp=False, label_smoothing=0.0))
 
 
-def load_study(path: str | os.PathLike[str], *, check: bool = True) -> Study:
+def load_study(path: str | os.PathLike[str], *, check: bool = True, scale: str = "proxy") -> Study:
     """Read and validate a study YAML file.
 
     Args:
         path: The study file; ``space:`` and ``data.path`` are relative to its folder.
         check: Also check every fixed/grid key against the model builder and every grid
             cell for feasibility (imports torch). Turn off only for quick schema checks.
+        scale: ``proxy`` applies the file's ``proxy:`` overrides to what trials train;
+            ``paper`` trains the unscaled models.
 
     Raises:
         ConfigError: one line ``file:line: key.path: what is wrong, allowed: ...``.
@@ -635,10 +749,19 @@ def load_study(path: str | os.PathLike[str], *, check: bool = True) -> Study:
     display = os.fspath(path)
     data, lines = _read_yaml(Path(path), display)
     doc = _Doc(display, lines, Path(path).resolve().parent)
-    study, space_doc = _parse_study(doc, data, source=display)
+    if isinstance(data, Mapping) and "scale" in data:
+        raise doc.error(("scale",), "is chosen when running (ablate run --scale proxy|paper), "
+                                    "allowed: drop it from the study file")
+    study, space_doc = _parse_study(doc, data, source=display, scale=_scale_arg(scale))
     if check:
         _check_against_models(study, doc, space_doc)
     return study
+
+
+def _scale_arg(scale: str) -> str:
+    if scale not in SCALES:
+        raise ConfigError(f"--scale: must be one of {', '.join(map(repr, SCALES))}, got {scale!r}")
+    return scale
 
 
 def study_from_dict(d: Mapping[str, Any], source: str = "<spec>", *, base_dir: str | os.PathLike[str] | None = None,
@@ -647,9 +770,15 @@ def study_from_dict(d: Mapping[str, Any], source: str = "<spec>", *, base_dir: s
 
     Same rules as :func:`load_study`; errors name ``source`` instead of a file and carry
     no line. Relative paths resolve against ``base_dir`` (default: the working directory).
+    The scale is the dict's ``scale`` (default ``proxy``); ``data`` and ``train`` are taken
+    as written, and at proxy scale the ``proxy`` overrides are applied to them again (they
+    set absolute values, so a spec written by :func:`study_to_dict` reads back equal).
     """
     doc = _Doc(source, {}, Path(base_dir) if base_dir is not None else Path.cwd())
-    study, space_doc = _parse_study(doc, d, source=None if source == "<spec>" else source)
+    raw_scale = d.get("scale", "proxy") if isinstance(d, Mapping) else "proxy"
+    _one_of(doc, ("scale",), raw_scale, SCALES)
+    body = {k: v for k, v in d.items() if k != "scale"} if isinstance(d, Mapping) else d
+    study, space_doc = _parse_study(doc, body, source=None if source == "<spec>" else source, scale=raw_scale)
     if check:
         _check_against_models(study, doc, space_doc)
     return study
@@ -667,7 +796,7 @@ def study_to_dict(study: Study) -> dict[str, Any]:
         "task": study.task,
         "space": space_to_dict(study.space),
         "fixed": thaw(study.fixed),
-        "grid": thaw(study.grid),
+        "grid": [thaw(dict(r)) for r in study.grid_rows] if study.grid_rows is not None else thaw(study.grid),
         "objectives": [dataclasses.asdict(o) for o in study.objectives],
         "data": dataclasses.asdict(study.data),
         "train": dataclasses.asdict(study.train),
@@ -680,6 +809,9 @@ def study_to_dict(study: Study) -> dict[str, Any]:
         "seed": study.seed,
         "paper_resolution": study.paper_resolution,
         "reference": thaw(study.reference) if study.reference is not None else None,
+        "base": study.base,
+        "proxy": study.proxy.to_dict() if study.proxy is not None else None,
+        "scale": study.scale,
     }
 
 
@@ -696,7 +828,7 @@ def validate_study(study: Study) -> None:
     _check_against_models(study, doc, doc.at("space"))
 
 
-def _parse_study(doc: _Doc, data: Any, source: str | None) -> tuple[Study, _Doc]:
+def _parse_study(doc: _Doc, data: Any, source: str | None, scale: str = "proxy") -> tuple[Study, _Doc]:
     if data is None:
         raise doc.error((), "is empty, allowed: a study mapping with at least name, objectives and a grid or trials")
     m = _mapping(doc, (), data, _STUDY_KEYS, required=("name",))
@@ -709,6 +841,9 @@ def _parse_study(doc: _Doc, data: Any, source: str | None) -> tuple[Study, _Doc]
     seed = _int(doc, ("seed",), m.get("seed", 0), 0, 2**32 - 1)
 
     space, space_doc = _study_space(doc, m.get("space"))
+    base = m.get("base")
+    if base is not None:
+        base = _str(doc, ("base",), base)
 
     fixed = _mapping(doc, ("fixed",), m.get("fixed") or {})
     _json(doc, ("fixed",), fixed)
@@ -717,20 +852,38 @@ def _parse_study(doc: _Doc, data: Any, source: str | None) -> tuple[Study, _Doc]
         if key in TRAIN_KEYS:
             fixed[key] = _check_train_value(doc, ("fixed", key), key, value)
 
-    grid = _study_grid(doc, m.get("grid") or {}, fixed, space)
+    grid, grid_rows = _study_grid(doc, m.get("grid") or {}, fixed, space)
 
     paper_resolution = m.get("paper_resolution")
     if paper_resolution is not None:
         paper_resolution = _int(doc, ("paper_resolution",), paper_resolution, 1)
+    proxy = _study_proxy(doc, m.get("proxy"), grid, grid_rows) if m.get("proxy") is not None else None
 
     objectives = _study_objectives(doc, m.get("objectives"), task, paper_resolution)
-    data_spec = _study_data(doc, m.get("data") or {}, task)
-    train = _study_train(doc, m.get("train") or {}, seed)
+    raw_data = _mapping(doc, ("data",), m.get("data") or {}, _DATA_KEYS)
+    raw_train = _mapping(doc, ("train",), m.get("train") or {}, _TRAIN_SECTION_KEYS)
+    if base is not None and paper_resolution is not None and "image_size" not in raw_data:
+        raw_data["image_size"] = paper_resolution  # the base's own resolution, unless scaled down
+    if scale == "proxy" and proxy is not None:
+        # Applied before the sections are checked, so the combined values obey the same rules
+        # (warmup_epochs <= epochs, ...); an error then names the proxy key that set the value.
+        data_doc, train_doc = doc, doc
+        if proxy.image_size is not None:
+            raw_data["image_size"] = proxy.image_size
+            data_doc = _Redirect(doc, {("data", "image_size"): ("proxy", "image_size")})
+        moved = {**thaw(proxy.train), **({"epochs": proxy.epochs} if proxy.epochs is not None else {})}
+        raw_train.update(moved)
+        train_doc = _Redirect(doc, {("train", k): ("proxy", k) for k in moved})
+        data_spec = _study_data(data_doc, raw_data, task)  # type: ignore[arg-type]
+        train = _study_train(train_doc, raw_train, seed)  # type: ignore[arg-type]
+    else:
+        data_spec = _study_data(doc, raw_data, task)
+        train = _study_train(doc, raw_train, seed)
 
     sampler = _study_sampler(doc, m.get("sampler") or {}, grid, seed)
     scheduler = _study_scheduler(doc, m.get("scheduler"), train, objectives)
 
-    n_cells = len(grid_cells(grid)) if grid else 0
+    n_cells = len(grid_rows) if grid_rows is not None else len(grid_cells(grid)) if grid else 0
     if grid:
         trials = _int(doc, ("trials",), m["trials"], 1, n_cells) if m.get("trials") is not None else n_cells
     else:
@@ -761,8 +914,86 @@ def _parse_study(doc: _Doc, data: Any, source: str | None) -> tuple[Study, _Doc]
     study = Study(name=name, description=description, task=task, space=space, fixed=fixed, grid=grid,
                   objectives=objectives, data=data_spec, train=train, sampler=sampler, scheduler=scheduler,
                   trials=trials, max_concurrent=max_concurrent, resources=resources, storage=storage, seed=seed,
-                  paper_resolution=paper_resolution, reference=reference, source=source)
+                  paper_resolution=paper_resolution, reference=reference, base=base, proxy=proxy,
+                  scale=scale, grid_rows=grid_rows, source=source)  # type: ignore[arg-type]
     return study, space_doc
+
+
+class _Redirect:
+    """A :class:`_Doc` whose errors for some key paths point at another key (``train.epochs``
+    set by ``proxy.epochs`` is reported as ``proxy.epochs``, on that key's line)."""
+
+    def __init__(self, doc: _Doc, moves: Mapping[tuple, tuple]) -> None:
+        self.doc, self.moves = doc, dict(moves)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.doc, name)
+
+    def error(self, path: Sequence[str | int], what: str) -> ConfigError:
+        path = tuple(path)
+        for old, new in self.moves.items():
+            if path[:len(old)] == old:
+                return self.doc.error(new + path[len(old):], what)
+        return self.doc.error(path, what)
+
+
+_PROXY_SPECIAL = ("image_size", "epochs", "grid")
+
+
+def _study_proxy(doc: _Doc, raw: Any, grid: Mapping[str, tuple],
+                 grid_rows: tuple[dict[str, Any], ...] | None) -> ProxySpec:
+    m = _mapping(doc, ("proxy",), raw, what="a mapping of overrides (arch keys, image_size, epochs, "
+                                            "training keys, grid)")
+    _json(doc, ("proxy",), m)
+    arch: dict[str, Any] = {}
+    train: dict[str, Any] = {}
+    for key, value in m.items():
+        path = ("proxy", key)
+        if key in _PROXY_SPECIAL:
+            continue
+        if key in _TRAIN_SECTION_KEYS and key not in TRAIN_KEYS:
+            raise doc.error(path, f"{key!r} is the same at both scales, allowed: image_size, epochs, grid, "
+                                  f"{', '.join(sorted(TRAIN_KEYS))} or an arch key")
+        _check_not_reserved(doc, path, key)
+        if key in grid:
+            raise doc.error(path, f"{key!r} is a grid key, allowed: map its values with proxy.grid")
+        if key in TRAIN_KEYS:
+            train[key] = _check_train_value(doc, path, key, value)
+        else:
+            arch[key] = value
+    image_size = _int(doc, ("proxy", "image_size"), m["image_size"], 4) if "image_size" in m else None
+    epochs = _int(doc, ("proxy", "epochs"), m["epochs"], 1) if "epochs" in m else None
+    proxy_grid: dict[str, tuple] | tuple[dict[str, Any], ...] = {}
+    raw_grid = m.get("grid")
+    if raw_grid is not None:
+        path = ("proxy", "grid")
+        if not grid:
+            raise doc.error(path, "the study has no grid, allowed: drop proxy.grid")
+        if grid_rows is not None:
+            n = len(grid_rows)
+            if not isinstance(raw_grid, list) or len(raw_grid) != n:
+                raise doc.error(path, f"must be a list of {n} mappings, one per grid row (arch keys that row "
+                                      f"trains with at proxy scale; {{}} for none), got {_show(raw_grid)}")
+            rows = []
+            for i, item in enumerate(raw_grid):
+                row = _mapping(doc, path + (i,), item, what="a mapping of arch keys")
+                for key in row:
+                    _check_not_reserved(doc, path + (i, key), key)
+                    if key == LABEL or key in TRAIN_KEYS:
+                        raise doc.error(path + (i, key), f"{key!r} is not an arch key, allowed: arch keys")
+                rows.append(row)
+            proxy_grid = tuple(rows)
+        else:
+            g = _mapping(doc, path, raw_grid, allowed=list(grid), what="a mapping of grid key to its proxy values")
+            out: dict[str, tuple] = {}
+            for key, values in g.items():
+                n = len(grid[key])
+                if not isinstance(values, list) or len(values) != n:
+                    raise doc.error(path + (key,), f"must be a list of {n} values, one per value of grid.{key} "
+                                                   f"{thaw(list(grid[key]))!r}, got {_show(values)}")
+                out[key] = tuple(freeze(v) for v in values)
+            proxy_grid = out
+    return ProxySpec(arch=arch, grid=proxy_grid, image_size=image_size, epochs=epochs, train=train)
 
 
 def _study_space(doc: _Doc, raw: Any) -> tuple[SearchSpace, _Doc]:
@@ -784,33 +1015,82 @@ def _study_space(doc: _Doc, raw: Any) -> tuple[SearchSpace, _Doc]:
     raise doc.error(("space",), f"must be a search-space file path or a mapping, got {_show(raw)}")
 
 
-def _study_grid(doc: _Doc, raw: Any, fixed: Mapping[str, Any], space: SearchSpace) -> dict[str, tuple]:
-    m = _mapping(doc, ("grid",), raw, what="a mapping of key to a list of values")
+def _study_grid(doc: _Doc, raw: Any, fixed: Mapping[str, Any],
+                space: SearchSpace) -> tuple[dict[str, tuple], tuple[dict[str, Any], ...] | None]:
+    """``(values per key, rows)``: a mapping grid has no rows (its cells are the product); a
+    list of mappings is one row per paper row, for ablations whose rows change several keys
+    together (``+ focusing``, ``+ DWC``), each optionally named by ``label``."""
+    if isinstance(raw, list):
+        return _study_grid_rows(doc, raw, fixed, space)
+    m = _mapping(doc, ("grid",), raw, what="a mapping of key to a list of values, or a list of rows (mappings)")
     grid: dict[str, tuple] = {}
     for key, values in m.items():
         path = ("grid", key)
-        _check_not_reserved(doc, path, key)
-        if key in fixed:
-            raise doc.error(path, "also set in fixed, allowed: a key in either fixed or grid")
+        _check_grid_key(doc, path, key, fixed)
         if not isinstance(values, list) or not values:
             raise doc.error(path, f"must be a non-empty list of values, got {_show(values)}")
         _json(doc, path, values)
-        param = space.param(key)
-        out = []
+        out: list[Any] = []
         for i, value in enumerate(values):
-            if key in TRAIN_KEYS:
-                value = _check_train_value(doc, path + (i,), key, value)
-            if param is not None:
-                if param.kind == "float" and isinstance(value, int) and not isinstance(value, bool):
-                    value = float(value)  # so cell keys match what a sampler would store
-                if not in_domain(param, value):
-                    raise doc.error(path + (i,), f"{thaw(value)!r} is outside the space's domain for {key!r}, "
-                                                 f"allowed: {_describe_domain(param)}")
+            value = _grid_value(doc, path + (i,), key, value, space)
             if any(same_value(value, v) for v in out):
                 raise doc.error(path + (i,), f"duplicate value {thaw(value)!r}, allowed: each value once")
-            out.append(freeze(value))
+            out.append(value)
         grid[key] = tuple(out)
-    return grid
+    return grid, None
+
+
+def _check_grid_key(doc: _Doc, path: tuple, key: str, fixed: Mapping[str, Any]) -> None:
+    _check_not_reserved(doc, path, key)
+    if key in fixed:
+        raise doc.error(path, "also set in fixed, allowed: a key in either fixed or grid")
+
+
+def _grid_value(doc: _Doc, path: tuple, key: str, value: Any, space: SearchSpace) -> Any:
+    if key in TRAIN_KEYS:
+        value = _check_train_value(doc, path, key, value)
+    param = space.param(key)
+    if param is not None:
+        if param.kind == "float" and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)  # so cell keys match what a sampler would store
+        if not in_domain(param, value):
+            raise doc.error(path, f"{thaw(value)!r} is outside the space's domain for {key!r}, "
+                                  f"allowed: {_describe_domain(param)}")
+    return freeze(value)
+
+
+def _study_grid_rows(doc: _Doc, raw: list, fixed: Mapping[str, Any],
+                     space: SearchSpace) -> tuple[dict[str, tuple], tuple[dict[str, Any], ...]]:
+    if not raw:
+        raise doc.error(("grid",), "must be a non-empty list of rows, got an empty list")
+    rows: list[dict[str, Any]] = []
+    values: dict[str, list] = {}
+    for i, item in enumerate(raw):
+        path = ("grid", i)
+        row_in = _mapping(doc, path, item, what="a mapping of key to value (one row)")
+        _json(doc, path, row_in)
+        if not row_in or set(row_in) == {LABEL}:
+            raise doc.error(path, "a row must set at least one key besides label")
+        row: dict[str, Any] = {}
+        for key, value in row_in.items():
+            if key == LABEL:
+                row[key] = _str(doc, path + (key,), value)
+                continue
+            _check_grid_key(doc, path + (key,), key, fixed)
+            row[key] = _grid_value(doc, path + (key,), key, value, space)
+        if (LABEL in row) != (LABEL in rows[0] if rows else LABEL in row):
+            raise doc.error(path, "every row needs a label when one has it, allowed: label all rows or none")
+        for j, other in enumerate(rows):
+            if LABEL in row and row[LABEL] == other[LABEL]:
+                raise doc.error(path + (LABEL,), f"duplicate label {row[LABEL]!r} (also row {j}), allowed: each once")
+            if set(other) == set(row) and all(same_value(other[k], row[k]) for k in row):
+                raise doc.error(path, f"duplicate of row {j}, allowed: each row once")
+        for key, value in row.items():
+            known = values.setdefault(key, [])
+            if not any(same_value(value, v) for v in known):
+                known.append(value)
+        rows.append(row)
+    return {k: tuple(v) for k, v in values.items()}, tuple(rows)
 
 
 def _study_objectives(doc: _Doc, raw: Any, task: str, paper_resolution: int | None) -> tuple[Objective, ...]:
@@ -970,12 +1250,17 @@ def _check_against_models(study: Study, doc: _Doc, space_doc: _Doc) -> None:
     # (key, value, where, path) in the order the candidate is assembled; `attention` first,
     # because which family options exist depends on it.
     entries: list[tuple[str, Any, _Doc, tuple]] = []
+    if study.base is not None:
+        entries.append(("preset", study.base, doc, ("base",)))
     for key, value in study.space.fixed.items():
         if key not in study.fixed and key not in study.grid:
             entries.append((key, value, space_doc, ("fixed", key)))
     entries += [(k, v, doc, ("fixed", k)) for k, v in study.fixed.items()]
-    entries += [(k, vs[0], doc, ("grid", k)) for k, vs in study.grid.items()]
-    entries.sort(key=lambda e: e[0] != "attention")
+    if study.proxy is not None:
+        entries += [(k, v, doc, ("proxy", k)) for k, v in study.proxy.arch.items()]
+    if study.grid_rows is None:  # a list-form grid's rows may set unrelated keys: each row is checked below
+        entries += [(k, vs[0], doc, ("grid", k)) for k, vs in study.grid.items()]
+    entries.sort(key=lambda e: (e[0] != "preset", e[0] != "attention"))
 
     arch: dict[str, Any] = {"img_size": study.data.image_size}
     for key, value, where, path in entries:
@@ -987,7 +1272,8 @@ def _check_against_models(study: Study, doc: _Doc, space_doc: _Doc) -> None:
         except Infeasible:
             pass  # a combination problem, not an unknown key; grid cells are checked below
         except ConfigError as err:
-            raise where.error(path, _strip_key(str(err), key)) from None
+            message = str(err) if key == "preset" else _strip_key(str(err), key)
+            raise where.error(path, message.replace("preset", "base", 1) if key == "preset" else message) from None
 
     # Searched params: probe each declared value (both bounds of a range) with its `when` met.
     free = study.free_space
@@ -1023,24 +1309,36 @@ def _check_against_models(study: Study, doc: _Doc, space_doc: _Doc) -> None:
 
     if not study.grid:
         return
-    keys = list(study.grid)
-    resolutions = [study.data.image_size] + ([study.paper_resolution] if study.paper_resolution else [])
-    for cell in study.cells():
-        for res in resolutions:
-            candidate = {**study.candidate(cell), "img_size": res}
+    keys = [k for k in study.grid if k != LABEL]
+    for row, cell in enumerate(study.cells()):
+        # What trains, and the paper-scale model of the cost column (the unscaled base).
+        candidates = [(study.candidate(cell), study.data.image_size)]
+        paper = study.paper_candidate(cell)
+        if paper is not None:
+            candidates.append((paper, study.paper_resolution))
+        for i, (candidate, res) in enumerate(candidates):
             try:
                 check_arch(candidate)
             except (Infeasible, ConfigError) as err:
                 reason = str(err)
-                # Point at the key the reason names: a grid key, else a fixed one (heads not
-                # dividing a fixed width is the fixed value's fault, whatever the cell).
-                path = next((("grid", k) for k in keys if k in reason), None) or next(
+                # Point at the key the reason names: a grid key, a proxy override (what
+                # trains at proxy scale), else a fixed one (heads not dividing a fixed width
+                # is the fixed value's fault, whatever the cell).
+                proxied = study.proxy.arch if study.scaled and i == 0 and study.proxy is not None else {}
+                at = (lambda k: ("grid", row, k)) if study.grid_rows is not None else (lambda k: ("grid", k))
+                path = next((at(k) for k in keys if k in reason and k in cell), None) or next(
+                    (("proxy", k) for k in proxied if k in reason), None) or next(
                     (("fixed", k) for k in study.fixed if k in reason), None) or (
+                    ("grid", row) if study.grid_rows is not None else
                     ("grid", keys[0]) if len(keys) == 1 else ("grid",))
                 extra = []
-                if len(keys) > 1:
+                if study.grid_rows is not None and LABEL in cell:
+                    extra.append(f"row {cell[LABEL]!r}")
+                elif len(keys) > 1:
                     extra.append("cell " + ", ".join(f"{k}={v!r}" for k, v in cell.items()))
-                if res != study.data.image_size:
-                    extra.append(f"at paper_resolution {res}")
+                if i == 1:
+                    extra.append(f"the paper-scale model at paper_resolution {res}")
+                elif study.scaled:
+                    extra.append("the proxy-scale model")
                 suffix = f" ({'; '.join(extra)})" if extra else ""
                 raise doc.error(path, reason + suffix) from None

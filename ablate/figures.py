@@ -20,10 +20,10 @@ __all__ = ["axes_of", "family_of", "pareto_points", "pareto_figure", "curve_figu
            "hypervolume_figure", "importance_figure", "COST_KEYS", "label_of"]
 
 #: Trial attributes that are costs (lower is better) and can go on the Pareto plot's x axis.
-COST_KEYS = ("gflops", "gflops_paper", "gflops_ultralytics", "params_m", "latency_ms")
+COST_KEYS = ("gflops", "gflops_paper", "gflops_ultralytics", "params_m", "params_m_paper", "latency_ms")
 
 _LABELS = {"top1": "top-1 accuracy (%)", "map50_95": "mAP50-95", "map50": "mAP50", "gflops": "GFLOPs",
-           "gflops_paper": "GFLOPs at paper resolution", "gflops_ultralytics": "GFLOPs (ultralytics, 2 per MAC)",
+           "gflops_paper": "GFLOPs at paper resolution", "params_m_paper": "Params (M), paper scale", "gflops_ultralytics": "GFLOPs (ultralytics, 2 per MAC)",
            "params_m": "params (M)", "latency_ms": "latency (ms)", "train_loss": "train loss"}
 #: Above this many markers the Pareto plot draws with WebGL instead of SVG.
 WEBGL_ABOVE = 5000

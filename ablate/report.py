@@ -27,7 +27,10 @@ __all__ = ["AblationTable", "ablation_table", "render_report", "REPORT_FORMATS",
 REPORT_FORMATS = ("md", "latex", "csv", "html", "png")
 
 _STATE_ORDER = {"COMPLETE": 0, "PRUNED": 1, "RUNNING": 2, "FAIL": 3}
-_COSTS = ("params_m", "gflops", "gflops_paper", "gflops_ultralytics")
+_COSTS = ("params_m", "gflops", "params_m_paper", "gflops_paper", "gflops_ultralytics")
+#: Which of our columns a paper's number sits beside (the paper-scale one where we have it).
+_OURS_FOR_PAPER = {"params_m": ("params_m_paper", "params_m"), "gflops": ("gflops_paper", "gflops"),
+                   "gflops_paper": ("gflops_paper",), "gflops_ultralytics": ("gflops_ultralytics",)}
 _METRICS = ("top1", "map50_95", "map50")
 
 
@@ -54,8 +57,13 @@ def ablation_table(results: StudyResults) -> AblationTable:
     grid = spec.get("grid") or {}
     trials = results.trials
     rows = _one_per_configuration(trials) if not trials.empty else []
-    varied = list(grid) if grid else _varied_keys(rows)
-    if grid:
+    if isinstance(grid, list):  # list-form grid: one row per paper row, named by `label` when given
+        labelled = bool(grid) and all(isinstance(g, Mapping) and "label" in g for g in grid)
+        varied = ["label"] if labelled else list(dict.fromkeys(k for g in grid for k in g))
+        rows.sort(key=lambda r: _row_position(r["params"], grid))
+    else:
+        varied = list(grid) if grid else _varied_keys(rows)
+    if grid and not isinstance(grid, list):
         rows.sort(key=lambda r: _grid_position(r["params"], grid))
     else:
         rows.sort(key=lambda r: r["number"])
@@ -81,8 +89,10 @@ def ablation_table(results: StudyResults) -> AblationTable:
     ref_rows = reference.get("rows") if isinstance(reference, Mapping) else None
     if ref_rows:
         out, paper_keys = _join_reference(out, list(ref_rows), varied)
-    columns = ["trial", *varied, *(["state"] if show_state else []), *costs, *metrics, "epochs", "pareto",
-               *(f"paper.{k}" for k in paper_keys)]
+    columns = ["trial", *varied, *(["state"] if show_state else []), *costs, *metrics, "epochs", "pareto"]
+    for key in paper_keys:  # each paper number right after ours, else at the end
+        ours = next((c for c in _OURS_FOR_PAPER.get(key, (key,)) if c in columns), None)
+        columns.insert(columns.index(ours) + 1 if ours else len(columns), f"paper.{key}")
     frame = pd.DataFrame(out, columns=columns)
     labels = {c: _label(c, spec) for c in columns}
     return AblationTable(frame=frame, labels=labels, varied=varied, caption=_caption(results, reference),
@@ -106,6 +116,13 @@ def _varied_keys(rows: Sequence[Mapping[str, Any]]) -> list[str]:
     keys = list(dict.fromkeys(k for r in rows for k in r["params"]))
     seen = {k: {json.dumps(r["params"].get(k), default=str) for r in rows} for k in keys}
     return [k for k in keys if len(seen[k]) > 1] or keys
+
+
+def _row_position(params: Mapping[str, Any], rows: Sequence[Any]) -> int:
+    for i, row in enumerate(rows):
+        if isinstance(row, Mapping) and all(_same(params.get(k), v) for k, v in row.items()):
+            return i
+    return len(rows)
 
 
 def _grid_position(params: Mapping[str, Any], grid: Mapping[str, Sequence[Any]]) -> tuple:
@@ -161,10 +178,14 @@ def _label(column: str, spec: Mapping[str, Any]) -> str:
         key = column[len("paper."):]
         if key in ("gflops", "gflops_paper"):
             return "GFLOPs (paper)"  # papers print costs at their own resolution
+        if key == "params_m":
+            return "Params (M) (paper)"
         return f"{_label(key, spec)} (paper)"
+    proxy = " proxy" if spec.get("scale", "proxy") == "proxy" and spec.get("proxy") else ""
     fixed = {
-        "trial": "trial", "state": "state", "params_m": "Params (M)",
-        "gflops": f"GFLOPs @{train_px}" if train_px else "GFLOPs",
+        "trial": "trial", "state": "state", "params_m": f"Params (M){proxy}",
+        "gflops": (f"GFLOPs @{train_px}" if train_px else "GFLOPs") + proxy,
+        "params_m_paper": f"Params (M) @{paper_px}" if paper_px else "Params (M, paper scale)",
         "gflops_paper": f"GFLOPs @{paper_px}" if paper_px else "GFLOPs (paper res.)",
         "gflops_ultralytics": "GFLOPs (ultralytics @640)",
         "top1": "Top-1 (%)", "map50_95": "mAP50-95", "map50": "mAP50", "epochs": "epochs", "pareto": "front",
@@ -178,8 +199,13 @@ def _caption(results: StudyResults, reference: Any) -> str:
     parts = []
     if data:
         where = data.get("name", "?") + (f" ({data['path']})" if data.get("path") else "")
-        parts.append(f"Accuracy: {where} at {data.get('image_size', '?')} px, {train.get('epochs', '?')} epochs, "
-                     f"seed {train.get('seed', spec.get('seed', '?'))}")
+        scale = spec.get("scale", "proxy")
+        scaled = f"{scale} scale, " if spec.get("proxy") or spec.get("base") else ""
+        parts.append(f"Accuracy: {scaled}{where} at {data.get('image_size', '?')} px, "
+                     f"{train.get('epochs', '?')} epochs, seed {train.get('seed', spec.get('seed', '?'))}")
+    if spec.get("base") and spec.get("paper_resolution"):
+        parts.append(f"Params and GFLOPs @{spec['paper_resolution']}: the unscaled {spec['base']} with each row's "
+                     f"settings, at {spec['paper_resolution']} px, whatever scale was trained")
     parts.append("GFLOPs: multiply-adds, 1e9" + (f"; paper resolution {spec['paper_resolution']} px"
                                                  if spec.get("paper_resolution") else ""))
     if isinstance(reference, Mapping) and reference.get("source"):

@@ -38,7 +38,7 @@ __all__ = ["RunSummary", "run_study", "open_optuna_study", "close_interrupted", 
 
 INTERRUPTED = "interrupted: the run that owned this trial stopped before it finished"
 #: Keys of a study spec that must not change once a database holds trials of it.
-_FROZEN_SPEC_KEYS = ("task", "data", "train", "objectives", "paper_resolution")
+_FROZEN_SPEC_KEYS = ("scale", "task", "data", "train", "objectives", "paper_resolution")
 _MAX_SKIPS = 200
 
 
@@ -73,7 +73,10 @@ def open_optuna_study(study: Study, storage_url: str | None = None) -> optuna.St
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             ostudy.set_metric_names([o.name for o in study.objectives])
     else:
-        changed = [k for k in _FROZEN_SPEC_KEYS if old.get(k) != spec.get(k)]
+        changed = [k for k in _FROZEN_SPEC_KEYS if old.get(k, "proxy" if k == "scale" else None) != spec.get(k)]
+        if "scale" in changed:
+            raise ConfigError(f"{study.source or study.name}: {url} holds this study's {old.get('scale', 'proxy')}-"
+                              f"scale run, allowed: --storage with another database for the {study.scale}-scale run")
         if changed:
             raise ConfigError(f"{study.source or study.name}: {', '.join(changed)} differ from the study already "
                               f"stored in {url} (its trials would not be comparable); use a new `name` or "
@@ -233,7 +236,8 @@ class StudySearcher:
             self.ostudy.enqueue_trial(encode_params(self._grid_space, cell), skip_if_exists=False)
             otrial = self.ostudy.ask()
             for p in self._grid_space.params:  # records the enqueued values as the trial's params
-                _record_grid_value(otrial, p, cell[p.name])
+                if p.name in cell:  # a list-form grid's rows may set different keys
+                    _record_grid_value(otrial, p, cell[p.name])
             return self._start(cell, otrial), cell
         return None
 
@@ -290,7 +294,8 @@ class StudySearcher:
         self.on_trial_result(trial_id, result)  # the result that made a scheduler stop the trial
         otrial = self.live.pop(trial_id)
         otrial.set_user_attr("curve", self.curves.get(trial_id, []))
-        for key in ("params_m", "gflops", "gflops_paper", "gflops_ultralytics", "latency_ms", "wall_s"):
+        for key in ("params_m", "gflops", "params_m_paper", "gflops_paper", "gflops_ultralytics", "latency_ms",
+                    "wall_s"):
             if key in result:
                 otrial.set_user_attr(key, result[key])
         epochs_done = int(result.get("epochs_done", len(self.curves.get(trial_id, []))))

@@ -17,7 +17,7 @@ import torch
 
 from ablate.config import Study
 
-__all__ = ["TrialFn", "candidate_arch", "finite", "run_trial", "measure_costs"]
+__all__ = ["TrialFn", "candidate_arch", "paper_arch", "finite", "run_trial", "measure_costs", "study_costs"]
 
 #: What the runner calls for each trial: ``fn(study, params, report, device=...)``.
 TrialFn = Callable[..., dict]
@@ -32,61 +32,82 @@ def detection_data(study: Study) -> Path:
 
 def candidate_arch(study: Study, params: Mapping[str, Any]) -> dict[str, Any]:
     """The resolved architecture of one candidate, data-derived keys included."""
+    return _resolve(study, study.candidate(params), with_data=True)
+
+
+def paper_arch(study: Study, params: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The resolved paper-scale model of one candidate at ``paper_resolution`` (None without one).
+
+    With a ``base`` the preset keeps its own classes (the paper's cost column); without
+    one it is the trained candidate at the paper's resolution.
+    """
+    raw = study.paper_candidate(params)
+    return None if raw is None else _resolve(study, raw, with_data=study.base is None)
+
+
+def _resolve(study: Study, arch: dict[str, Any], *, with_data: bool) -> dict[str, Any]:
     from ablate.data import num_classes_of
 
-    arch = study.candidate(params)
     if study.task == "detect":
         from ablate.data.detection import check_detection_data
         from ablate.models.yolo import resolve_yolo_arch
 
-        arch.setdefault("nc", check_detection_data(detection_data(study)).nc)
+        if with_data:
+            arch.setdefault("nc", check_detection_data(detection_data(study)).nc)
         return resolve_yolo_arch(arch)
     from ablate.models import resolve_arch
 
-    arch.setdefault("num_classes", num_classes_of(study.data.name, study.data.path))
+    if with_data:
+        arch.setdefault("num_classes", num_classes_of(study.data.name, study.data.path))
     arch.setdefault("in_chans", 3)
     return resolve_arch(arch)
 
 
-def measure_costs(arch: Mapping[str, Any], *, paper_resolution: int | None = None,
-                  latency: bool = False, model: "torch.nn.Module | None" = None) -> dict[str, float]:
-    """Params (millions) and multiply-adds (1e9) at the training and paper resolutions.
+def study_costs(study: Study, params: Mapping[str, Any], *, latency: bool = False,
+                model: "torch.nn.Module | None" = None) -> dict[str, float]:
+    """Every cost figure a trial of ``study`` stores (see :func:`measure_costs`)."""
+    return measure_costs(candidate_arch(study, params), paper=paper_arch(study, params), latency=latency,
+                         model=model)
 
-    ``gflops_paper`` is the same architecture at ``paper_resolution`` (the papers' cost
-    column), ``latency_ms`` a CPU batch-1 forward when asked for. Pass ``model`` (built
-    from ``arch``) to measure it instead of building another.
+
+def measure_costs(arch: Mapping[str, Any], *, paper: Mapping[str, Any] | None = None,
+                  paper_resolution: int | None = None, latency: bool = False,
+                  model: "torch.nn.Module | None" = None) -> dict[str, float]:
+    """Params (millions) and multiply-adds (1e9) of what trains and of its paper-scale model.
+
+    ``params_m`` / ``gflops``: the trained model at its ``img_size``. ``params_m_paper`` /
+    ``gflops_paper``: the resolved ``paper`` arch at its own ``img_size`` (or, given only
+    ``paper_resolution``, the trained arch at that size), the papers' cost column. YOLO
+    adds ``gflops_ultralytics``: what ultralytics prints for the paper-scale model at 640.
+    ``latency_ms`` is a CPU batch-1 forward when asked for. Pass ``model`` (built from
+    ``arch``) to measure it instead of building another.
     """
     from ablate.measure import measure_latency, profile
 
-    if "base" in arch:  # a YOLO candidate
-        return _yolo_costs(arch, paper_resolution=paper_resolution, latency=latency, model=model)
-    from ablate.models import build
+    yolo = "base" in arch
+    if yolo:
+        from ablate.models.yolo import build_yolo as build, ultralytics_gflops
+    else:
+        from ablate.models import build
 
+    if paper is None and paper_resolution:
+        paper = {**arch, "img_size": paper_resolution}
+    in_chans = 3 if yolo else int(arch.get("in_chans", 3))
     model = model if model is not None else build(arch)
     size = int(arch["img_size"])
-    costs = profile(model, size, in_chans=int(arch.get("in_chans", 3)))
-    if paper_resolution:
-        paper = build({**arch, "img_size": paper_resolution})
-        costs["gflops_paper"] = profile(paper, paper_resolution, in_chans=int(arch.get("in_chans", 3)))["gflops"]
-    if latency:
-        costs["latency_ms"] = measure_latency(model, size)
-    return costs
-
-
-def _yolo_costs(arch: Mapping[str, Any], *, paper_resolution: int | None, latency: bool,
-                model: "torch.nn.Module | None") -> dict[str, float]:
-    """YOLO costs: multiply-adds at the training size and at ``paper_resolution``, and
-    ``gflops_ultralytics`` (what ultralytics prints at 640; see ``ultralytics_gflops``)."""
-    from ablate.measure import measure_latency, profile
-    from ablate.models.yolo import build_yolo, ultralytics_gflops
-
-    model = model if model is not None else build_yolo(arch)
-    size = int(arch["img_size"])
-    costs = profile(model, size, in_chans=3)
-    at_640 = costs["gflops"] if size == 640 else profile(model, 640, in_chans=3)["gflops"]
-    costs["gflops_ultralytics"] = ultralytics_gflops(model, 640)
-    if paper_resolution:
-        costs["gflops_paper"] = at_640 if paper_resolution == 640 else profile(model, paper_resolution, 3)["gflops"]
+    costs = profile(model, size, in_chans=in_chans)
+    paper_model = model
+    if paper is not None:
+        same = {k: v for k, v in paper.items() if k != "img_size"} == {k: v for k, v in arch.items() if k != "img_size"}
+        paper_size = int(paper["img_size"])
+        # A ViT's position tables depend on img_size, so only an identical arch reuses the model.
+        paper_model = model if same and (yolo or paper_size == size) else build(paper)
+        measured = costs if paper_model is model and paper_size == size else profile(paper_model, paper_size,
+                                                                                    in_chans=in_chans)
+        costs["params_m_paper"] = measured["params_m"]
+        costs["gflops_paper"] = measured["gflops"]
+    if yolo:
+        costs["gflops_ultralytics"] = ultralytics_gflops(paper_model, 640)
     if latency:
         costs["latency_ms"] = measure_latency(model, size)
     return costs
@@ -117,7 +138,7 @@ def run_trial(study: Study, params: Mapping[str, Any], report: Callable[[dict], 
     torch.manual_seed(train.seed)
     model = build(arch)
     wants_latency = any(o.name == "latency_ms" for o in study.objectives)
-    costs = measure_costs(arch, paper_resolution=study.paper_resolution, latency=wants_latency, model=model)
+    costs = measure_costs(arch, paper=paper_arch(study, params), latency=wants_latency, model=model)
     on_epoch = _EpochReporter(report, costs, start)
     train_classifier(model, data, cfg, on_epoch)
     return on_epoch.last
@@ -138,8 +159,7 @@ def _run_detect_trial(study: Study, params: Mapping[str, Any], report: Callable[
                        seed=train.seed, amp=train.amp, device=device, workers=study.data.num_workers)
     torch.manual_seed(train.seed)
     wants_latency = any(o.name == "latency_ms" for o in study.objectives)
-    costs = measure_costs(arch, paper_resolution=study.paper_resolution, latency=wants_latency,
-                          model=build_yolo(arch))
+    costs = measure_costs(arch, paper=paper_arch(study, params), latency=wants_latency, model=build_yolo(arch))
     on_epoch = _EpochReporter(report, costs, start)
     train_detector(arch, data_yaml, cfg, on_epoch)
     return on_epoch.last

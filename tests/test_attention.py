@@ -50,6 +50,8 @@ TINY: dict[str, list[dict]] = {
         {},
         {"sr_ratio": 2, "focusing_factor": 2, "kernel_size": 3},
         {"window_size": 4, "kernel_size": 1, "qkv_bias": False, "pos_encoding": False},
+        {"focusing": False, "dwc": False, "pos_encoding": False},
+        {"window_size": 4, "focusing": False},
     ],
     "biformer": [
         {"n_win": 2, "topk": 1, "side_dwconv": 3},

@@ -195,8 +195,8 @@ def test_storage_urls(fake_models: None, in_tmp: Path) -> None:
 
 # --------------------------------------------------------------------------- bad studies
 
-ALL_KEYS = ("name, description, task, space, fixed, grid, objectives, data, train, sampler, scheduler, trials, "
-            "max_concurrent, resources, storage, seed, paper_resolution, reference")
+ALL_KEYS = ("name, description, task, base, space, fixed, grid, proxy, objectives, data, train, sampler, scheduler, "
+            "trials, max_concurrent, resources, storage, seed, paper_resolution, reference")
 TRAIN_KEYS = "epochs, batch_size, lr, weight_decay, warmup_epochs, seed, amp, label_smoothing"
 
 # (old text in BASE, new text, the whole error line; `{tmp}` is the study's folder)

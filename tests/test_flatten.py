@@ -437,3 +437,26 @@ def test_flops_pvt_t_stage1() -> None:
     assert expected == flatten_macs(1, c, 1, (56, 56)) == 82_489_344
     mixer = create_mixer("flatten", c, 1, input_resolution=(56, 56))
     assert count_flops(mixer, torch.randn(1, n, c), (56, 56)) == expected
+
+
+def test_vanilla_linear_attention_row() -> None:
+    """focusing=False, dwc=False, pos_encoding=False is FLatten's Table 4 baseline: ReLU kernel
+    linear attention, written here as an explicit row-normalised attention matrix."""
+    dim, heads, hw = 16, 2, (6, 6)
+    mixer = build(dim, heads, input_resolution=hw, focusing=False, dwc=False, pos_encoding=False)
+    assert mixer.dwc is None and mixer.scale is None and mixer.pos_hw is None
+    x = tokens(hw[0] * hw[1], dim=dim)
+    b, n, c = x.shape
+    q = F.linear(x, mixer.q.weight, mixer.q.bias).reshape(b, n, heads, -1).transpose(1, 2)
+    k, v = F.linear(x, mixer.kv.weight, mixer.kv.bias).chunk(2, dim=-1)
+    k = k.reshape(b, n, heads, -1).transpose(1, 2)
+    v = v.reshape(b, n, heads, -1).transpose(1, 2)
+    sim = (F.relu(q) + 1e-6) @ (F.relu(k) + 1e-6).transpose(-2, -1)  # B, nH, N, N
+    attn = sim / (sim.sum(-1, keepdim=True) + n * 1e-6)
+    expected = F.linear((attn @ v).transpose(1, 2).reshape(b, n, c), mixer.proj.weight, mixer.proj.bias)
+    with torch.no_grad():
+        torch.testing.assert_close(mixer(x, hw), expected, **TOL64)
+    plain = build(dim, heads, input_resolution=hw)
+    extra = sum(p.numel() for p in plain.parameters()) - sum(p.numel() for p in mixer.parameters())
+    head_dim = dim // heads
+    assert extra == dim + head_dim * (5 * 5 + 1) + hw[0] * hw[1] * dim  # scale, the DWC, the key positions

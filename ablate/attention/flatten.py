@@ -110,6 +110,9 @@ class FlattenOptions(MixerOptions):
             official FLatten-PVT configs use 1 in every stage, ``PVT_LA_SR_RATIOS``).
         qkv_bias: learnable bias in the ``q`` and ``kv`` projections.
         pos_encoding: add the learnable positional encoding to the keys.
+        focusing: the focused kernel (learned scale, then ``f_p``); False gives the
+            paper's "vanilla linear attention" kernel ``ReLU(x) + 1e-6`` (Table 4, row 1).
+        dwc: add the depthwise-conv rank restoration (Table 4 ablates it off).
         proj_drop: dropout after the output projection.
     """
 
@@ -120,6 +123,8 @@ class FlattenOptions(MixerOptions):
     sr_ratio: int = 1
     qkv_bias: bool = True
     pos_encoding: bool = True
+    focusing: bool = True
+    dwc: bool = True
     proj_drop: float = 0.0
 
 
@@ -157,8 +162,8 @@ class FlattenAttention(TokenMixer):
             self.sr = nn.Conv2d(dim, dim, kernel_size=o.sr_ratio, stride=o.sr_ratio)
             self.norm = nn.LayerNorm(dim)
         self.dwc = nn.Conv2d(self.head_dim, self.head_dim, kernel_size=o.kernel_size, groups=self.head_dim,
-                             padding=o.kernel_size // 2)
-        self.scale = nn.Parameter(torch.zeros(1, 1, dim))
+                             padding=o.kernel_size // 2) if o.dwc else None
+        self.scale = nn.Parameter(torch.zeros(1, 1, dim)) if o.focusing else None
 
         self.pos_hw: tuple[int, int] | None = None
         if o.pos_encoding:
@@ -241,8 +246,16 @@ class FlattenAttention(TokenMixer):
             out = q @ kv * z  # B', nH, Nq, hd
         return out.transpose(1, 2).reshape(b, nq, c)
 
+    def _kernel(self, x: torch.Tensor) -> torch.Tensor:
+        """The feature map of queries and keys: focused, or plain ReLU (``focusing=False``)."""
+        if self.scale is None:
+            return F.relu(x) + EPS  # ..., C
+        return focus(x, self.scale, self.opts.focusing_factor)
+
     def _dwc(self, v: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
-        """The shared depthwise conv over each head's values: ``(B', gh*gw, C)`` -> same."""
+        """The shared depthwise conv over each head's values: ``(B', gh*gw, C)`` -> same (zeros without one)."""
+        if self.dwc is None:
+            return torch.zeros_like(v)
         b, n, c = v.shape
         nh, hd = self.num_heads, self.head_dim
         fmap = v.reshape(b, grid[0], grid[1], nh, hd).permute(0, 3, 4, 1, 2)  # B', nH, hd, gh, gw
@@ -292,9 +305,7 @@ class FlattenAttention(TokenMixer):
         k, v = self.kv(kv_in).chunk(2, dim=-1)  # each B, P+n', C
         if self.pos_hw is not None:
             k = torch.cat([k[:, :p], k[:, p:] + self._positions(grid)], dim=1)  # B, P+n', C
-        power = self.opts.focusing_factor
-        out = self._attend(focus(q, self.scale, power), focus(k, self.scale, power), v,
-                           reference=reference)  # B, N, C
+        out = self._attend(self._kernel(q), self._kernel(k), v, reference=reference)  # B, N, C
 
         v_map = v[:, p:]  # B, n', C
         if sr > 1:  # official: linear interpolation over the flattened row-major sequence
@@ -317,9 +328,7 @@ class FlattenAttention(TokenMixer):
         k, v = self.kv(windows).chunk(2, dim=-1)  # each B*nW, L, C
         if self.pos_hw is not None:
             k = k + self.positional_encoding  # table of one window: 1, L, C
-        power = self.opts.focusing_factor
-        out = self._attend(focus(q, self.scale, power), focus(k, self.scale, power), v,
-                           reference=reference)  # B*nW, L, C
+        out = self._attend(self._kernel(q), self._kernel(k), v, reference=reference)  # B*nW, L, C
         out = out + self._dwc(v, (ws, ws))  # B*nW, L, C
         out = self.proj_drop(self.proj(out)).view(b, nw, L, c)  # B, nW, L, C
         out = window_reverse(out, ws, (hp, wp))  # B, Hp, Wp, C

@@ -16,6 +16,15 @@ Sources, read from the official repositories (no code copied):
 * Swin-T: https://github.com/microsoft/Swin-Transformer,
   ``configs/swin/swin_tiny_patch4_window7_224.yaml`` (window 7, shifted windows on odd
   blocks, ``PatchMerging``); figures from the Swin paper's Table 1 / the README.
+* BiFormer-T/S/B and BiFormer-STL: https://github.com/rayleizhu/BiFormer,
+  ``models/biformer.py`` and ``models/biformer_stl.py`` (the Swin-Tiny-layout model of
+  the paper's ablations), attention from ``ops/bra_legacy.py`` and ``models/_common.py``;
+  printed figures from the README's ImageNet-1K table.
+
+The presets: ``focal_{tiny,small,base}``, ``swin_tiny``, ``pvt_tiny``, ``deit_tiny``,
+``flatten_swin_{tiny,small,base}``, ``flatten_pvt_{tiny,small}``, ``flatten_deit_tiny``,
+``biformer_{tiny,small,base}``, ``biformer_stl``, ``lavit_swin_tiny``
+(:func:`list_presets`).
 """
 
 from __future__ import annotations
@@ -73,6 +82,9 @@ PRESET_INFO: dict[str, dict[str, Any]] = {
                            source="BiFormer (CVPR 2023), rayleizhu/BiFormer README, BiFormer-S"),
     "biformer_base": dict(params_m=56.8, gflops=9.8, resolution=224, verified=True,
                           source="BiFormer (CVPR 2023), rayleizhu/BiFormer README, BiFormer-B"),
+    "biformer_stl": dict(params_m=28.4, gflops=4.6, resolution=224, verified=True,
+                         source="BiFormer (CVPR 2023), rayleizhu/BiFormer README, BiFormer-STL (Swin-Tiny "
+                                "layout; the model of the paper's ablations: top-k, regions, ...)"),
     "lavit_swin_tiny": dict(params_m=26.43, gflops=9.10, resolution=224, verified=False,
                             source="ablate's LaViT (CVPR 2024) on Swin-T's layout; our own count, "
                                    "the paper's model table could not be established"),
@@ -240,6 +252,28 @@ def _biformer_small() -> dict[str, Any]:
 @_register
 def _biformer_base() -> dict[str, Any]:
     return _biformer([96, 192, 384, 768], [4, 4, 18, 4], [3, 6, 12], 0.4)
+
+
+@_register
+def _biformer_stl() -> dict[str, Any]:
+    """BiFormer-STL (``models/biformer_stl.py``, ``biformer_stl``): Swin-T's layout (dims
+    96-768, depths 2-2-6-2, MLP ratio 4, ``dim // 32`` heads) with bi-level routing
+    attention, the model of the paper's ablation studies.
+
+    Unlike BiFormer-T/S/B: a ``Conv2d(3, 96, 4, stride 4)`` + BatchNorm stem, BatchNorm
+    *before* a 2x2 stride-2 conv between stages, no depthwise position conv before
+    attention. Blocks are LayerNorm(eps 1e-6) -> attention -> residual, LayerNorm -> MLP ->
+    residual; final BatchNorm, mean pool, Linear head. ``n_win`` 7 in every stage, top-k
+    1/4/16 and full attention with LePE (kernel 5) in stage 4, whose ``AttentionLePE(dim)``
+    keeps its default 8 heads (not 24). Drop path 0.1 (``scripts/train.sh``).
+    """
+    return dict(
+        img_size=224, in_chans=3, num_classes=1000, patch_size=4,
+        dims=[96, 192, 384, 768], depths=[2, 2, 6, 2], num_heads=[3, 6, 12, 8], mlp_ratio=4.0,
+        drop_rate=0.0, drop_path_rate=0.1, norm_eps=1e-6,
+        stem="patch_bn", downsample="bn_conv", pos_conv=0, final_norm="batch",
+        attention="biformer", n_win=7, topk=[1, 4, 16, -2], side_dwconv=5, kv_downsample_mode="identity",
+    )
 
 
 @_register

@@ -18,7 +18,17 @@ Downsampling between stages (``downsample``):
   ``Conv2d(C, C', 2, stride 2)`` followed by ``LayerNorm(C')`` (with
   ``use_conv_embed`` an overlapping ``3x3`` stride-2 conv, and a ``7x7`` stride-4 stem);
 * ``"merge"`` — Swin's ``PatchMerging``: 2x2 neighbours concatenated,
-  ``LayerNorm(4C)``, ``Linear(4C, C', bias=False)``; odd maps are zero-padded first.
+  ``LayerNorm(4C)``, ``Linear(4C, C', bias=False)``; odd maps are zero-padded first;
+* ``"conv_bn"`` — BiFormer's (``models/biformer.py``): ``Conv2d(C, C', 3, stride 2,
+  padding 1)`` then ``BatchNorm2d(C')``;
+* ``"bn_conv"`` — BiFormer-STL's (``models/biformer_stl.py``), norm *before* the conv:
+  ``BatchNorm2d(C)`` then ``Conv2d(C, C', 2, stride 2)`` (odd maps are floored, as
+  ``"conv"``); ``use_conv_embed`` does not change it (nor ``"conv_bn"``).
+
+The stem (``stem``): ``"patch"`` is the conv patch embedding above (LayerNorm unless
+``patch_norm`` is false); ``"patch_bn"`` the same conv followed by ``BatchNorm2d``
+(BiFormer-STL's ``Conv2d(3, C, 4, stride 4)`` + ``BatchNorm2d``); ``"convs"`` BiFormer's
+two overlapping 3x3 stride-2 convs with BatchNorm and a GELU between.
 
 Deliberate deviations from the official code:
 
@@ -99,8 +109,8 @@ ARCH_DEFAULTS: dict[str, Any] = {
     "norm_eps": 1e-5,
     "final_norm": "layer",
 }
-_DOWNSAMPLE = ("conv", "merge", "conv_bn")
-_STEMS = ("patch", "convs")
+_DOWNSAMPLE = ("conv", "merge", "conv_bn", "bn_conv")
+_STEMS = ("patch", "convs", "patch_bn")
 _POS_EMBED = ("none", "absolute")
 _FINAL_NORM = ("layer", "batch")
 
@@ -294,6 +304,9 @@ def resolve_arch(arch: Mapping[str, Any]) -> dict[str, Any]:
         raise ConfigError(f"stem 'convs' (two 3x3 stride-2 convs, BiFormer's) has stride 4: "
                           f"patch_size must be 4, got patch_size={out['patch_size']}")
     out["patch_norm"] = _as_bool("patch_norm", raw["patch_norm"])
+    if out["stem"] == "patch_bn" and not out["patch_norm"]:
+        raise ConfigError("stem 'patch_bn' is the patch stem with BatchNorm; patch_norm=false would drop that norm: "
+                          "use stem 'patch' with patch_norm=false for a stem without a norm")
     out["pos_embed"] = _as_choice("pos_embed", raw["pos_embed"], _POS_EMBED)
     out["pos_conv"] = _as_int("pos_conv", raw["pos_conv"], 0)
     if out["pos_conv"] and out["pos_conv"] % 2 == 0:
@@ -422,6 +435,8 @@ def stage_resolutions(arch: Mapping[str, Any], img_size: int | tuple[int, int] |
             h, w = (h + 1) // 2 if h > 0 else 0, (w + 1) // 2 if w > 0 else 0
         elif r["downsample"] == "conv_bn":
             h, w = _conv_out(h, 3, 2, 1), _conv_out(w, 3, 2, 1)
+        elif r["downsample"] == "bn_conv":
+            h, w = _conv_out(h, 2, 2, 0), _conv_out(w, 2, 2, 0)
         else:
             k, p = _embed_geometry(2, r["use_conv_embed"])
             h, w = _conv_out(h, k, 2, p), _conv_out(w, k, 2, p)
@@ -528,18 +543,26 @@ class DropPath(nn.Module):
 
 
 class PatchEmbed(nn.Module):
-    """Conv patch embedding + LayerNorm; the stem and Focal's / PVT's downsampling between stages."""
+    """Conv patch embedding + LayerNorm; the stem and Focal's / PVT's downsampling between stages.
 
-    def __init__(self, in_chans: int, dim: int, stride: int, *, overlap: bool = False, norm: bool = True) -> None:
+    With ``batch_norm`` the norm is a ``BatchNorm2d`` over the conv's map instead
+    (BiFormer-STL's stem).
+    """
+
+    def __init__(self, in_chans: int, dim: int, stride: int, *, overlap: bool = False, norm: bool = True,
+                 batch_norm: bool = False) -> None:
         super().__init__()
         kernel, padding = _embed_geometry(stride, overlap)
         self.proj = nn.Conv2d(in_chans, dim, kernel_size=kernel, stride=stride, padding=padding)
-        self.norm = nn.LayerNorm(dim) if norm else nn.Identity()
+        self.batch_norm = batch_norm
+        self.norm: nn.Module = nn.BatchNorm2d(dim) if batch_norm else nn.LayerNorm(dim) if norm else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
         """``(B, C_in, H, W)`` -> tokens ``(B, H'*W', C)`` and ``(H', W')``."""
         x = self.proj(x)  # B, C, H', W'
         hw = (x.shape[2], x.shape[3])
+        if self.batch_norm:
+            return self.norm(x).flatten(2).transpose(1, 2), hw  # B, H'*W', C
         return self.norm(x.flatten(2).transpose(1, 2)), hw  # B, H'*W', C
 
 
@@ -571,6 +594,21 @@ class ConvBNDownsample(nn.Module):
         """Tokens ``(B, H*W, C)`` -> ``(B, ceil(H/2)*ceil(W/2), C')`` and the new map size."""
         b, _, c = x.shape
         x = self.norm(self.conv(x.transpose(1, 2).reshape(b, c, hw[0], hw[1])))  # B, C', H/2, W/2
+        return x.flatten(2).transpose(1, 2), (x.shape[2], x.shape[3])  # B, N', C'
+
+
+class BNConvDownsample(nn.Module):
+    """BiFormer-STL's downsampling between stages: BatchNorm, then a 2x2 stride-2 conv."""
+
+    def __init__(self, dim: int, out_dim: int) -> None:
+        super().__init__()
+        self.norm = nn.BatchNorm2d(dim)
+        self.conv = nn.Conv2d(dim, out_dim, 2, stride=2)
+
+    def forward(self, x: torch.Tensor, hw: tuple[int, int]) -> tuple[torch.Tensor, tuple[int, int]]:
+        """Tokens ``(B, H*W, C)`` -> ``(B, floor(H/2)*floor(W/2), C')`` and the new map size."""
+        b, _, c = x.shape
+        x = self.conv(self.norm(x.transpose(1, 2).reshape(b, c, hw[0], hw[1])))  # B, C', H/2, W/2
         return x.flatten(2).transpose(1, 2), (x.shape[2], x.shape[3])  # B, N', C'
 
 
@@ -735,7 +773,7 @@ class HierarchicalViT(nn.Module):
             self.patch_embed: nn.Module = ConvStem(r["in_chans"], dims[0])
         else:
             self.patch_embed = PatchEmbed(r["in_chans"], dims[0], r["patch_size"], overlap=r["use_conv_embed"],
-                                          norm=r["patch_norm"])
+                                          norm=r["patch_norm"], batch_norm=r["stem"] == "patch_bn")
         self.cls_token = nn.Parameter(torch.zeros(1, 1, dims[0])) if self.prefix else None
         if self.cls_token is not None:
             nn.init.trunc_normal_(self.cls_token, std=0.02)
@@ -753,6 +791,8 @@ class HierarchicalViT(nn.Module):
                     downsample = PatchMerging(dims[i - 1], dims[i])
                 elif r["downsample"] == "conv_bn":
                     downsample = ConvBNDownsample(dims[i - 1], dims[i])
+                elif r["downsample"] == "bn_conv":
+                    downsample = BNConvDownsample(dims[i - 1], dims[i])
                 else:
                     downsample = ConvDownsample(dims[i - 1], dims[i], overlap=r["use_conv_embed"])
             first = sum(depths[:i])
