@@ -342,6 +342,12 @@ def _resolve_options(given: Mapping[str, Any], families: list[str], builder: Map
     n = len(families)
     fields = [_option_fields(fam) for fam in families]
     option_names = sorted(set().union(*fields))
+    # A per-stage list of nulls means "no stage has it": how a preset's per-stage option is
+    # written off when a study changes every stage's family (FLatten's all-linear pattern).
+    # It stays in the result as written, so re-resolving over a preset keeps it written off.
+    nulls = {k: list(v) for k, v in given.items() if k not in option_names and isinstance(v, (list, tuple))
+             and len(v) == n and all(x is None for x in v)}
+    given = {k: v for k, v in given.items() if k not in nulls}
     for key in given:
         if key not in option_names:
             allowed = sorted(set(ARCH_DEFAULTS) | set(option_names))
@@ -381,6 +387,7 @@ def _resolve_options(given: Mapping[str, Any], families: list[str], builder: Map
         values = [stage.get(key) for stage in resolved]
         everywhere = all(key in f for f in fields)
         out[key] = values[0] if everywhere and all(v == values[0] for v in values) else values
+    out.update(nulls)
     return out
 
 
