@@ -98,3 +98,36 @@ def test_study_validates_at_both_scales(path: Path, scale: str) -> None:
         assert all(study.candidate(c) == study.paper_candidate(c) for c in study.cells())
     else:
         assert study.train.epochs <= 5 and study.data.image_size <= 96, "proxy runs stay laptop-sized"
+
+
+def _readme_block(stem: str) -> str:
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    start = text.index(f"<!-- study: {stem} -->")
+    return text[start:text.index("<!-- /study -->", start) + len("<!-- /study -->")]
+
+
+@pytest.mark.parametrize("path", [p for p in STUDIES], ids=[p.stem for p in STUDIES])
+def test_readme_shows_every_study_with_its_command(path: Path) -> None:
+    block = _readme_block(path.stem)
+    assert f"ablate run studies/{path.name} && ablate report studies/{path.name}" in block
+    study = load_study(path, check=False)
+    assert f"**{study.description}**" in block and "Accuracy: proxy scale" in block, "run benchmarks/paper_tables.py"
+
+
+def test_readme_demo_table_is_what_the_command_prints(tmp_path: Path) -> None:
+    """The demo study, re-run from an empty database, prints its README table byte for byte:
+    the tables are command output, and the proxy runs are seeded and repeatable."""
+    import importlib.util
+    import subprocess
+    import sys
+
+    spec = importlib.util.spec_from_file_location("paper_tables", ROOT / "benchmarks" / "paper_tables.py")
+    tables = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tables)
+    storage = f"sqlite:///{tmp_path / 'demo.db'}"
+    cli = [sys.executable, "-m", "ablate.cli"]
+    subprocess.run([*cli, "run", "studies/window_size.yaml", "--storage", storage, "-q"], cwd=ROOT, check=True,
+                   capture_output=True)
+    report = subprocess.run([*cli, "report", "studies/window_size.yaml", "--storage", storage], cwd=ROOT,
+                            check=True, capture_output=True, text=True).stdout
+    assert tables.block("window_size", report) == _readme_block("window_size")

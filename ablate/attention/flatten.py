@@ -51,6 +51,9 @@ Deliberate deviations, each to honour the ``forward(x, hw)`` contract or the bui
   positional encoding covers the map keys only (the mixer does not know ``P`` when it is
   built; DeiT's own position embedding already covers the class token). With
   ``sr_ratio`` > 1, prefix tokens skip the reduction conv but share its LayerNorm.
+* ``f_p`` divides each feature by its largest channel before the power: the same function
+  (``x^p / ||x^p||`` is scale-free), but float32 ``x ** 32`` overflows in the official form
+  (FLatten's Table 5 ablates p = 32; the official line diverged here at once).
 * ``attn_drop`` and ``qk_scale`` are not options: the official module builds them and
   never uses them (there is no attention matrix to drop out in the cheap order).
 * Linear layers keep PyTorch's default init; the model builder applies the official
@@ -91,7 +94,9 @@ def focus(x: torch.Tensor, scale: torch.Tensor, power: float) -> torch.Tensor:
     """
     x = (F.relu(x) + EPS) / F.softplus(scale)  # ..., C
     norm = x.norm(dim=-1, keepdim=True)  # ..., 1
-    x = x ** power
+    # x^p / ||x^p|| does not change when x is scaled, so dividing by the largest entry first
+    # is the same function; it keeps x^p in (0, 1], where float32 x^32 would overflow.
+    x = (x / x.amax(dim=-1, keepdim=True)) ** power
     return x / x.norm(dim=-1, keepdim=True) * norm  # ..., C
 
 
