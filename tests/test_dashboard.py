@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import signal
 import socket
 import sqlite3
 import subprocess
@@ -237,8 +238,11 @@ def test_dashboard_command_serves_and_stops_on_ctrl_c(fake_db, tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
+    # As in a terminal: SIGINT at its default even when the tests themselves run in a
+    # background job (where the shell ignores it, and Python would inherit that).
     proc = subprocess.Popen([ABLATE, "dashboard", fake_db, "--port", str(port)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         line = proc.stdout.readline()
         assert f"http://127.0.0.1:{port}/" in line and "1 study" in line, line + proc.stderr.read()
@@ -253,7 +257,7 @@ def test_dashboard_command_serves_and_stops_on_ctrl_c(fake_db, tmp_path):
     finally:
         proc.send_signal(2)
         try:
-            proc.wait(timeout=30)  # once in a fresh-clone CI run, 10 s was not enough on 2 busy cores
+            proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
