@@ -1078,7 +1078,7 @@ def _study_grid_rows(doc: _Doc, raw: list, fixed: Mapping[str, Any],
                 continue
             _check_grid_key(doc, path + (key,), key, fixed)
             row[key] = _grid_value(doc, path + (key,), key, value, space)
-        if (LABEL in row) != (LABEL in rows[0] if rows else LABEL in row):
+        if rows and (LABEL in row) != (LABEL in rows[0]):
             raise doc.error(path, "every row needs a label when one has it, allowed: label all rows or none")
         for j, other in enumerate(rows):
             if LABEL in row and row[LABEL] == other[LABEL]:

@@ -106,7 +106,7 @@ def _readme_block(stem: str) -> str:
     return text[start:text.index("<!-- /study -->", start) + len("<!-- /study -->")]
 
 
-@pytest.mark.parametrize("path", [p for p in STUDIES], ids=[p.stem for p in STUDIES])
+@pytest.mark.parametrize("path", STUDIES, ids=[p.stem for p in STUDIES])
 def test_readme_shows_every_study_with_its_command(path: Path) -> None:
     block = _readme_block(path.stem)
     assert f"ablate run studies/{path.name} && ablate report studies/{path.name}" in block
