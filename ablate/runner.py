@@ -438,22 +438,49 @@ def _resolve_device(device: str, study: Study) -> str:
 
 
 def _ray_searcher(inner: StudySearcher):
-    """A ``ray.tune.search.Searcher`` that forwards to ``inner`` (built here so that importing
-    this module does not import Ray)."""
+    """A ``ray.tune.search.Searcher`` that forwards to ``inner``, built here so that importing
+    this module does not import Ray.
+
+    Ray pickles the search algorithm it is handed (``tuner.pkl``, its experiment-state
+    files), and ``inner`` holds live state that must never be pickled: the Optuna study,
+    its sampler (NSGA-II holds a thread lock since Optuna 5.1), the storage's engine and
+    connections. So the forwarder's pickled form is only the study's name: a copy
+    unpickled elsewhere forwards nothing and says why. Ablate resumes from its storage,
+    never from Ray's restore files, so nothing is lost.
+    """
     from ray.tune.search import Searcher
 
     class _Forward(Searcher):
+        def __init__(self, live: StudySearcher) -> None:  # no closure over `inner`: cloudpickle would follow it
+            super().__init__()
+            self.study_name = live.study.name
+            self.inner: StudySearcher | None = live
+
+        def __getstate__(self) -> dict:
+            return {"study_name": self.study_name}
+
+        def __setstate__(self, state: dict) -> None:
+            Searcher.__init__(self)
+            self.study_name = state["study_name"]
+            self.inner = None
+
+        def _live(self) -> StudySearcher:
+            if self.inner is None:
+                raise RuntimeError(f"a pickled copy of study {self.study_name!r}'s searcher cannot propose or record "
+                                   "trials: the searcher lives in the driver that runs the study")
+            return self.inner
+
         def suggest(self, trial_id: str):  # noqa: D102
-            config = inner.suggest(trial_id)
+            config = self._live().suggest(trial_id)
             return Searcher.FINISHED if config is None else config
 
         def on_trial_result(self, trial_id: str, result: dict) -> None:  # noqa: D102
-            inner.on_trial_result(trial_id, result)
+            self._live().on_trial_result(trial_id, result)
 
         def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:  # noqa: D102
-            inner.on_trial_complete(trial_id, result, error)
+            self._live().on_trial_complete(trial_id, result, error)
 
-    return _Forward()
+    return _Forward(inner)
 
 
 def run_study(study: Study, *, storage: str | None = None, trials: int | None = None, address: str | None = None,
@@ -586,11 +613,6 @@ class _Progress:
                 yield
             finally:
                 self._progress = None
-
-    def __getstate__(self) -> dict:
-        # Ray's Tuner pickles the search algorithm for its own restore files; a live
-        # progress bar (locks, a terminal) has no place there.
-        return {"study": self.study, "enabled": False, "_progress": None, "_task": None}
 
     def trial_done(self, frozen: optuna.trial.FrozenTrial) -> None:
         if self._progress is None:

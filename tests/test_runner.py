@@ -7,12 +7,13 @@ bookkeeping is tested in seconds; tests/test_end_to_end.py trains real models.
 from __future__ import annotations
 
 import sys
+import threading
 
 import optuna
 import pytest
 from optuna.trial import TrialState
 
-from ablate.config import study_from_dict
+from ablate.config import _SAMPLERS, study_from_dict
 from ablate.results import load_results
 from ablate.runner import INTERRUPTED, open_optuna_study, ray_session, run_study
 
@@ -166,6 +167,52 @@ def test_sampled_study_never_trains_a_configuration_twice(tmp_path, ray_local, s
     assert "exhausted" in summary.message
     res = load_results(study.storage)
     assert len(res.trials) == 2  # skipped proposals are not shown as trials
+
+
+@pytest.mark.parametrize("sampler", _SAMPLERS)
+def test_every_sampler_runs_a_four_trial_study_through_ray_tune(tmp_path, ray_local, sampler):
+    """Each sampler ablate accepts, through the real ``tune.Tuner`` (which pickles the search
+    algorithm: optuna 5.1's NSGA-II sampler holds a thread lock)."""
+    if sampler == "grid":
+        spec = _spec(tmp_path, grid={"window_size": [1, 2, 4, 8]})
+    else:
+        spec = _spec(tmp_path, space={"fixed": {"attention": "softmax"},
+                                      "params": {"window_size": {"choice": [1, 2, 4, 8]},
+                                                 "lr": {"float": [1.0e-3, 1.0e-2], "log": True}}},
+                     sampler={"name": sampler, "seed": 3}, trials=4)
+        spec.pop("grid")
+    study, summary = _run(spec)
+    trials = [t for t in _trials(study) if not t.user_attrs.get("skipped")]
+    assert len(trials) == 4 and len(summary.new_trials) == 4
+    assert all(t.state == TrialState.COMPLETE for t in trials), [(t.state, t.user_attrs.get("error")) for t in trials]
+
+
+class _LockedSampler(optuna.samplers.RandomSampler):
+    """A sampler holding what must never be pickled (as optuna 5.1's NSGA-II does)."""
+
+    def __init__(self) -> None:
+        super().__init__(seed=0)
+        self.lock = threading.Lock()
+
+
+def test_what_ray_holds_pickles_to_a_handle_without_live_state(tmp_path):
+    from ray import cloudpickle
+
+    from ablate.runner import StudySearcher, _ray_searcher
+
+    study = study_from_dict(_spec(tmp_path), check=False)
+    ostudy = open_optuna_study(study)
+    ostudy.sampler = _LockedSampler()
+    with pytest.raises(TypeError, match="lock"):
+        cloudpickle.dumps(ostudy.sampler)  # the hazard is real
+    forward = _ray_searcher(StudySearcher(study, ostudy, budget=3))
+    blob = cloudpickle.dumps(forward)
+    assert b"sqlite" not in blob and b"Lock" not in blob and b"optuna" not in blob
+    copy = cloudpickle.loads(blob)
+    assert copy.study_name == "runner-test"
+    with pytest.raises(RuntimeError, match="lives in the driver"):
+        copy.suggest("t1")
+    assert forward.suggest("t1")["params"] == {"window_size": 2}  # the original still works
 
 
 def test_infeasible_samples_are_recorded_without_training(tmp_path, ray_local):
