@@ -22,6 +22,20 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="Neural-architecture search and ablation studies for vision attention.")
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from ablate import __version__
+
+        typer.echo(f"ablate {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                       help="Print ablate's version and exit.")) -> None:
+    """Neural-architecture search and ablation studies for vision attention."""
+
+
 class ShowFormat(str, Enum):
     table = "table"
     json = "json"

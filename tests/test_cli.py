@@ -113,3 +113,13 @@ def test_dry_run_prints_costs_and_writes_nothing(tmp_path, capsys):
     assert code == 0, err
     assert "2 candidate(s), not trained" in out and "window_size=2" in out and "window_size=4" in out
     assert not (tmp_path / "out.db").exists()
+
+
+def test_version_through_the_script_and_python_dash_m():
+    import subprocess
+    import sys
+
+    from ablate import __version__
+
+    out = subprocess.run([sys.executable, "-m", "ablate", "--version"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and out.stdout.strip() == f"ablate {__version__}", out

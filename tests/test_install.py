@@ -1,0 +1,99 @@
+"""Installs: ranges in the package metadata, one tested set in constraints.txt.
+
+The fast tests check that the two agree and that the README and CI install the locked
+set; the ``slow`` test builds a real virtualenv to show that a user's own torch and
+torchvision are kept (it needs the package registry and several GB of disk).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from packaging.markers import default_environment
+from packaging.requirements import Requirement
+from packaging.version import Version
+
+ROOT = Path(__file__).parents[1]
+PYTHONS = ("3.10", "3.11", "3.12", "3.13")
+
+
+def _metadata_requirements() -> list[Requirement]:
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        pytest.skip("tomllib needs Python 3.11")
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    return [Requirement(r) for r in project["dependencies"] + project["optional-dependencies"]["test"]]
+
+
+def _lock() -> list[Requirement]:
+    lines = (line.split("#", 1)[0].strip() for line in (ROOT / "constraints.txt").read_text().splitlines())
+    return [Requirement(line) for line in lines if line]
+
+
+def _locked_for(python: str) -> dict[str, Version]:
+    env = dict(default_environment(), python_version=python, python_full_version=f"{python}.0",
+               sys_platform="linux", platform_system="Linux", platform_machine="x86_64")
+    out: dict[str, Version] = {}
+    for req in _lock():
+        if req.marker is None or req.marker.evaluate(env):
+            (spec,) = req.specifier
+            assert spec.operator == "==", f"constraints.txt must pin exactly: {req}"
+            assert req.name.lower() not in out, f"constraints.txt pins {req.name} twice for Python {python}"
+            out[req.name.lower()] = Version(spec.version)
+    return out
+
+
+def test_metadata_keeps_ranges_capped_below_an_untested_major():
+    for req in _metadata_requirements():
+        ops = {s.operator for s in req.specifier}
+        assert "==" not in ops and "===" not in ops, f"pyproject.toml pins {req} exactly; keep a range"
+        assert ">=" in ops and "<" in ops, f"pyproject.toml: {req} needs a lower bound and an upper bound"
+
+
+@pytest.mark.parametrize("python", PYTHONS)
+def test_lock_pins_every_requirement_inside_its_range(python):
+    locked = _locked_for(python)
+    for req in _metadata_requirements():
+        name = req.name.lower()
+        assert name in locked, f"constraints.txt has no {name} for Python {python}: refresh the lock"
+        assert req.specifier.contains(locked[name]), \
+            f"constraints.txt has {name}=={locked[name]} for Python {python}, outside pyproject's {req.specifier}"
+
+
+def test_readme_and_ci_install_the_locked_set():
+    text = (ROOT / "README.md").read_text().split("\n## ", 1)[0]
+    commands = re.findall(r"```bash\n(.*?)```", text, flags=re.S)
+    assert len(commands) == 2
+    for command in commands:
+        assert re.search(r"pip install -c constraints\.txt -e (\.|'\.\[test\]') ", command), command
+
+
+@pytest.mark.slow
+def test_installing_ablate_keeps_a_users_torch_and_torchvision(tmp_path):
+    """A venv with a working pair installed first, then ``pip install -e .`` (no constraints):
+    the pair is unchanged and torchvision's compiled ops still run. The pair defaults to
+    torch 2.14.1 + torchvision 0.29.1 (the lock has 0.29.2, the registry a newer torch);
+    ``ABLATE_USER_TORCH="torch==2.9.1 torchvision==0.24.1"`` tries another."""
+    pair = os.environ.get("ABLATE_USER_TORCH", "torch==2.14.1 torchvision==0.29.1").split()
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    python = str(venv / "bin" / "python")
+
+    def versions() -> str:
+        return subprocess.run([python, "-c", "import torch, torchvision; print(torch.__version__, "
+                               "torchvision.__version__)"], check=True, capture_output=True, text=True).stdout
+
+    subprocess.run([python, "-m", "pip", "install", "-q", *pair], check=True)
+    before = versions()
+    subprocess.run([python, "-m", "pip", "install", "-q", "-e", str(ROOT)], check=True)
+    assert versions() == before
+    nms = ("import torch, torchvision; b = torch.tensor([[0., 0, 10, 10], [1, 1, 11, 11]]); "
+           "print(torchvision.ops.nms(b, torch.tensor([.9, .8]), 0.5).tolist())")
+    assert subprocess.run([python, "-c", nms], check=True, capture_output=True, text=True).stdout.strip() == "[0]"
+    assert subprocess.run([python, "-m", "ablate", "--version"], check=True, capture_output=True).returncode == 0
