@@ -124,7 +124,7 @@ def trace(python: Path, failed: list[str], changed: list[tuple[str, str, str]], 
     for name, old, new in changed:
         if not todo:
             break
-        print(f"\n--- does {name}=={old} (locked; newest is {new}) make them pass?", flush=True)
+        print(f"\n--- does {name}=={old} (locked; installed {new}) make them pass?", flush=True)
         try:
             pip(python, f"{name}=={old}")
             still = set(run_tests(python, report, todo, None))
@@ -166,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     changed = [(name, locked[name], now[name]) for name in now if name in locked and locked[name] != now[name]]
     changed.sort(key=lambda c: (c[0] not in direct, direct.index(c[0]) if c[0] in direct else 0, c[0]))
     new_packages = sorted(set(now) - set(locked) - {"pip", "setuptools", "wheel"})
-    print("\nnewer than the lock:" if changed else "\nevery package is at its locked version")
+    print("\ndifferent from the lock:" if changed else "\nevery package is at its locked version")
     for name, old, new in changed:
         print(f"  {name:<28} {old:>14} -> {new}{'  (direct)' if name in direct else ''}")
     if new_packages:
@@ -175,8 +175,8 @@ def main(argv: list[str] | None = None) -> int:
     report = venv.parent / "latest-junit.xml"
     failed = run_tests(python, report, [], args.keyword)
     if not failed:
-        print(f"\ncheck_latest: the fast suite passes with the newest allowed versions ({len(changed)} newer than "
-              "the lock)")
+        which = f"the tests matching -k {args.keyword!r} pass" if args.keyword else "the fast suite passes"
+        print(f"\ncheck_latest: {which} with these versions ({len(changed)} package(s) differ from the lock)")
         if not args.keep:
             shutil.rmtree(venv.parent, ignore_errors=True)
         return 0

@@ -97,3 +97,46 @@ def test_installing_ablate_keeps_a_users_torch_and_torchvision(tmp_path):
            "print(torchvision.ops.nms(b, torch.tensor([.9, .8]), 0.5).tolist())")
     assert subprocess.run([python, "-c", nms], check=True, capture_output=True, text=True).stdout.strip() == "[0]"
     assert subprocess.run([python, "-m", "ablate", "--version"], check=True, capture_output=True).returncode == 0
+
+
+def _check_latest():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("check_latest", ROOT / "scripts" / "check_latest.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_check_latest_reads_the_lock_and_the_direct_dependencies():
+    check = _check_latest()
+    assert check.direct_dependencies() == [r.name.lower() for r in _metadata_requirements()]
+    locked = check.locked_versions(Path(sys.executable))  # markers evaluated by this Python
+    py = f"{sys.version_info.major}.{sys.version_info.minor}"
+    assert locked == {check._normal(k): str(v) for k, v in _locked_for(py).items()}
+
+
+def test_check_latest_names_the_package_whose_locked_version_fixes_a_test(monkeypatch, tmp_path):
+    """Each try installs one locked version and reruns what still fails; the first that
+    makes a test pass is named for it, and every package is put back afterwards."""
+    check = _check_latest()
+    installed = {"optuna": "5.1.0", "numpy": "2.5.0", "ray": "2.61.0"}
+    breaks = {"tests/a.py::test_x": ("optuna", "5.1.0"), "tests/b.py::test_y": ("ray", "2.61.0"),
+              "tests/c.py::test_z": ("nothing", "")}
+
+    def fake_pip(python, requirement):
+        name, version = requirement.split("==")
+        installed[name] = version
+
+    def fake_tests(python, report, select, keyword):
+        return [t for t in select if breaks[t][0] not in installed or installed[breaks[t][0]] == breaks[t][1]
+                or breaks[t][0] == "nothing"]
+
+    monkeypatch.setattr(check, "pip", fake_pip)
+    monkeypatch.setattr(check, "run_tests", fake_tests)
+    changed = [("numpy", "2.4.6", "2.5.0"), ("optuna", "5.0.0", "5.1.0"), ("ray", "2.60.0", "2.61.0")]
+    culprits = check.trace(Path("python"), list(breaks), changed, tmp_path / "r.xml")
+    assert culprits["tests/a.py::test_x"] == "optuna 5.0.0 -> 5.1.0"
+    assert culprits["tests/b.py::test_y"] == "ray 2.60.0 -> 2.61.0"
+    assert culprits["tests/c.py::test_z"].startswith("no single package")
+    assert installed == {"optuna": "5.1.0", "numpy": "2.5.0", "ray": "2.61.0"}
