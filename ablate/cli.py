@@ -109,8 +109,10 @@ def run(
     states = ", ".join(f"{k} {v}" for k, v in sorted(summary.states.items()))
     typer.echo(f"{study.name}: {len(summary.new_trials)} new trial(s) in {summary.wall_s:.1f}s; "
                f"the study now has {states or 'no trials'}")
-    typer.echo(f"storage: {summary.storage}")
-    typer.echo(f"next: ablate show {study_file}")
+    from ablate.storage import display_url
+
+    typer.echo(f"storage: {display_url(summary.storage)}")
+    typer.echo(f"next: ablate show {study_file}" + (f" --storage '{display_url(storage)}'" if storage else ""))
 
 
 def _dry_run(study, trials: Optional[int]) -> None:

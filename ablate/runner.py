@@ -97,7 +97,8 @@ def _make_sampler(study: Study) -> optuna.samplers.BaseSampler:
     if name == "tpe":
         return optuna.samplers.TPESampler(seed=seed, multivariate=True, constant_liar=True)
     if name == "nsga2":
-        return optuna.samplers.NSGAIISampler(seed=seed)
+        population = study.sampler.population_size
+        return optuna.samplers.NSGAIISampler(seed=seed, **({"population_size": population} if population else {}))
     return optuna.samplers.RandomSampler(seed=seed)  # grid cells are enqueued; random for the rest
 
 

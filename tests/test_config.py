@@ -249,6 +249,9 @@ BAD = [
     ("storage: sqlite:///runs/t.db\n", "storage: sqlite:///runs/t.db\nsampler: {name: tpe}\n",
      "study.yaml:14: sampler.name: a study with a grid trains every cell once, so 'tpe' has nothing to choose, "
      "allowed: 'grid' (or drop grid and give trials)"),
+    ("storage: sqlite:///runs/t.db\n", "storage: sqlite:///runs/t.db\nsampler: {population_size: 8}\n",
+     "study.yaml:14: sampler.population_size: only NSGA-II has a population, got sampler 'grid', "
+     "allowed: name: nsga2, or drop population_size"),
     ("storage: sqlite:///runs/t.db\n", "storage: sqlite:///runs/t.db\ntrials: 5\n",
      "study.yaml:14: trials: must be an integer in [1, 2], got 5"),
     ("storage: sqlite:///runs/t.db\n", "storage: sqlite:///runs/t.db\nname: u\n",

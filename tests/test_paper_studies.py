@@ -14,6 +14,7 @@ Tables 6-7 print 29M on every row, Swin-T's 28.3M included).
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,11 @@ from ablate.space import thaw
 from ablate.trial import measure_costs, paper_arch
 
 ROOT = Path(__file__).resolve().parents[1]
-STUDIES = sorted((ROOT / "studies").glob("*.yaml"))
+#: The papers' ablations are the study files that name a ``base`` preset (as in
+#: benchmarks/paper_tables.py); the others are searches, checked below to be searches.
+ALL_STUDIES = sorted((ROOT / "studies").glob("*.yaml"))
+STUDIES = [p for p in ALL_STUDIES if re.search(r"^base:", p.read_text(encoding="utf-8"), re.M)]
+SEARCHES = [p for p in ALL_STUDIES if p not in STUDIES]
 COSTS = {"params_m": 0.01, "gflops": 0.03, "gflops_ultralytics": 0.03}
 
 
@@ -61,6 +66,13 @@ def _cases() -> list[Any]:
 
 
 CASES = _cases()
+
+
+@pytest.mark.parametrize("path", SEARCHES, ids=[p.stem for p in SEARCHES])
+def test_a_study_without_a_base_is_a_search_shown_in_the_readme(path: Path) -> None:
+    study = load_study(path)
+    assert not study.is_grid and study.space.params, f"{path.name}: a study without a base must be a search"
+    assert f"ablate run studies/{path.name}" in (ROOT / "README.md").read_text()
 
 
 def test_every_study_has_a_checked_cost_or_says_why() -> None:

@@ -187,6 +187,22 @@ def test_every_sampler_runs_a_four_trial_study_through_ray_tune(tmp_path, ray_lo
     assert all(t.state == TrialState.COMPLETE for t in trials), [(t.state, t.user_attrs.get("error")) for t in trials]
 
 
+def test_nsga2_population_size_lets_a_small_budget_evolve(tmp_path, ray_local):
+    from ablate.runner import _make_sampler
+
+    spec = _spec(tmp_path, space={"fixed": {"attention": "softmax"},
+                                  "params": {"window_size": {"choice": [1, 2, 4, 8]},
+                                             "lr": {"float": [1.0e-3, 1.0e-2], "log": True}}},
+                 sampler={"name": "nsga2", "seed": 0, "population_size": 2}, trials=6, max_concurrent=1)
+    spec.pop("grid")
+    study, _ = _run(spec)
+    sampler = _make_sampler(study)
+    assert sampler.population_size == 2
+    ostudy = optuna.load_study(study_name=study.name, storage=study.storage, sampler=sampler)
+    generations = [sampler.get_trial_generation(ostudy, t) for t in ostudy.get_trials()]
+    assert max(generations) >= 2, generations  # the default population of 50 would still be in generation 0
+
+
 class _LockedSampler(optuna.samplers.RandomSampler):
     """A sampler holding what must never be pickled (as optuna 5.1's NSGA-II does)."""
 
