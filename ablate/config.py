@@ -90,7 +90,13 @@ TRAINING_METRICS: tuple[str, ...] = ("top1", "map50_95")
 _TASK_METRIC = {"classify": "top1", "detect": "map50_95"}
 #: Training settings that a study may also fix, grid or search (``lr: {float: ...}``);
 #: every other key of a candidate goes to the model builder.
-TRAIN_KEYS: frozenset[str] = frozenset({"lr", "weight_decay", "batch_size", "warmup_epochs", "label_smoothing"})
+TRAIN_KEYS: frozenset[str] = frozenset({"lr", "weight_decay", "batch_size", "warmup_epochs", "label_smoothing",
+                                        "recipe", "randaugment", "random_erasing", "mixup", "cutmix", "clip_grad",
+                                        "ema_decay"})
+#: The training recipes (``train.recipe``); see :mod:`ablate.train.recipes` for their values.
+RECIPE_NAMES: tuple[str, ...] = ("proxy", "deit")
+#: The recipe a study trains with when it names none, per scale.
+_SCALE_RECIPE = FrozenDict({"proxy": "proxy", "paper": "deit"})
 
 #: Arch keys a study may not set: the runner derives them from the data.
 _RESERVED = FrozenDict({"img_size": "data.image_size", "num_classes": "the data set", "in_chans": "the data set",
@@ -98,9 +104,15 @@ _RESERVED = FrozenDict({"img_size": "data.image_size", "num_classes": "the data 
 _TASKS = ("classify", "detect")
 _SAMPLERS = ("grid", "random", "tpe", "nsga2")
 _SCHEDULERS = ("asha",)
-_DATASETS = ("digits", "imagefolder", "synth-det", "yolo")
+_DATASETS = ("digits", "imagefolder", "cifar10", "cifar100", "synth-det", "yolo")
 #: Data sets each task can train on; the first is its default.
-_TASK_DATASETS = {"classify": ("digits", "imagefolder"), "detect": ("synth-det", "yolo")}
+_TASK_DATASETS = {"classify": ("digits", "imagefolder", "cifar10", "cifar100"), "detect": ("synth-det", "yolo")}
+#: Data sets read from a folder the user gives (never downloaded), and what that folder holds.
+_FOLDER_DATASETS = FrozenDict({
+    "imagefolder": "a folder with one sub-folder per class",
+    "cifar10": "the folder holding torchvision's cifar-10-batches-py (or that folder itself)",
+    "cifar100": "the folder holding torchvision's cifar-100-python (or that folder itself)",
+})
 #: Default image side per task.
 _TASK_IMAGE_SIZE = {"classify": 32, "detect": 128}
 #: The key of a list-form grid row that names it (the paper's row label); not an arch key.
@@ -143,16 +155,46 @@ class DataSpec:
 
 @dataclasses.dataclass(frozen=True)
 class TrainSpec:
-    """Training settings shared by every trial (a trial may override :data:`TRAIN_KEYS`)."""
+    """Training settings shared by every trial (a trial may override :data:`TRAIN_KEYS`).
+
+    The recipe's keys (:data:`ablate.train.recipes.RECIPE_KEYS`) are None where the study
+    leaves them to its recipe; :meth:`Study.train_for` gives a trial's settings with every
+    one of them filled. ``recipe`` None means the scale's recipe (``proxy`` at
+    ``--scale proxy``, ``deit`` at ``--scale paper``). ``lr`` is the rate for a batch of
+    ``lr_batch`` images, scaled linearly to ``batch_size`` (no scaling when ``lr_batch``
+    is None): :attr:`effective_lr` is what the optimiser sees.
+    """
 
     epochs: int
     batch_size: int
-    lr: float
-    weight_decay: float
-    warmup_epochs: int
+    lr: float | None
+    weight_decay: float | None
+    warmup_epochs: int | None
     seed: int
-    amp: bool
-    label_smoothing: float
+    amp: bool | None
+    label_smoothing: float | None
+    recipe: str | None = None
+    lr_batch: int | None = None
+    randaugment: str | None = None
+    random_erasing: float | None = None
+    mixup: float | None = None
+    cutmix: float | None = None
+    clip_grad: float | None = None
+    ema_decay: float | None = None
+
+    def resolved(self, scale: str = "proxy") -> TrainSpec:
+        """Every recipe key filled from the recipe (named, or the scale's)."""
+        from ablate.train.recipes import resolve_recipe
+
+        recipe = self.recipe or _SCALE_RECIPE[scale]
+        return dataclasses.replace(self, recipe=recipe, **resolve_recipe(recipe, dataclasses.asdict(self)))
+
+    @property
+    def effective_lr(self) -> float:
+        """The optimiser's peak rate: ``lr`` scaled by ``batch_size / lr_batch`` (resolved specs only)."""
+        if self.lr is None:
+            raise ValueError("effective_lr needs a resolved TrainSpec (see Study.train_for)")
+        return self.lr * self.batch_size / self.lr_batch if self.lr_batch else self.lr
 
 
 @dataclasses.dataclass(frozen=True)
@@ -259,6 +301,8 @@ class Study:
     proxy: ProxySpec | None = None
     scale: Literal["proxy", "paper"] = "proxy"
     grid_rows: tuple[Mapping[str, Any], ...] | None = None
+    repeats: int = 1
+    baseline: Mapping[str, Any] | None = None
     source: str | None = dataclasses.field(default=None, compare=False)
 
     def __post_init__(self) -> None:
@@ -269,6 +313,8 @@ class Study:
         object.__setattr__(self, "objectives", tuple(self.objectives))
         if self.reference is not None:
             object.__setattr__(self, "reference", freeze(dict(self.reference)))
+        if self.baseline is not None:
+            object.__setattr__(self, "baseline", freeze(dict(self.baseline)))
 
     @property
     def is_grid(self) -> bool:
@@ -364,14 +410,24 @@ class Study:
         base = {"preset": self.base} if self.base is not None else {}
         return {**base, **thaw(self.space.fixed), **thaw(self.fixed), **thaw(dict(params or {}))}
 
-    def train_for(self, params: Mapping[str, Any] | None = None) -> TrainSpec:
-        """The training settings for one trial: ``train`` overridden by fixed/param training keys."""
+    def train_for(self, params: Mapping[str, Any] | None = None, repeat: int = 0) -> TrainSpec:
+        """The training settings of one trial, every recipe key filled.
+
+        ``train`` overridden by fixed/param training keys, then the recipe's values for
+        what is still unset, and the seed of repeat ``repeat`` (``train.seed + repeat``).
+        """
         merged = {**self.space.fixed, **self.fixed, **(params or {})}
         overrides = {k: merged[k] for k in TRAIN_KEYS if k in merged}
-        for key in ("lr", "weight_decay", "label_smoothing"):
-            if key in overrides:
+        for key in ("lr", "weight_decay", "label_smoothing", "random_erasing", "mixup", "cutmix", "clip_grad",
+                    "ema_decay"):
+            if overrides.get(key) is not None:
                 overrides[key] = float(overrides[key])
-        return dataclasses.replace(self.train, **overrides)
+        spec = dataclasses.replace(self.train, **overrides)
+        return dataclasses.replace(spec.resolved(self.scale), seed=self.train.seed + repeat)
+
+    def baseline_cell(self) -> dict[str, Any] | None:
+        """The grid cell the other rows are compared with (None for a sampled study)."""
+        return thaw(dict(self.baseline)) if self.baseline is not None else None
 
     @property
     def grid_params(self) -> tuple[Param, ...]:
@@ -598,7 +654,29 @@ def _check_train_value(doc: _Doc, path: tuple, key: str, value: Any) -> Any:
         return _int(doc, path, value, 1)
     if key == "warmup_epochs":
         return _int(doc, path, value, 0)
+    if key == "recipe":
+        return _one_of(doc, path, value, RECIPE_NAMES)
+    if key == "randaugment":
+        return _randaugment(doc, path, value)
+    if key in ("random_erasing", "mixup", "cutmix"):
+        return _float(doc, path, value, 0, 1)
+    if key == "clip_grad":
+        return _float(doc, path, value, 0)
+    if key == "ema_decay":
+        return _float(doc, path, value, 0, 1, open_high=True)
     raise AssertionError(key)  # pragma: no cover - keys come from TRAIN_KEYS
+
+
+_RANDAUGMENT_RE = re.compile(r"rand(-(m\d+(\.\d+)?|n\d+|mstd\d+(\.\d+)?|mmax\d+(\.\d+)?|inc[01]|w\d+|p\d+(\.\d+)?))*")
+
+
+def _randaugment(doc: _Doc, path: tuple, value: Any) -> str:
+    """timm's RandAugment string (``rand-m9-mstd0.5-inc1``), or empty for none."""
+    text = _str(doc, path, value) if value != "" else ""
+    if text and not _RANDAUGMENT_RE.fullmatch(text):
+        raise doc.error(path, f"must be timm's RandAugment spec or '' for none, got {text!r}, allowed: e.g. "
+                              "'rand-m9-mstd0.5-inc1' (magnitude 9, its std 0.5, increasing)")
+    return text
 
 
 # --------------------------------------------------------------------------- search space
@@ -732,11 +810,13 @@ def _describe_domain(p: Param) -> str:
 
 _STUDY_KEYS = ("name", "description", "task", "base", "space", "fixed", "grid", "proxy", "objectives", "data",
                "train", "sampler", "scheduler", "trials", "max_concurrent", "resources", "storage", "seed",
-               "paper_resolution", "reference")
+               "paper_resolution", "reference", "repeats", "baseline")
 _DATA_KEYS = ("name", "path", "image_size", "val_fraction", "num_workers")
-_TRAIN_SECTION_KEYS = ("epochs", "batch_size", "lr", "weight_decay", "warmup_epochs", "seed", "amp", "label_smoothing")
-_TRAIN_DEFAULTS: Mapping[str, Any] = FrozenDict(dict(epochs=3, batch_size=128, lr=1.0e-3, weight_decay=0.05,
-                                                     warmup_epochs=0, amp=False, label_smoothing=0.0))
+_TRAIN_SECTION_KEYS = ("epochs", "batch_size", "lr", "weight_decay", "warmup_epochs", "seed", "amp", "label_smoothing",
+                       "recipe", "lr_batch", "randaugment", "random_erasing", "mixup", "cutmix", "clip_grad",
+                       "ema_decay")
+#: Defaults of the keys no recipe decides; the recipe's keys default to its table.
+_TRAIN_DEFAULTS: Mapping[str, Any] = FrozenDict(dict(epochs=3, batch_size=128))
 
 
 def load_study(path: str | os.PathLike[str], *, check: bool = True, scale: str = "proxy") -> Study:
@@ -815,6 +895,8 @@ def study_to_dict(study: Study) -> dict[str, Any]:
         "seed": study.seed,
         "paper_resolution": study.paper_resolution,
         "reference": thaw(study.reference) if study.reference is not None else None,
+        "repeats": study.repeats,
+        "baseline": thaw(dict(study.baseline)) if study.baseline is not None else None,
         "base": study.base,
         "proxy": study.proxy.to_dict() if study.proxy is not None else None,
         "scale": study.scale,
@@ -917,11 +999,16 @@ def _parse_study(doc: _Doc, data: Any, source: str | None, scale: str = "proxy")
     if reference is not None:
         reference = _json(doc, ("reference",), _mapping(doc, ("reference",), reference))
 
+    repeats = _int(doc, ("repeats",), m.get("repeats", 1), 1, 1000)
+    cells = ([dict(r) for r in grid_rows] if grid_rows is not None else grid_cells(thaw(grid))) if grid else []
+    baseline = _study_baseline(doc, m.get("baseline"), cells)
+
     study = Study(name=name, description=description, task=task, space=space, fixed=fixed, grid=grid,
                   objectives=objectives, data=data_spec, train=train, sampler=sampler, scheduler=scheduler,
                   trials=trials, max_concurrent=max_concurrent, resources=resources, storage=storage, seed=seed,
                   paper_resolution=paper_resolution, reference=reference, base=base, proxy=proxy,
-                  scale=scale, grid_rows=grid_rows, source=source)  # type: ignore[arg-type]
+                  scale=scale, grid_rows=grid_rows, repeats=repeats, baseline=baseline,
+                  source=source)  # type: ignore[arg-type]
     return study, space_doc
 
 
@@ -1149,10 +1236,9 @@ def _study_data(doc: _Doc, raw: Any, task: str = "classify") -> DataSpec:
         except AblateError as err:
             raise doc.error(("data", "path"), str(err)) from None
         path = str(resolved)
-    elif name == "imagefolder":
+    elif name in _FOLDER_DATASETS:
         if m.get("path") is None:
-            raise doc.error(("data", "path"), "required key is missing for 'imagefolder', "
-                                              "allowed: a folder with one sub-folder per class")
+            raise doc.error(("data", "path"), f"required key is missing for {name!r}, allowed: {_FOLDER_DATASETS[name]}")
         raw_path = _str(doc, ("data", "path"), m["path"])
         resolved = (doc.base_dir / os.path.expanduser(raw_path)).resolve()
         if not resolved.is_dir():
@@ -1160,7 +1246,8 @@ def _study_data(doc: _Doc, raw: Any, task: str = "classify") -> DataSpec:
                                               f"allowed: a folder relative to this file, or absolute")
         path = str(resolved)
     elif m.get("path") is not None:
-        raise doc.error(("data", "path"), f"not used by {name!r}, allowed: only with name 'imagefolder'")
+        raise doc.error(("data", "path"), f"not used by {name!r}, allowed: only with name "
+                                          + ", ".join(map(repr, ("yolo", *_FOLDER_DATASETS))))
     return DataSpec(
         name=name,
         path=path,
@@ -1172,20 +1259,57 @@ def _study_data(doc: _Doc, raw: Any, task: str = "classify") -> DataSpec:
 
 
 def _study_train(doc: _Doc, raw: Any, seed: int) -> TrainSpec:
+    """``train:``; a recipe key left out (or null) stays None: the recipe decides it."""
     m = _mapping(doc, ("train",), raw, _TRAIN_SECTION_KEYS)
     v = {**_TRAIN_DEFAULTS, "seed": seed, **m}
     p = lambda key: ("train", key)  # noqa: E731
     epochs = _int(doc, p("epochs"), v["epochs"], 1)
+
+    def given(key: str, check: Callable[[Any], Any]) -> Any:
+        return None if v.get(key) is None else check(v[key])
+
     return TrainSpec(
         epochs=epochs,
         batch_size=_check_train_value(doc, p("batch_size"), "batch_size", v["batch_size"]),
-        lr=_check_train_value(doc, p("lr"), "lr", v["lr"]),
-        weight_decay=_check_train_value(doc, p("weight_decay"), "weight_decay", v["weight_decay"]),
-        warmup_epochs=_int(doc, p("warmup_epochs"), v["warmup_epochs"], 0, epochs),
+        lr=given("lr", lambda x: _check_train_value(doc, p("lr"), "lr", x)),
+        weight_decay=given("weight_decay", lambda x: _check_train_value(doc, p("weight_decay"), "weight_decay", x)),
+        warmup_epochs=given("warmup_epochs", lambda x: _int(doc, p("warmup_epochs"), x, 0, epochs)),
         seed=_int(doc, p("seed"), v["seed"], 0, 2**32 - 1),
-        amp=_bool(doc, p("amp"), v["amp"]),
-        label_smoothing=_check_train_value(doc, p("label_smoothing"), "label_smoothing", v["label_smoothing"]),
+        amp=given("amp", lambda x: _bool(doc, p("amp"), x)),
+        label_smoothing=given("label_smoothing",
+                              lambda x: _check_train_value(doc, p("label_smoothing"), "label_smoothing", x)),
+        recipe=given("recipe", lambda x: _check_train_value(doc, p("recipe"), "recipe", x)),
+        lr_batch=given("lr_batch", lambda x: _int(doc, p("lr_batch"), x, 1)),
+        **{key: given(key, lambda x, key=key: _check_train_value(doc, p(key), key, x))
+           for key in ("randaugment", "random_erasing", "mixup", "cutmix", "clip_grad", "ema_decay")},
     )
+
+
+def _study_baseline(doc: _Doc, raw: Any, cells: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
+    """The grid cell every other row is compared with: the one ``baseline`` picks (grid keys
+    and values, or a row's label), else the first cell. Sampled studies have none."""
+    path = ("baseline",)
+    if not cells:
+        if raw is not None:
+            raise doc.error(path, "a baseline is a row of a grid, and this study has no grid, allowed: drop baseline")
+        return None
+    if raw is None:
+        return dict(cells[0])
+    if isinstance(raw, str):
+        labelled = [c for c in cells if c.get(LABEL) == raw]
+        if not labelled:
+            labels = [c[LABEL] for c in cells if LABEL in c]
+            raise doc.error(path, f"no grid row is labelled {raw!r}, allowed: "
+                                  + (", ".join(map(repr, labels)) if labels else "grid keys and values, e.g. "
+                                     + repr({k: thaw(v) for k, v in cells[0].items()})))
+        return dict(labelled[0])
+    m = _mapping(doc, path, raw, what="the grid keys and values of one row, or a row's label")
+    matching = [c for c in cells if all(k in c and same_value(freeze(c[k]), freeze(v)) for k, v in m.items())]
+    if len(matching) != 1:
+        rows = "; ".join(repr({k: thaw(v) for k, v in c.items()}) for c in cells[:6])
+        what = "matches no grid row" if not matching else f"matches {len(matching)} grid rows"
+        raise doc.error(path, f"{thaw(m)!r} {what}, allowed: keys and values that pick one row of: {rows}")
+    return dict(matching[0])
 
 
 def _study_sampler(doc: _Doc, raw: Any, grid: Mapping[str, Any], seed: int) -> SamplerSpec:

@@ -13,6 +13,7 @@ This is the only module that imports Ray Tune and builds Optuna samplers.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import math
 import os
 import shutil
@@ -73,7 +74,7 @@ def open_optuna_study(study: Study, storage_url: str | None = None) -> optuna.St
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             ostudy.set_metric_names([o.name for o in study.objectives])
     else:
-        changed = [k for k in _FROZEN_SPEC_KEYS if old.get(k, "proxy" if k == "scale" else None) != spec.get(k)]
+        changed = [k for k in _FROZEN_SPEC_KEYS if _frozen(old, k) != _frozen(spec, k)]
         if "scale" in changed:
             raise ConfigError(f"{study.source or study.name}: {url} holds this study's {old.get('scale', 'proxy')}-"
                               f"scale run, allowed: --storage with another database for the {study.scale}-scale run")
@@ -85,6 +86,23 @@ def open_optuna_study(study: Study, storage_url: str | None = None) -> optuna.St
     if list(ostudy.directions) != [_direction(d) for d in directions]:
         raise ConfigError(f"{study.source or study.name}: objectives' directions differ from the stored study")
     return ostudy
+
+
+def _frozen(spec: Mapping[str, Any], key: str) -> Any:
+    """A spec's value for a key that must not change, in a form that compares across versions:
+    ``train`` fully resolved (a spec from before recipes trained with the ``proxy`` recipe)."""
+    if key == "scale":
+        return spec.get("scale", "proxy")
+    if key == "train" and spec.get("train") is not None:
+        from ablate.config import TrainSpec
+
+        train = spec["train"]
+        if "recipe" not in train:
+            return {**_train_identity(train), "seed": train.get("seed")}
+        fields = {f.name for f in dataclasses.fields(TrainSpec)}
+        return dataclasses.asdict(TrainSpec(**{k: v for k, v in train.items() if k in fields})
+                                  .resolved(spec.get("scale", "proxy")))
+    return spec.get(key)
 
 
 def _direction(name: str) -> optuna.study.StudyDirection:
@@ -123,21 +141,56 @@ def _counts_toward_budget(t: optuna.trial.FrozenTrial) -> bool:
         t.state == TrialState.FAIL and not t.user_attrs.get("interrupted"))
 
 
-def _finished_keys(ostudy: optuna.Study) -> set[str]:
-    """Keys of configurations that need no more training: COMPLETE, PRUNED, or failed for a
-    reason other than an interruption (a deterministic failure would only fail again)."""
-    return {_key(t.user_attrs["candidate"], t.user_attrs.get("train"))
-            for t in ostudy.get_trials(deepcopy=False) if _counts_toward_budget(t)}
+def _finished_runs(ostudy: optuna.Study) -> dict[str, set[int]]:
+    """Per configuration key, the repeats that need no more training: COMPLETE, PRUNED, or
+    failed for a reason other than an interruption (a deterministic failure would only
+    fail again). Every (configuration, repeat) trains exactly once."""
+    done: dict[str, set[int]] = {}
+    for t in ostudy.get_trials(deepcopy=False):
+        if _counts_toward_budget(t):
+            done.setdefault(trial_config_key(t), set()).add(trial_repeat(t))
+    return done
+
+
+def trial_repeat(t: optuna.trial.FrozenTrial) -> int:
+    """Which repeat (seed offset) a stored trial is; trials from before repeats are repeat 0."""
+    return int(t.user_attrs.get("repeat", 0))
+
+
+def trial_config_key(t: optuna.trial.FrozenTrial) -> str:
+    """The configuration key a stored trial carries (computed for trials from before keys)."""
+    key = t.user_attrs.get("config_key")
+    return key if key is not None else _key(t.user_attrs["candidate"], t.user_attrs.get("train"))
 
 
 def _key(candidate: Mapping[str, Any], train: Mapping[str, Any] | None) -> str:
     """Equal keys mean the same model trained the same way (architecture and training keys:
-    two grid cells that differ only in ``lr`` are different configurations).
+    two grid cells that differ only in ``lr`` are different configurations), whatever the
+    seed: the repeats of a configuration share its key.
 
     The architecture is taken in its resolved form, so two spellings of one model (a
-    YOLO cell with ``attention: none`` and any placement) are one configuration.
+    YOLO cell with ``attention: none`` and any placement) are one configuration. A short
+    hash of that canonical text, so that tables and JSON can show it.
     """
-    return cell_key({"arch": _canonical(candidate), "train": train})
+    text = cell_key({"arch": _canonical(candidate), "train": _train_identity(train)})
+    return hashlib.sha1(text.encode()).hexdigest()[:12]
+
+
+def _train_identity(train: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """A trial's training settings without its seed, in today's full form.
+
+    Trials stored before recipes carry only the keys of the time; they trained with what
+    is now the ``proxy`` recipe, so its values fill the rest.
+    """
+    if train is None:
+        return None
+    from ablate.train.recipes import resolve_recipe
+
+    full = dict(train)
+    if "recipe" not in full:
+        full = {**full, **resolve_recipe("proxy", full), "recipe": "proxy"}
+    full.pop("seed", None)
+    return full
 
 
 def _canonical(candidate: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -180,7 +233,15 @@ def _record_grid_value(otrial: optuna.Trial, param: Param, value: Any) -> None:
 
 
 class StudySearcher:
-    """Proposes candidates from the Optuna study and records what Ray reports back.
+    """Proposes runs from the Optuna study and records what Ray reports back.
+
+    A run is one (configuration, repeat) pair: the configuration trained with seed
+    ``train.seed + repeat``. ``budget`` counts configurations, not runs: each one is
+    trained ``study.repeats`` times. Runs missing from configurations already in the
+    storage (an interrupted run, a raised ``repeats``) come first; then new grid cells
+    (every cell at repeat 0 before any at repeat 1) or new sampled configurations (each
+    followed by its other repeats). The sampler sees every repeat as a trial with the
+    same params.
 
     Ray calls ``suggest`` / ``on_trial_result`` / ``on_trial_complete`` in the driver, so
     this object is the single writer to the storage.
@@ -190,7 +251,6 @@ class StudySearcher:
                  on_finish: Callable[[optuna.trial.FrozenTrial], None] | None = None) -> None:
         self.study = study
         self.ostudy = ostudy
-        self.budget = budget
         self.launched = 0
         self.exhausted = ""
         self.live: dict[str, optuna.Trial] = {}
@@ -200,52 +260,88 @@ class StudySearcher:
         self.finished: list[int] = []
         self.on_finish = on_finish
         self._spec = study_to_dict(study)
-        self._done_keys = _finished_keys(ostudy)
+        self._done = _finished_runs(ostudy)  # configuration key -> repeats that need no more training
         self._grid_space = SearchSpace(params=study.grid_params)  # grid cells encode like sampled values
         self._free = study.free_space
-        self.pending_cells = [c for c in study.cells() if config_key(study, c) not in self._done_keys]
+        started = set(self._done)
+        #: Runs to launch before any new configuration: (key, params or raw stored params, repeat).
+        self.queue: list[tuple[str, dict, int, bool]] = []
+        if study.is_grid:
+            cells = [(config_key(study, c), c) for c in study.cells()]
+            fresh = [kc for kc in cells if kc[0] not in started][:max(0, budget)]
+            chosen = [kc for kc in cells if kc[0] in started] + fresh
+            self.new_configs = 0
+            self.queue = [(k, c, r, False) for r in range(study.repeats) for k, c in chosen
+                          if r not in self._done.get(k, set())]
+        else:
+            self.new_configs = max(0, budget)
+            stored: dict[str, dict] = {}
+            for t in ostudy.get_trials(deepcopy=False):
+                if _counts_toward_budget(t):
+                    stored.setdefault(trial_config_key(t), dict(t.params))
+            self.queue = [(k, raw, r, True) for r in range(study.repeats) for k, raw in stored.items()
+                          if r not in self._done.get(k, set())]
+        self._claimed = {(k, r) for k, rs in self._done.items() for r in rs}
+
+    @property
+    def planned(self) -> int:
+        """Runs this searcher may still launch (Ray's ``num_samples``)."""
+        return len(self.queue) + self.new_configs * self.study.repeats
 
     # -- proposing
     def suggest(self, trial_id: str) -> dict | None:
-        """A config for Ray, or None when the budget is spent (Ray then stops asking)."""
-        if self.launched >= self.budget:
-            return None
-        proposal = self._next_grid_cell() if self.study.is_grid else self._next_sample()
+        """A config for Ray, or None when there is nothing left to run (Ray then stops asking)."""
+        proposal = self._next_queued() or self._next_sample()
         if proposal is None:
             return None
-        otrial, params = proposal
+        otrial, params, repeat = proposal
         self.live[trial_id] = otrial
         self.curves[trial_id] = []
         self.params[trial_id] = params
         self.launched += 1
-        return {"spec": self._spec, "params": params, "number": otrial.number}
+        return {"spec": self._spec, "params": params, "number": otrial.number, "repeat": repeat}
 
-    def _start(self, params: Mapping[str, Any], otrial: optuna.Trial) -> optuna.Trial:
-        candidate, train = self.study.candidate(params), dataclasses.asdict(self.study.train_for(params))
-        self._done_keys.add(_key(candidate, train))
+    def _start(self, params: Mapping[str, Any], otrial: optuna.Trial, repeat: int) -> optuna.Trial:
+        candidate = self.study.candidate(params)
+        train = dataclasses.asdict(self.study.train_for(params, repeat=repeat))
+        key = _key(candidate, train)
+        self._claimed.add((key, repeat))
         otrial.set_user_attr("candidate", candidate)
         otrial.set_user_attr("train", train)
         otrial.set_user_attr("arch", candidate_arch(self.study, params))  # nested dicts do not survive Ray's results
         otrial.set_user_attr("seed", train["seed"])
+        otrial.set_user_attr("repeat", repeat)
+        otrial.set_user_attr("config_key", key)
         return otrial
 
-    def _next_grid_cell(self) -> tuple[optuna.Trial, dict] | None:
-        while self.pending_cells:
-            cell = self.pending_cells.pop(0)
-            if config_key(self.study, cell) in self._done_keys:
+    def _next_queued(self) -> tuple[optuna.Trial, dict, int] | None:
+        while self.queue:
+            key, values, repeat, raw = self.queue.pop(0)
+            if (key, repeat) in self._claimed:
                 continue
-            self.ostudy.enqueue_trial(encode_params(self._grid_space, cell), skip_if_exists=False)
+            self.ostudy.enqueue_trial(values if raw else encode_params(self._grid_space, values), skip_if_exists=False)
             otrial = self.ostudy.ask()
-            for p in self._grid_space.params:  # records the enqueued values as the trial's params
-                if p.name in cell:  # a list-form grid's rows may set different keys
-                    _record_grid_value(otrial, p, cell[p.name])
-            return self._start(cell, otrial), cell
+            if raw:  # a stored sampled configuration: suggest() returns the enqueued values
+                params = suggest(otrial, self._free, self.study.fixed)
+            else:
+                params = values
+                for p in self._grid_space.params:  # records the enqueued values as the trial's params
+                    if p.name in values:  # a list-form grid's rows may set different keys
+                        _record_grid_value(otrial, p, values[p.name])
+            if config_key(self.study, params) != key:  # the space changed since it was stored
+                otrial.set_user_attr("skipped", "stale")
+                otrial.set_user_attr("error", "its stored params no longer give the same configuration; not trained")
+                self.ostudy.tell(otrial, state=TrialState.FAIL)
+                continue
+            return self._start(params, otrial, repeat), params, repeat
         return None
 
-    def _next_sample(self) -> tuple[optuna.Trial, dict] | None:
+    def _next_sample(self) -> tuple[optuna.Trial, dict, int] | None:
         from ablate.config import arch_api
         from ablate.errors import AblateError
 
+        if self.new_configs <= 0 or self.study.is_grid:
+            return None
         _, check_arch = arch_api(self.study.task)
 
         for _ in range(_MAX_SKIPS):
@@ -253,7 +349,7 @@ class StudySearcher:
             params = suggest(otrial, self._free, self.study.fixed)
             candidate = self.study.candidate(params)
             key = config_key(self.study, params)
-            if key in self._done_keys:
+            if key in self._done or (key, 0) in self._claimed:
                 # The sampler re-proposed a configuration that is already in the storage:
                 # record it without training so the sampler learns, and ask again.
                 otrial.set_user_attr("skipped", "duplicate")
@@ -266,10 +362,14 @@ class StudySearcher:
                 otrial.set_user_attr("skipped", "infeasible")
                 otrial.set_user_attr("error", f"infeasible: {err}")
                 self.ostudy.tell(otrial, state=TrialState.FAIL)
-                self._done_keys.add(key)
+                self._done.setdefault(key, set())
                 continue
-            return self._start(params, otrial), params
+            self.new_configs -= 1
+            # Its other repeats run next, with the same params.
+            self.queue[0:0] = [(key, dict(otrial.params), r, True) for r in range(1, self.study.repeats)]
+            return self._start(params, otrial, 0), params, 0
         self.exhausted = f"no new feasible configuration in {_MAX_SKIPS} proposals: the search space looks exhausted"
+        self.new_configs = 0
         return None
 
     # -- recording
@@ -423,7 +523,7 @@ def _trainable(config: dict, trial_fn: TrialFn, device: str, threads: int) -> No
     try:
         study = study_from_dict(config["spec"], check=False)  # schema re-checked; the driver did the model checks
         resolved = _resolve_device(device, study)
-        trial_fn(study, config["params"], report, device=resolved)
+        trial_fn(study, config["params"], report, device=resolved, repeat=int(config.get("repeat", 0)))
     except Exception as err:  # recorded as FAIL with its message; the study goes on
         message = f"{type(err).__name__}: {err}".strip()
         keep = {k: v for k, v in last.items() if k not in ("top1", "map50_95")}
@@ -487,12 +587,14 @@ def _ray_searcher(inner: StudySearcher):
 def run_study(study: Study, *, storage: str | None = None, trials: int | None = None, address: str | None = None,
               device: str = "auto", trial_fn: TrialFn = run_trial, progress: bool = True,
               num_cpus: int | None = None) -> RunSummary:
-    """Run (or resume) ``study`` until its trial budget is met.
+    """Run (or resume) ``study`` until its budget is met and every configuration has its repeats.
 
     Args:
-        study: A validated study (paths already absolute).
+        study: A validated study (paths already absolute); ``study.repeats`` seeds per configuration.
         storage: Override of ``study.storage``.
-        trials: Override of the study's budget (total trials that should be finished).
+        trials: Override of the study's budget: the total number of configurations (grid
+            cells or sampled configurations) the study should have, each trained
+            ``study.repeats`` times.
         address: An existing Ray cluster; None starts a local one.
         device: ``auto`` (CUDA when the trial reserves a GPU and one exists), ``cpu`` or ``cuda``.
         trial_fn: What each trial runs (tests substitute cheap synthetic trials).
@@ -503,17 +605,14 @@ def run_study(study: Study, *, storage: str | None = None, trials: int | None = 
     ostudy = open_optuna_study(study, url)
     closed = close_interrupted(ostudy)
     budget_total = trials if trials is not None else study.trials
-    trained = [t for t in ostudy.get_trials(deepcopy=False) if _counts_toward_budget(t)]
-    remaining = max(0, budget_total - len(trained))
+    started = len(_finished_runs(ostudy))
     summary = RunSummary(study=study.name, storage=url)
     if closed:
         summary.message = f"closed {len(closed)} interrupted trial(s) as FAIL: {closed}"
 
     reporter = _Progress(study, enabled=progress)
-    searcher = StudySearcher(study, ostudy, remaining, on_finish=reporter.trial_done)
-    if study.is_grid:
-        remaining = min(remaining, len(searcher.pending_cells))
-        searcher.budget = remaining
+    searcher = StudySearcher(study, ostudy, max(0, budget_total - started), on_finish=reporter.trial_done)
+    remaining = searcher.planned
     start = time.perf_counter()
     if remaining == 0:
         summary.message = (summary.message + "; " if summary.message else "") + "nothing to do: the budget is met"

@@ -19,7 +19,7 @@ from ablate.config import Study
 
 __all__ = ["TrialFn", "candidate_arch", "paper_arch", "finite", "run_trial", "measure_costs", "study_costs"]
 
-#: What the runner calls for each trial: ``fn(study, params, report, device=...)``.
+#: What the runner calls for each trial: ``fn(study, params, report, device=..., repeat=...)``.
 TrialFn = Callable[..., dict]
 
 
@@ -114,8 +114,11 @@ def measure_costs(arch: Mapping[str, Any], *, paper: Mapping[str, Any] | None = 
 
 
 def run_trial(study: Study, params: Mapping[str, Any], report: Callable[[dict], None], *,
-              device: str = "cpu") -> dict:
+              device: str = "cpu", repeat: int = 0) -> dict:
     """Build, measure and train one candidate; ``report`` receives one dict per epoch.
+
+    ``repeat`` picks the seed (``train.seed + repeat``): initialisation, data order and
+    augmentation change with it, the train/validation split does not.
 
     Each report holds the epoch's metrics, the cost figures and ``epochs_done`` (flat
     numbers only: Ray flattens nested results; the driver stores ``arch`` itself).
@@ -126,13 +129,13 @@ def run_trial(study: Study, params: Mapping[str, Any], report: Callable[[dict], 
     from ablate.train import TrainConfig, train_classifier
 
     if study.task == "detect":
-        return _run_detect_trial(study, params, report, device=device)
+        return _run_detect_trial(study, params, report, device=device, repeat=repeat)
     start = time.perf_counter()
     arch = candidate_arch(study, params)
     data = load_classification(study.data.name, path=study.data.path, image_size=study.data.image_size,
                                val_fraction=study.data.val_fraction)
-    train = study.train_for(params)
-    cfg = TrainConfig(epochs=train.epochs, batch_size=train.batch_size, lr=train.lr,
+    train = study.train_for(params, repeat=repeat)
+    cfg = TrainConfig(epochs=train.epochs, batch_size=train.batch_size, lr=train.effective_lr,
                       weight_decay=train.weight_decay, warmup_epochs=train.warmup_epochs,
                       label_smoothing=train.label_smoothing, seed=train.seed, amp=train.amp, device=device)
     torch.manual_seed(train.seed)
@@ -145,7 +148,7 @@ def run_trial(study: Study, params: Mapping[str, Any], report: Callable[[dict], 
 
 
 def _run_detect_trial(study: Study, params: Mapping[str, Any], report: Callable[[dict], None], *,
-                      device: str) -> dict:
+                      device: str, repeat: int = 0) -> dict:
     """A YOLO candidate through ultralytics' trainer (:mod:`ablate.train.detect`)."""
     from ablate.models.yolo import build_yolo
     from ablate.train.detect import DetectConfig, train_detector
@@ -153,9 +156,9 @@ def _run_detect_trial(study: Study, params: Mapping[str, Any], report: Callable[
     start = time.perf_counter()
     data_yaml = detection_data(study)
     arch = candidate_arch(study, params)
-    train = study.train_for(params)
+    train = study.train_for(params, repeat=repeat)
     cfg = DetectConfig(epochs=train.epochs, batch_size=train.batch_size, image_size=study.data.image_size,
-                       lr=train.lr, weight_decay=train.weight_decay, warmup_epochs=train.warmup_epochs,
+                       lr=train.effective_lr, weight_decay=train.weight_decay, warmup_epochs=train.warmup_epochs,
                        seed=train.seed, amp=train.amp, device=device, workers=study.data.num_workers)
     torch.manual_seed(train.seed)
     wants_latency = any(o.name == "latency_ms" for o in study.objectives)

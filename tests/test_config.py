@@ -6,6 +6,7 @@ and torch-free; ``test_real_models_*`` run the same paths against :mod:`ablate.m
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import pickle
@@ -123,7 +124,8 @@ def test_load_study_with_inline_space(fake_models: None, in_tmp: Path) -> None:
     assert study.source == "study.yaml"
     assert [p.name for p in study.space.params] == ["window_size", "focal_level"]
     assert study.grid == {"window_size": (2, 4)} and study.trials == 2
-    assert study.train.epochs == 1 and study.train.lr == 1e-3  # default
+    assert study.train.epochs == 1 and study.train.lr is None  # the recipe decides
+    assert study.train_for({}).lr == 1e-3 and study.train_for({}).recipe == "proxy"  # the proxy recipe's
     assert study.data.path is None and study.data.val_fraction == 0.2
     assert study.scheduler is None and study.max_concurrent is None
     # a grid study samples nothing else; focal_level keeps the builder's default
@@ -196,8 +198,9 @@ def test_storage_urls(fake_models: None, in_tmp: Path) -> None:
 # --------------------------------------------------------------------------- bad studies
 
 ALL_KEYS = ("name, description, task, base, space, fixed, grid, proxy, objectives, data, train, sampler, scheduler, "
-            "trials, max_concurrent, resources, storage, seed, paper_resolution, reference")
-TRAIN_KEYS = "epochs, batch_size, lr, weight_decay, warmup_epochs, seed, amp, label_smoothing"
+            "trials, max_concurrent, resources, storage, seed, paper_resolution, reference, repeats, baseline")
+TRAIN_KEYS = ("epochs, batch_size, lr, weight_decay, warmup_epochs, seed, amp, label_smoothing, recipe, lr_batch, "
+              "randaugment, random_erasing, mixup, cutmix, clip_grad, ema_decay")
 
 # (old text in BASE, new text, the whole error line; `{tmp}` is the study's folder)
 BAD = [
@@ -239,9 +242,9 @@ BAD = [
     ("{name: digits, image_size: 32}", "{name: digits, val_fraction: 1.0}",
      "study.yaml:11: data.val_fraction: must be a number in (0, 1), got 1.0"),
     ("{name: digits, image_size: 32}", "{name: mnist}",
-     "study.yaml:11: data.name: must be one of 'digits', 'imagefolder', 'synth-det', 'yolo', got 'mnist'"),
+     "study.yaml:11: data.name: must be one of 'digits', 'imagefolder', 'cifar10', 'cifar100', 'synth-det', 'yolo', got 'mnist'"),
     ("{name: digits, image_size: 32}", "{name: synth-det}",
-     "study.yaml:11: data.name: 'synth-det' is not a data set for task 'classify', allowed: 'digits', 'imagefolder'"),
+     "study.yaml:11: data.name: 'synth-det' is not a data set for task 'classify', allowed: 'digits', 'imagefolder', 'cifar10', 'cifar100'"),
     ("train: {epochs: 1, batch_size: 64}", "train: epochs: 1",
      "study.yaml:12: invalid YAML: mapping values are not allowed here"),
     ("storage: sqlite:///runs/t.db\n", "storage: sqlite:///runs/t.db\nsampler: {name: bayes}\n",
@@ -272,7 +275,25 @@ BAD = [
     ("name: t\n", "", "study.yaml:1: name: required key is missing"),
     ("embed_dim: 32}", "embed_dim: 32, img_size: 64}",
      "study.yaml:8: fixed.img_size: 'img_size' is set from data.image_size, allowed: any other arch key, a family "
-     "option or one of batch_size, label_smoothing, lr, warmup_epochs, weight_decay"),
+     "option or one of batch_size, clip_grad, cutmix, ema_decay, label_smoothing, lr, mixup, randaugment, "
+     "random_erasing, recipe, warmup_epochs, weight_decay"),
+    ("storage: sqlite:///runs/t.db\n", "storage: sqlite:///runs/t.db\nrepeats: 0\n",
+     "study.yaml:14: repeats: must be an integer in [1, 1000], got 0"),
+    ("storage: sqlite:///runs/t.db\n", "storage: sqlite:///runs/t.db\nbaseline: {window_size: 8}\n",
+     "study.yaml:14: baseline: {'window_size': 8} matches no grid row, allowed: keys and values that pick one "
+     "row of: {'window_size': 2}; {'window_size': 4}"),
+    ("storage: sqlite:///runs/t.db\n", "storage: sqlite:///runs/t.db\nbaseline: plain\n",
+     "study.yaml:14: baseline: no grid row is labelled 'plain', allowed: grid keys and values, e.g. "
+     "{'window_size': 2}"),
+    ("batch_size: 64}", "batch_size: 64, recipe: timm}",
+     "study.yaml:12: train.recipe: must be one of 'proxy', 'deit', got 'timm'"),
+    ("batch_size: 64}", "batch_size: 64, mixup: 1.5}", "study.yaml:12: train.mixup: must be a number in [0, 1], got 1.5"),
+    ("batch_size: 64}", "batch_size: 64, randaugment: rand-m9-bogus}",
+     "study.yaml:12: train.randaugment: must be timm's RandAugment spec or '' for none, got 'rand-m9-bogus', "
+     "allowed: e.g. 'rand-m9-mstd0.5-inc1' (magnitude 9, its std 0.5, increasing)"),
+    ("{name: digits, image_size: 32}", "{name: cifar10}",
+     "study.yaml:11: data.path: required key is missing for 'cifar10', allowed: the folder holding "
+     "torchvision's cifar-10-batches-py (or that folder itself)"),
     ("task: classify", "task: segment", "study.yaml:2: task: must be one of 'classify', 'detect', got 'segment'"),
     ("grid: {window_size: [2, 4]}\n", "",
      "study.yaml:1: trials: required key is missing (a study without a grid needs a budget), "
@@ -474,3 +495,23 @@ def test_study_decodes_stored_params_of_grid_and_space():
     assert [p.name for p in study.grid_params] == ["depths", "window_size"]
     raw = {"depths": "[2, 2]", "window_size": 4, "mlp_ratio": 2.0, "other": "x"}
     assert study.decode_params(raw) == {"depths": [2, 2], "window_size": 4, "mlp_ratio": 2.0, "other": "x"}
+
+
+def test_repeats_baseline_and_recipes(fake_models: None, in_tmp: Path) -> None:
+    study = load_study(_write(in_tmp, BASE))
+    assert study.repeats == 1 and study.baseline_cell() == {"window_size": 2}  # default: the first row
+    text = BASE.replace("storage: sqlite:///runs/t.db\n", "storage: sqlite:///runs/t.db\nrepeats: 3\n"
+                        "baseline: {window_size: 4}\n")
+    study = load_study(_write(in_tmp, text))
+    assert study.repeats == 3 and study.baseline_cell() == {"window_size": 4}
+    assert [study.train_for({}, repeat=r).seed for r in range(3)] == [study.train.seed + r for r in range(3)]
+    assert study_from_dict(study_to_dict(study), check=False) == study
+    # the recipe fills what the study leaves unset; explicit values win; paper scale defaults to deit
+    proxy = study.train_for({})
+    assert (proxy.recipe, proxy.mixup, proxy.randaugment, proxy.lr_batch) == ("proxy", 0.0, "", None)
+    deit = study.train_for({"recipe": "deit"})
+    assert (deit.mixup, deit.cutmix, deit.label_smoothing, deit.random_erasing) == (0.8, 1.0, 0.1, 0.25)
+    assert deit.randaugment == "rand-m9-mstd0.5-inc1" and deit.effective_lr == 5e-4 * 64 / 512
+    assert study.train_for({"recipe": "deit", "mixup": 0.0}).mixup == 0.0
+    paper = dataclasses.replace(study, scale="paper")
+    assert paper.train_for({}).recipe == "deit"

@@ -60,7 +60,7 @@ def _spec(tmp_path, **over) -> dict:
     return spec
 
 
-def synthetic_trial(study, params, report, *, device="cpu"):
+def synthetic_trial(study, params, report, *, device="cpu", repeat=0):
     """Accuracy grows with the window, cost too; a window of 3 fails like a broken model."""
     w = study.candidate(params)["window_size"]
     if w == 3:
@@ -253,3 +253,79 @@ def test_grid_cells_differing_only_in_a_training_key_all_train(tmp_path, ray_loc
     assert sorted(t.user_attrs["train"]["lr"] for t in trials) == [1.0e-3, 2.0e-3]
     _, again = _run(_spec(tmp_path, grid={"window_size": [2], "lr": [1.0e-3, 2.0e-3]}))
     assert again.new_trials == []
+
+
+def test_repeats_train_each_configuration_with_consecutive_seeds_once(tmp_path, ray_local):
+    study, summary = _run(_spec(tmp_path, repeats=2, train={"epochs": 2, "batch_size": 64, "seed": 5}))
+    trials = _trials(study)
+    assert len(trials) == 6 and all(t.state == TrialState.COMPLETE for t in trials)
+    runs = sorted((t.user_attrs["candidate"]["window_size"], t.user_attrs["repeat"], t.user_attrs["seed"])
+                  for t in trials)
+    assert runs == [(w, r, 5 + r) for w in (2, 4, 8) for r in (0, 1)]
+    assert [t.user_attrs["repeat"] for t in trials] == [0, 0, 0, 1, 1, 1]  # every cell at repeat 0 first
+    keys = {}
+    for t in trials:
+        keys.setdefault(t.user_attrs["candidate"]["window_size"], set()).add(t.user_attrs["config_key"])
+        assert t.user_attrs["train"]["seed"] == t.user_attrs["seed"]
+    assert all(len(k) == 1 for k in keys.values()) and len(set.union(*keys.values())) == 3
+    # resume: nothing; more repeats later: only the new seeds
+    _, again = _run(_spec(tmp_path, repeats=2, train={"epochs": 2, "batch_size": 64, "seed": 5}))
+    assert again.new_trials == []
+    _, more = _run(_spec(tmp_path, repeats=3, train={"epochs": 2, "batch_size": 64, "seed": 5}))
+    new = [t for t in _trials(study) if t.number in more.new_trials]
+    assert sorted((t.user_attrs["candidate"]["window_size"], t.user_attrs["seed"]) for t in new) == \
+        [(2, 7), (4, 7), (8, 7)]
+
+
+def test_sampled_study_counts_configurations_and_extends_their_repeats(tmp_path, ray_local):
+    spec = _spec(tmp_path, space={"fixed": {"attention": "softmax"},
+                                  "params": {"window_size": {"choice": [1, 2, 4, 8]},
+                                             "lr": {"float": [1.0e-3, 1.0e-2], "log": True}}},
+                 sampler={"name": "tpe", "seed": 0}, trials=2, repeats=2)
+    spec.pop("grid")
+    study, summary = _run(spec)
+    trained = [t for t in _trials(study) if not t.user_attrs.get("skipped")]
+    assert len(trained) == 4
+    by_key: dict[str, list] = {}
+    for t in trained:
+        by_key.setdefault(t.user_attrs["config_key"], []).append(t)
+    assert len(by_key) == 2
+    for runs in by_key.values():
+        assert sorted(t.user_attrs["repeat"] for t in runs) == [0, 1]
+        assert runs[0].params == runs[1].params  # the sampler sees each repeat with the same params
+    _, more = _run({**spec, "repeats": 3})
+    new = [t for t in _trials(study) if t.number in more.new_trials]
+    assert len(new) == 2 and {t.user_attrs["config_key"] for t in new} == set(by_key)
+    assert all(t.user_attrs["repeat"] == 2 for t in new)
+
+
+def test_a_database_from_before_repeats_and_recipes_resumes_without_retraining(tmp_path, ray_local):
+    """Trials stored without config_key/repeat, with the training keys of the time, and a
+    spec whose train section has no recipe keys: the cell is not trained again."""
+    from optuna.distributions import IntDistribution
+    from optuna.trial import create_trial
+
+    spec = _spec(tmp_path, grid={"window_size": [2, 4]})
+    study = study_from_dict(spec, check=False)
+    ostudy = open_optuna_study(study)
+    old_train = {"epochs": 3, "batch_size": 64, "lr": 1.0e-3, "weight_decay": 0.05, "warmup_epochs": 0,
+                 "seed": 0, "amp": False, "label_smoothing": 0.0}
+    old_spec = dict(ostudy.user_attrs["spec"], train=old_train)
+    old_spec.pop("repeats"), old_spec.pop("baseline")
+    ostudy.set_user_attr("spec", old_spec)
+    ostudy.add_trial(create_trial(state=TrialState.COMPLETE, values=[23.0, 0.02], params={"window_size": 2},
+                                  distributions={"window_size": IntDistribution(2, 2)},
+                                  user_attrs={"candidate": study.candidate({"window_size": 2}), "train": old_train,
+                                              "seed": 0}))
+    _, summary = _run(spec)
+    trials = _trials(study)
+    assert len(summary.new_trials) == 1
+    assert sorted(t.user_attrs["candidate"]["window_size"] for t in trials) == [2, 4]
+
+
+def test_a_changed_recipe_is_refused_on_resume(tmp_path, ray_local):
+    from ablate.errors import ConfigError
+
+    _run(_spec(tmp_path, grid={"window_size": [2]}))
+    with pytest.raises(ConfigError, match="train"):
+        _run(_spec(tmp_path, grid={"window_size": [2]}, train={"epochs": 3, "batch_size": 64, "mixup": 0.2}))

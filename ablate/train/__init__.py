@@ -1,5 +1,19 @@
-"""Training loops that yield per-epoch metrics through a plain callback (no Ray import)."""
+"""Training loops that yield per-epoch metrics through a plain callback (no Ray import).
 
-from ablate.train.classify import TrainConfig, TrainingDiverged, train_classifier
+The loops import torch; :mod:`ablate.train.recipes` does not, so the study schema can read
+the recipe tables without it (names below are imported on first use).
+"""
+
+from __future__ import annotations
+
+from typing import Any
 
 __all__ = ["TrainConfig", "TrainingDiverged", "train_classifier"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in __all__:
+        from ablate.train import classify
+
+        return getattr(classify, name)
+    raise AttributeError(f"module 'ablate.train' has no attribute {name!r}")
