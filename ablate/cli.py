@@ -76,8 +76,12 @@ def _json_default(value: Any) -> Any:
 @app.command()
 def run(
     study_file: Path = typer.Argument(..., help="Study YAML file."),
-    trials: Optional[int] = typer.Option(None, "--trials", min=0, help="Total number of trials the study should have "
-                                                                       "(overrides `trials:`)."),
+    trials: Optional[int] = typer.Option(None, "--trials", min=0, help="Total number of configurations the study "
+                                                                       "should have (overrides `trials:`); each is "
+                                                                       "trained `repeats` times."),
+    repeats: Optional[int] = typer.Option(None, "--repeats", min=1, max=1000,
+                                          help="Seeds per configuration (overrides `repeats:`); raising it later "
+                                               "trains only the new seeds."),
     storage: Optional[str] = typer.Option(None, "--storage", help="SQLAlchemy URL overriding the study's storage."),
     address: Optional[str] = typer.Option(None, "--address", help="Address of an existing Ray cluster "
                                                                   "(default: start a local one on 127.0.0.1)."),
@@ -92,6 +96,10 @@ def run(
     from ablate.config import load_study
 
     study = load_study(study_file, scale=scale.value)
+    if repeats is not None:
+        import dataclasses
+
+        study = dataclasses.replace(study, repeats=repeats)
     if dry_run:
         _dry_run(study, trials)
         return

@@ -423,6 +423,8 @@ class Study:
             if overrides.get(key) is not None:
                 overrides[key] = float(overrides[key])
         spec = dataclasses.replace(self.train, **overrides)
+        if self.task == "detect":  # ultralytics' trainer brings its own augmentation: lr as given, unscaled
+            spec = dataclasses.replace(spec, recipe="proxy")
         return dataclasses.replace(spec.resolved(self.scale), seed=self.train.seed + repeat)
 
     def baseline_cell(self) -> dict[str, Any] | None:
@@ -968,6 +970,9 @@ def _parse_study(doc: _Doc, data: Any, source: str | None, scale: str = "proxy")
         data_spec = _study_data(doc, raw_data, task)
         train = _study_train(doc, raw_train, seed)
 
+    if task == "detect" and train.recipe not in (None, "proxy"):
+        raise doc.error(("train", "recipe"), f"{train.recipe!r} is a classification recipe; detection trains with "
+                                             "ultralytics' own augmentation, allowed: drop recipe")
     sampler = _study_sampler(doc, m.get("sampler") or {}, grid, seed)
     scheduler = _study_scheduler(doc, m.get("scheduler"), train, objectives)
 

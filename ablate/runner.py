@@ -719,6 +719,9 @@ class _Progress:
             return
         params = self.study.decode_params(frozen.params)
         shown = ", ".join(f"{k}={v}" for k, v in params.items())
+        if self.study.repeats > 1 and "seed" in frozen.user_attrs:
+            shown += f" (seed {frozen.user_attrs['seed']}, repeat {frozen.user_attrs.get('repeat', 0) + 1}" \
+                     f"/{self.study.repeats})"
         if frozen.state == TrialState.COMPLETE:
             outcome = "  ".join(f"{o.name}={v:.4g}" for o, v in zip(self.study.objectives, frozen.values))
         elif frozen.state == TrialState.PRUNED:
