@@ -143,14 +143,15 @@ class DataSpec:
         path: Absolute folder for ``imagefolder``; None for ``digits``.
         image_size: Side of the square input images (also the model's ``img_size``).
         val_fraction: Share held out for validation, in (0, 1).
-        num_workers: DataLoader workers (0 keeps Ray trials single-process).
+        num_workers: DataLoader workers; None derives them from the trial's CPUs and device
+            (:func:`ablate.data.loader_workers`), 0 keeps a trial single-process.
     """
 
     name: str
     path: str | None
     image_size: int
     val_fraction: float
-    num_workers: int = 0
+    num_workers: int | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -1259,7 +1260,7 @@ def _study_data(doc: _Doc, raw: Any, task: str = "classify") -> DataSpec:
         image_size=_int(doc, ("data", "image_size"), m.get("image_size", _TASK_IMAGE_SIZE[task]), 4),
         val_fraction=_float(doc, ("data", "val_fraction"), m.get("val_fraction", 0.2), 0, 1,
                             open_low=True, open_high=True),
-        num_workers=_int(doc, ("data", "num_workers"), m.get("num_workers", 0), 0),
+        num_workers=None if m.get("num_workers") is None else _int(doc, ("data", "num_workers"), m["num_workers"], 0),
     )
 
 

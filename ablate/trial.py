@@ -118,7 +118,10 @@ def run_trial(study: Study, params: Mapping[str, Any], report: Callable[[dict], 
     """Build, measure and train one candidate; ``report`` receives one dict per epoch.
 
     ``repeat`` picks the seed (``train.seed + repeat``): initialisation, data order and
-    augmentation change with it, the train/validation split does not.
+    augmentation change with it, the train/validation split does not. The training split
+    gets the recipe's training transform, the validation split its evaluation transform
+    (:func:`ablate.train.recipe_transforms`); loader workers follow ``data.num_workers``
+    when set, else the trial's device and ``resources.cpu`` (:func:`ablate.data.loader_workers`).
 
     Each report holds the epoch's metrics, the cost figures and ``epochs_done`` (flat
     numbers only: Ray flattens nested results; the driver stores ``arch`` itself).
@@ -126,18 +129,22 @@ def run_trial(study: Study, params: Mapping[str, Any], report: Callable[[dict], 
     """
     from ablate.data import load_classification
     from ablate.models import build
-    from ablate.train import TrainConfig, train_classifier
+    from ablate.train import TrainConfig, recipe_transforms, train_classifier
 
     if study.task == "detect":
         return _run_detect_trial(study, params, report, device=device, repeat=repeat)
     start = time.perf_counter()
     arch = candidate_arch(study, params)
-    data = load_classification(study.data.name, path=study.data.path, image_size=study.data.image_size,
-                               val_fraction=study.data.val_fraction)
     train = study.train_for(params, repeat=repeat)
     cfg = TrainConfig(epochs=train.epochs, batch_size=train.batch_size, lr=train.effective_lr,
                       weight_decay=train.weight_decay, warmup_epochs=train.warmup_epochs,
-                      label_smoothing=train.label_smoothing, seed=train.seed, amp=train.amp, device=device)
+                      label_smoothing=train.label_smoothing, seed=train.seed, amp=train.amp, device=device,
+                      recipe=train.recipe, randaugment=train.randaugment, random_erasing=train.random_erasing,
+                      mixup=train.mixup, cutmix=train.cutmix, clip_grad=train.clip_grad, ema_decay=train.ema_decay,
+                      num_workers=study.data.num_workers, cpus=study.resources.cpu)
+    train_tf, eval_tf = recipe_transforms(cfg, study.data.image_size)
+    data = load_classification(study.data.name, path=study.data.path, image_size=study.data.image_size,
+                               val_fraction=study.data.val_fraction, train_transform=train_tf, eval_transform=eval_tf)
     torch.manual_seed(train.seed)
     model = build(arch)
     wants_latency = any(o.name == "latency_ms" for o in study.objectives)
@@ -159,7 +166,7 @@ def _run_detect_trial(study: Study, params: Mapping[str, Any], report: Callable[
     train = study.train_for(params, repeat=repeat)
     cfg = DetectConfig(epochs=train.epochs, batch_size=train.batch_size, image_size=study.data.image_size,
                        lr=train.effective_lr, weight_decay=train.weight_decay, warmup_epochs=train.warmup_epochs,
-                       seed=train.seed, amp=train.amp, device=device, workers=study.data.num_workers)
+                       seed=train.seed, amp=train.amp, device=device, workers=study.data.num_workers or 0)
     torch.manual_seed(train.seed)
     wants_latency = any(o.name == "latency_ms" for o in study.objectives)
     costs = measure_costs(arch, paper=paper_arch(study, params), latency=wants_latency, model=build_yolo(arch))

@@ -1,7 +1,15 @@
-"""Data sets: classification (the embedded digits default and ImageFolder paths) and detection
-(the generated synthetic YOLO set and ultralytics data YAMLs)."""
+"""Data sets: classification (the embedded digits default, ImageFolder and CIFAR folders, one
+transform pipeline per recipe) and detection (the generated synthetic YOLO set and
+ultralytics data YAMLs)."""
 
-from ablate.data.classification import ClassificationData, load_classification, num_classes_of
+from ablate.data.classification import (
+    ClassificationData,
+    LabelledImages,
+    classification_transforms,
+    load_classification,
+    loader_workers,
+    num_classes_of,
+)
 from ablate.data.detection import (
     SHAPES,
     DetectionDataInfo,
@@ -13,7 +21,10 @@ from ablate.data.detection import (
 
 __all__ = [
     "ClassificationData",
+    "LabelledImages",
+    "classification_transforms",
     "load_classification",
+    "loader_workers",
     "num_classes_of",
     "SHAPES",
     "DetectionDataInfo",

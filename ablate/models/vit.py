@@ -830,7 +830,26 @@ class HierarchicalViT(nn.Module):
 
     @torch.jit.ignore
     def no_weight_decay(self) -> set[str]:
-        """Parameters the official recipes exempt from weight decay: relative position and learned position tables."""
+        """Parameter names exempt from weight decay, beyond norms and biases.
+
+        The trainer (timm's ``create_optimizer_v2``) exempts every 1-D parameter and bias
+        anyway; these are the tables that each family's ``no_weight_decay()`` and
+        ``no_weight_decay_keywords()`` add, as timm's models of the same families do:
+
+        * every relative-position bias table (Swin, FLatten-Swin: the keyword
+          ``relative_position_bias_table``; Focal also lists its ``_to_neighbors`` and
+          ``_to_windows`` tables; timm's ``SwinTransformer.no_weight_decay``);
+        * the class token and the learned position tables (DeiT's and timm's
+          ``VisionTransformer``: ``{'pos_embed', 'cls_token'}``).
+
+        Not exempt, as in the official codes: FLatten's ``positional_encoding`` and
+        ``scale`` (3-D, in none of its lists) and anything of BiFormer (its list names
+        ``pos_embed`` and ``cls_token``, which match none of its parameters: its
+        ``pos_embed`` is a conv). One deliberate deviation: PVT's and FLatten-PVT's codes
+        list only ``{'cls_token'}`` (their per-stage ``pos_embed`` tables decay, with the
+        comment that exempting them "may be better"); here every learned position table
+        is exempt, DeiT's rule.
+        """
         return {name for name, _ in self.named_parameters()
                 if "relative_position_bias_table" in name or name.endswith((".pos_embed", "cls_token"))}
 

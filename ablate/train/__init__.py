@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["TrainConfig", "TrainingDiverged", "train_classifier"]
+__all__ = ["TrainConfig", "TrainingDiverged", "recipe_transforms", "train_classifier"]
 
 
 def __getattr__(name: str) -> Any:

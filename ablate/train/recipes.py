@@ -6,8 +6,10 @@ and the resolved values are what a trial stores (``user_attrs["train"]``), so a 
 says exactly how each model was trained.
 
 ``proxy`` is the laptop-scale loop ablate has always run: AdamW at a fixed rate, no
-augmentation, no mixing. ``deit`` is the recipe all four papers train with, DeiT's
-(Touvron et al., ICML 2021, facebookresearch/deit ``main.py`` defaults) as adopted by Swin
+augmentation, no mixing (its only changes from before: the model's ``no_weight_decay()``
+names are exempt from decay, and ``clip_grad`` / ``label_smoothing`` / ... act when a study
+sets them). ``deit`` is the recipe all four papers train with, DeiT's (Touvron et al.,
+ICML 2021, facebookresearch/deit ``main.py`` defaults) as adopted by Swin
 (microsoft/Swin-Transformer ``config.py``), Focal (microsoft/Focal-Transformer, Swin's
 code), FLatten (LeapLabTHU/FLatten-Transformer, DeiT's and Swin's code), BiFormer
 (rayleizhu/BiFormer, DeiT's code) and PVT (whai362/PVT, DeiT's code):
@@ -18,20 +20,28 @@ key                       deit value (source)
 lr                        5e-4 per 512 images, scaled linearly to the batch (DeiT
                           ``--lr 5e-4``, ``lr * batch / 512``; Swin ``BASE_LR 5e-4``)
 weight_decay              0.05 (DeiT, Swin); none on norms, biases, and each model's
-                          ``no_weight_decay()`` names (position tables, class tokens)
+                          ``no_weight_decay()`` names (position tables, relative-position
+                          bias tables, class tokens)
 warmup_epochs             5 (DeiT; Swin-based studies set 20)
 label_smoothing           0.1 (DeiT, Swin), soft targets when mixing
 randaugment               ``rand-m9-mstd0.5-inc1`` (DeiT ``--aa``, Swin ``AUTO_AUGMENT``)
-random_erasing            0.25, pixel mode (DeiT ``--reprob``, Swin ``REPROB``)
+random_erasing            0.25, pixel mode, one box (DeiT ``--reprob``, Swin ``REPROB``)
 mixup / cutmix            0.8 / 1.0, switched with probability 0.5 (DeiT, Swin)
 clip_grad                 off (DeiT); Swin-based studies set 5.0 (Swin ``CLIP_GRAD``)
-ema_decay                 off; 0.99996 turns on DeiT's model EMA
+ema_decay                 off; 0.99996 keeps DeiT's model EMA (DeiT's ``main.py`` keeps
+                          one by default but evaluates the model itself, so off changes
+                          no reported number; an EMA is reported as ``top1_ema``)
 amp                       on (CUDA only; the CPU always trains in float32)
 ========================  ==========================================================
 
-Evaluation for ``deit`` resizes to ``image_size / 0.875`` and centre-crops (crop_pct
-0.875); training uses RandomResizedCrop (scale 0.08-1) and horizontal flips. Drop path
-comes from the model (each preset carries its paper's rate).
+Evaluation for ``deit`` resizes to ``image_size / 0.875`` (bicubic) and centre-crops
+(crop_pct 0.875); training uses RandomResizedCrop (scale 0.08-1, bicubic) and horizontal
+flips. At ``image_size`` <= 32 both DeiT's and Swin's codes switch to a random crop with
+4 px padding and evaluate the image as it is; so does ``deit``. Drop path comes from the
+model (each preset carries its paper's rate). Deliberate differences from DeiT's
+``main.py``: the cosine schedule is per step and ends at 0 (DeiT: per epoch, warm-up from
+1e-6, floor 1e-5; Swin: per step, 5e-7 / 5e-6), and there is no repeated augmentation
+(DeiT's ``--repeated-aug``, a multi-GPU sampler; Swin does not use it).
 """
 
 from __future__ import annotations
