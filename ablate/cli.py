@@ -179,24 +179,42 @@ def _target(target: str, storage: Optional[str]) -> tuple[str, Optional[str]]:
     return storage or storage_url_for(target), None
 
 
+class ShowView(str, Enum):
+    both = "both"
+    configs = "configs"
+    trials = "trials"
+
+
 @app.command()
 def show(
     target: str = typer.Argument(..., help="Study YAML, a .db file or a storage URL."),
     storage: Optional[str] = typer.Option(None, "--storage", help="SQLAlchemy URL overriding the study's storage."),
     fmt: ShowFormat = typer.Option(ShowFormat.table, "--format", help="Output format."),
     study_name: Optional[str] = typer.Option(None, "--study", help="Which study, when the storage holds several."),
+    view: Optional[ShowView] = typer.Option(
+        None, "--view", help="configs (one row per configuration: n, mean ± 95 % interval, verdict against the "
+                             "baseline), trials (one row per trial) or both. Default: both for the table, configs "
+                             "for csv; json always has both."),
 ) -> None:
-    """Print a study's trials and mark its Pareto front."""
+    """Print a study's configurations (mean ± 95 % interval over the seeds) and trials, and mark the Pareto front."""
     from ablate.results import load_results
 
+    chosen = view or (ShowView.configs if fmt == ShowFormat.csv else ShowView.both)
+    if fmt == ShowFormat.csv and chosen == ShowView.both:
+        raise ConfigError("--view both: a CSV holds one table, allowed: --view configs or --view trials")
     url, name = _target(target, storage)
     results = load_results(url, study_name or name)
     if fmt == ShowFormat.json:
         _echo_json(results.to_json())
     elif fmt == ShowFormat.csv:
-        typer.echo(_csv(results), nl=False)
+        from ablate.report import configs_csv
+
+        typer.echo(configs_csv(results) if chosen == ShowView.configs else _csv(results), nl=False)
     else:
-        _print_table(results)
+        if chosen != ShowView.trials:
+            _print_configs(results)
+        if chosen != ShowView.configs:
+            _print_table(results)
 
 
 _COST_ATTRS = ("params_m", "gflops", "gflops_paper", "epochs_done", "wall_s")
@@ -227,14 +245,35 @@ def _fmt(value: Any) -> str:
     return "" if value is None else str(value)
 
 
+def _print_configs(results) -> None:
+    """The per-configuration table of `ablate show`, then the study's noise floor."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from ablate.report import config_rows, noise_text
+
+    title, header, rows = config_rows(results)
+    table = Table(title=title)
+    for i, col in enumerate(header):  # numbers stay on one line; settings and trial lists fold
+        table.add_column(col, overflow="fold", no_wrap=any(" ± " in r[i] or r[i][:1] in "+-" for r in rows))
+    for row in rows:
+        table.add_row(*row)
+    console = Console(width=max(120, Console().width))
+    console.print(table)
+    console.print(noise_text(results), highlight=False)
+
+
 def _print_table(results) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from ablate.storage import display_url
+
     objective_names = [o["name"] for o in results.objectives]
     param_names = sorted({k for p in results.trials.get("params", []) for k in p})
     attrs = [a for a in _COST_ATTRS if a not in objective_names]
-    title = f"{results.name} ({results.storage}): {len(results.trials)} trial(s), ★ = Pareto front"
+    title = (f"{results.name} ({display_url(results.storage)}): {len(results.trials)} trial(s), "
+             "★ = Pareto front of the trials")
     table = Table(title=title)
     for col in ["#", "state", "★", *param_names,
                 *[f"{o['name']} {'↑' if o['direction'] == 'maximize' else '↓'}" for o in results.objectives],
@@ -291,8 +330,10 @@ def report(
         output.write_bytes(out)
     else:
         output.write_text(out, encoding="utf-8")
-    typer.echo(f"wrote {output} ({chosen}, {len(results.trials)} trial(s), front: "
-               f"{', '.join(map(str, results.pareto)) or 'none'})", err=True)
+    from ablate.report import front_text
+
+    typer.echo(f"wrote {output} ({chosen}, {len(results.trials)} trial(s), {len(results.configs)} configuration(s), "
+               f"front of the means: trials {front_text(results)})", err=True)
 
 
 @app.command()

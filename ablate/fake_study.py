@@ -3,10 +3,17 @@
 Nothing here trains: values are a made-up, seeded function of the settings, so that a
 2,000-trial study can be written in seconds and read back as if a long search had made it.
 The study is marked ``user_attrs["generated"] = True`` and says so in its description.
+
+Like a real study with ``repeats: N``, every sampled configuration is trained N times (3
+by default): the runs share the configuration's ``config_key`` and carry ``repeat`` and
+``seed``; their accuracy differs by a seed noise of 0.6 points (standard deviation) around
+the configuration's own value, while the costs are the same, so the readers' aggregates
+(means, intervals, the noise floor) have something to chew on.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 import random
 import warnings
@@ -17,10 +24,12 @@ __all__ = ["write_fake_study"]
 _FAMILIES = ("softmax", "focal", "flatten", "biformer")
 _COST = {"softmax": 1.0, "focal": 1.35, "flatten": 0.9, "biformer": 1.1}
 _SKILL = {"softmax": 0.0, "focal": 1.5, "flatten": 1.0, "biformer": 1.2}
+#: Seed-to-seed standard deviation of a configuration's top-1 (points).
+SEED_NOISE = 0.6
 
 
-def fake_spec(name: str, storage: str, n_trials: int = 2000) -> dict[str, Any]:
-    """The resolved spec of a random-search study over four attention families."""
+def fake_spec(name: str, storage: str, n_trials: int = 2000, repeats: int = 3) -> dict[str, Any]:
+    """The resolved spec of a random-search study over four attention families, ``repeats`` seeds each."""
     from ablate.config import study_from_dict, study_to_dict
 
     raw = {
@@ -38,27 +47,31 @@ def fake_spec(name: str, storage: str, n_trials: int = 2000) -> dict[str, Any]:
         "data": {"name": "digits", "image_size": 32},
         "train": {"epochs": 10, "batch_size": 64, "lr": 2.0e-3, "seed": 0},
         "sampler": {"name": "random"},
-        "trials": max(n_trials, 1),
+        "trials": max(-(-n_trials // repeats), 1),  # configurations, each trained `repeats` times
+        "repeats": repeats,
         "paper_resolution": 224,
         "storage": storage,
     }
     return study_to_dict(study_from_dict(raw, check=False))
 
 
-def write_fake_study(url: str, n_trials: int = 2000, *, seed: int = 0, name: str = "generated") -> None:
+def write_fake_study(url: str, n_trials: int = 2000, *, seed: int = 0, name: str = "generated",
+                     repeats: int = 3) -> None:
     """Write a study of ``n_trials`` generated trials (COMPLETE, PRUNED, FAIL, RUNNING) to ``url``.
 
-    The trials carry everything a real one does (``arch``, costs, a per-epoch ``curve``,
+    Trials come in runs of ``repeats`` per sampled configuration (the last configuration
+    may have fewer), in the order the runner trains them. They carry everything a real
+    one does (``arch``, costs, a per-epoch ``curve``, ``config_key``, ``repeat``, ``seed``,
     ``error`` for failures), so a reader cannot tell them apart by shape.
     """
     import optuna
     from optuna.trial import TrialState, create_trial
 
     from ablate.config import study_from_dict
-    from ablate.space import suggest
+    from ablate.space import cell_key, suggest
     from ablate.storage import open_storage
 
-    spec = fake_spec(name, url, n_trials)
+    spec = fake_spec(name, url, n_trials, repeats)
     study = study_from_dict(spec, check=False)
     rng = random.Random(seed)
     scratch = optuna.create_study(directions=["maximize", "minimize"],
@@ -72,22 +85,37 @@ def write_fake_study(url: str, n_trials: int = 2000, *, seed: int = 0, name: str
     target.set_user_attr("generated", True)
     made = []
     for number in range(n_trials):
-        asked = scratch.ask()
-        params = suggest(asked, study.space, study.fixed)
-        scratch.tell(asked, state=TrialState.FAIL)
+        repeat = number % max(repeats, 1)
+        if repeat == 0:
+            asked = scratch.ask()
+            params = suggest(asked, study.space, study.fixed)
+            scratch.tell(asked, state=TrialState.FAIL)
+            key = hashlib.sha1(cell_key(params).encode()).hexdigest()[:12]
+            config_top1 = _config_top1(params, rng)
         made.append(_fake_trial(study, params, asked.params, asked.distributions, number, n_trials, rng,
-                                create_trial, TrialState))
+                                create_trial, TrialState, key=key, repeat=repeat, config_top1=config_top1))
     target.add_trials(made)
 
 
-def _fake_trial(study, params, raw, distributions, number, n_trials, rng, create_trial, TrialState):
+def _gflops(params: dict[str, Any]) -> float:
     family, dim = params["attention"], params["embed_dim"]
     blocks = sum(params["depths"])
-    gflops = round(0.0009 * _COST[family] * dim * dim / 32 * blocks * (1 + 0.05 * params["window_size"]), 6)
+    return round(0.0009 * _COST[family] * dim * dim / 32 * blocks * (1 + 0.05 * params["window_size"]), 6)
+
+
+def _config_top1(params: dict[str, Any], rng: random.Random) -> float:
+    """A configuration's own accuracy: a made-up function of its settings plus its luck."""
+    return 80 + _SKILL[params["attention"]] + 6 * (1 - math.exp(-_gflops(params) / 0.03)) \
+        - 8 * abs(math.log10(params["lr"] / 2e-3)) + rng.gauss(0, 1.0)
+
+
+def _fake_trial(study, params, raw, distributions, number, n_trials, rng, create_trial, TrialState, *, key, repeat,
+                config_top1):
+    dim = params["embed_dim"]
+    blocks = sum(params["depths"])
+    gflops = _gflops(params)
     params_m = round(0.012 * dim * dim / 32 * blocks, 4)
-    top1 = 80 + _SKILL[family] + 6 * (1 - math.exp(-gflops / 0.03)) - 8 * abs(math.log10(params["lr"] / 2e-3)) \
-        + rng.gauss(0, 1.2)
-    top1 = round(min(top1, 99.5), 3)
+    top1 = round(min(config_top1 + rng.gauss(0, SEED_NOISE), 99.5), 3)
     epochs = study.train.epochs
     roll = rng.random()
     state = TrialState.COMPLETE
@@ -103,8 +131,9 @@ def _fake_trial(study, params, raw, distributions, number, n_trials, rng, create
               "top1": round(top1 - 30 * math.exp(-e / 2.5), 3), "lr": params["lr"], "epoch_s": 3.0}
              for e in range(1, done + 1)]
     attrs = {"candidate": study.candidate(params), "arch": {**study.candidate(params), "num_classes": 10},
-             "seed": 0, "curve": curve, "epochs_done": done, "params_m": params_m, "gflops": gflops,
-             "gflops_paper": round(gflops * 49, 4), "wall_s": 3.0 * done}
+             "config_key": key, "repeat": repeat, "seed": study.train.seed + repeat, "curve": curve,
+             "epochs_done": done, "params_m": params_m, "gflops": gflops, "gflops_paper": round(gflops * 49, 4),
+             "wall_s": 3.0 * done}
     if state == TrialState.FAIL:
         attrs["error"] = "RuntimeError: generated failure (out of memory in stage 3)"
     values = [top1, gflops] if state == TrialState.COMPLETE else None

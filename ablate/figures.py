@@ -14,10 +14,11 @@ from typing import Any
 
 import pandas as pd
 
-from ablate.results import StudyResults, hypervolume_history, nondominated, trial_metric
+from ablate import stats
+from ablate.results import StudyResults, front_and_indistinguishable, hypervolume_history, nondominated, trial_metric
 
-__all__ = ["axes_of", "family_of", "pareto_points", "pareto_figure", "curve_figure", "parallel_figure",
-           "hypervolume_figure", "importance_figure", "COST_KEYS", "label_of"]
+__all__ = ["axes_of", "family_of", "pareto_points", "config_points", "pareto_figure", "curve_figure",
+           "parallel_figure", "hypervolume_figure", "importance_figure", "COST_KEYS", "label_of"]
 
 #: Trial attributes that are costs (lower is better) and can go on the Pareto plot's x axis.
 COST_KEYS = ("gflops", "gflops_paper", "gflops_ultralytics", "params_m", "params_m_paper", "latency_ms")
@@ -95,6 +96,61 @@ def pareto_points(results: StudyResults, x: str, y: str) -> pd.DataFrame:
     return frame
 
 
+def config_points(results: StudyResults, x: str, y: str) -> pd.DataFrame:
+    """One row per configuration: the means of its COMPLETE runs on the two axes and their intervals.
+
+    Columns: ``key``, ``first`` (its first COMPLETE trial, what a click opens), ``trials``,
+    ``n``, ``x``, ``y`` (means), ``x_minus``/``x_plus``/``y_minus``/``y_plus`` (distances
+    from the mean to the 95 % interval's ends; 0 without one), ``family``, ``hover`` and
+    ``kind``: ``front`` (on the 2-D front of the means for this pair of axes), ``near``
+    (indistinguishable from it, :func:`ablate.results.front_and_indistinguishable`) or
+    ``other``. With the study's two objectives as the axes these are the study's
+    ``pareto_configs`` and ``indistinguishable``.
+    """
+    columns = ["key", "first", "trials", "n", "x", "y", "x_minus", "x_plus", "y_minus", "y_plus", "family", "hover",
+               "kind"]
+    frame = results.trials
+    if frame.empty:
+        return pd.DataFrame(columns=columns)
+    groups: dict[str, list[Any]] = {}
+    for key, r in zip(frame["config"], frame.itertuples(index=False)):
+        if r.state != "COMPLETE":
+            continue
+        xv, yv = _metric(r, x), _metric(r, y)
+        if xv is not None and yv is not None:
+            groups.setdefault(key, []).append((int(r.number), xv, yv, r))
+    rows, summaries = [], []
+    for key, runs in sorted(groups.items(), key=lambda kv: min(n for n, *_ in kv[1])):
+        runs.sort(key=lambda run: run[0])
+        sx, sy = stats.summarize([run[1] for run in runs]), stats.summarize([run[2] for run in runs])
+        summaries.append([sx, sy])
+        first = runs[0][3]
+        numbers = [run[0] for run in runs]
+        settings = "<br>".join(f"{k} = {_short(v)}" for k, v in first.params.items())
+        hover = (f"<b>configuration of trial{'s' if len(numbers) > 1 else ''} {', '.join(map(str, numbers))}</b> "
+                 f"(n = {len(numbers)})<br>{label_of(y)}: {_pm(sy)}<br>{label_of(x)}: {_pm(sx)}"
+                 + ("" if len(numbers) > 1 else f"<br>{stats.ONE_SEED}") + (f"<br>{settings}" if settings else ""))
+        rows.append({"key": key, "first": numbers[0], "trials": numbers, "n": len(numbers), "x": sx.mean,
+                     "y": sy.mean, **_errors("x", sx), **_errors("y", sy),
+                     "family": family_of(first.params, first.attrs), "hover": hover, "kind": "other"})
+    out = pd.DataFrame(rows, columns=columns)
+    if rows:
+        front, near = front_and_indistinguishable(
+            summaries, [_direction(results, x, "minimize"), _direction(results, y, "maximize")])
+        out.loc[near, "kind"] = "near"
+        out.loc[front, "kind"] = "front"
+    return out
+
+
+def _errors(axis: str, s: stats.Summary) -> dict[str, float]:
+    lo, hi = s.ci95 if s.ci95 is not None else (s.mean, s.mean)
+    return {f"{axis}_minus": s.mean - lo, f"{axis}_plus": hi - s.mean}
+
+
+def _pm(s: stats.Summary) -> str:
+    return f"{s.mean:.4g} ± {s.half_width:.2g}" if s.half_width else f"{s.mean:.4g}"
+
+
 def _direction(results: StudyResults, name: str, default: str) -> str:
     for o in results.objectives:
         if o["name"] == name:
@@ -112,7 +168,14 @@ def _short(value: Any) -> str:
 
 def pareto_figure(results: StudyResults, *, x: str | None = None, y: str | None = None,
                   states: Sequence[str] = ("COMPLETE",)) -> Any:
-    """Quality against cost: one marker per trial coloured by family, the front as a step line.
+    """Quality against cost: trials coloured by family, configuration means, the front as a step line.
+
+    With repeats (a configuration with two runs or more), every configuration's mean is
+    drawn with its 95 % intervals as error bars (``meta.kind == "configs"``; those
+    indistinguishable from the front as open orange diamonds, ``meta.class == "near"``)
+    and the trials fade behind them. The front (``meta.kind == "front"``) is the 2-D front
+    of the configuration means for these axes; its ``customdata`` are each front
+    configuration's first trial (a click opens it), as for every configuration marker.
 
     Args:
         x, y: keys to plot (default :func:`axes_of`); any objective or cost attribute.
@@ -123,6 +186,8 @@ def pareto_figure(results: StudyResults, *, x: str | None = None, y: str | None 
     x, y = x or dx, y or dy
     pts = pareto_points(results, x, y)
     pts = pts[pts["state"].isin(list(states))]
+    configs = config_points(results, x, y)
+    repeated = not configs.empty and int(configs["n"].max()) >= 2
     data = []
     kind = "scattergl" if len(pts) > WEBGL_ABOVE else "scatter"  # WebGL only pays off past a few thousand markers
     for family, group in pts.groupby("family", sort=True):
@@ -131,23 +196,49 @@ def pareto_figure(results: StudyResults, *, x: str | None = None, y: str | None 
                 "type": kind, "x": sub["x"].tolist(), "y": sub["y"].tolist(), "mode": "markers",
                 "name": family if state == "COMPLETE" else f"{family} ({state})", "legendgroup": family,
                 "customdata": sub["number"].tolist(), "hovertext": sub["hover"].tolist(), "hoverinfo": "text",
-                "marker": {"symbol": _STATE_SYMBOL.get(state, "circle"), "size": 9,
-                           "line": {"width": 1, "color": "#333"}},
+                "marker": {"symbol": _STATE_SYMBOL.get(state, "circle"), "size": 6 if repeated else 9,
+                           "line": {"width": 1, "color": "#333"}, **({"opacity": 0.4} if repeated else {})},
                 "meta": {"kind": "trials", "state": state}})
-    front = pts[pts["front"]].sort_values("x")
+    if repeated:
+        for cls, name, marker in (
+                ("other", "configuration mean ± 95 % CI",
+                 {"symbol": "circle", "size": 10, "color": "#555", "line": {"width": 1, "color": "#222"}}),
+                ("near", "indistinguishable from the front",
+                 {"symbol": "diamond-open", "size": 12, "color": "#ff7f0e", "line": {"width": 2}})):
+            sub = configs[configs["kind"] == cls]
+            if sub.empty:
+                continue
+            data.append({"type": "scatter", "x": sub["x"].tolist(), "y": sub["y"].tolist(), "mode": "markers",
+                         "name": name, "marker": marker, **_error_bars(sub, marker["color"]),
+                         "customdata": sub["first"].tolist(), "hovertext": sub["hover"].tolist(),
+                         "hoverinfo": "text", "meta": {"kind": "configs", "class": cls}})
+    front = configs[configs["kind"] == "front"].sort_values("x")
     if not front.empty:
         # Steps through the corners the front attains: going right, x gets worse when x is
         # minimised (keep y until the next point: "hv") and better when maximised ("vh").
         data.append({"type": "scatter", "x": front["x"].tolist(), "y": front["y"].tolist(), "mode": "lines+markers",
-                     "name": "Pareto front",
+                     "name": "Pareto front of the means" if repeated else "Pareto front",
                      "line": {"shape": "hv" if _direction(results, x, "minimize") == "minimize" else "vh",
                               "color": "#d62728", "width": 2},
                      "marker": {"size": 13, "symbol": "circle-open", "color": "#d62728", "line": {"width": 2}},
-                     "customdata": front["number"].tolist(), "hovertext": front["hover"].tolist(),
+                     **(_error_bars(front, "#d62728") if repeated else {}),
+                     "customdata": front["first"].tolist(), "hovertext": front["hover"].tolist(),
                      "hoverinfo": "text", "meta": {"kind": "front"}})
-    layout = _layout(f"{results.name}: {label_of(y)} against {label_of(x)}", label_of(x), label_of(y), 520)
+    title = f"{results.name}: {label_of(y)} against {label_of(x)}"
+    if not configs.empty and not repeated:
+        title += f" ({stats.ONE_SEED})"
+    layout = _layout(title, label_of(x), label_of(y), 520)
     layout.update(clickmode="event", legend={"title": {"text": "attention"}})
     return {"data": data, "layout": layout}
+
+
+def _error_bars(sub: pd.DataFrame, color: str) -> dict[str, Any]:
+    def bars(axis: str) -> dict[str, Any]:
+        return {"type": "data", "symmetric": False, "array": sub[f"{axis}_plus"].tolist(),
+                "arrayminus": sub[f"{axis}_minus"].tolist(), "visible": True, "color": color, "thickness": 1.2,
+                "width": 3}
+
+    return {"error_x": bars("x"), "error_y": bars("y")}
 
 
 def _layout(title: str, xtitle: str, ytitle: str, height: int, **extra: Any) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from typing import Any
 from dash import dash_table, dcc, html
 
 from ablate.figures import COST_KEYS, axes_of, curve_figure, label_of, pareto_figure
-from ablate.report import ablation_table
+from ablate.report import ablation_table, front_text, noise_text, text_cell
 from ablate.results import StudyResults
 from ablate.storage import display_url
 
@@ -77,7 +77,7 @@ def study_summary(ref: StudyRef, results: StudyResults) -> dict[str, Any]:
         "objectives": ", ".join(f"{o['name']} {'↑' if o['direction'] == 'maximize' else '↓'}"
                                 for o in results.objectives),
         "best": "; ".join(best),
-        "front": ", ".join(str(n) for n in results.pareto),
+        "front": front_text(results) if results.configs else "",  # configurations by their trials
         "last update": last.strftime("%Y-%m-%d %H:%M:%S") if last is not None else "",
     }
 
@@ -133,13 +133,29 @@ def pareto_view(ref: StudyRef, results: StudyResults, states: Sequence[str], x: 
 
 
 def pareto_summary(results: StudyResults) -> html.Span:
-    """Counts and the front, as text the browser test can read."""
+    """Counts, the front of the configuration means, the noise floor: text the browser test can read.
+
+    ``#pareto-front-list`` lists the front's configurations by their trials (``1, 2`` with
+    one run each, ``(0, 1, 2), (6, 7, 8)`` with repeats); ``#pareto-near-list`` those
+    indistinguishable from it; ``#pareto-noise`` the noise floor ("1 seed: no error bars"
+    without repeats).
+    """
     frame = results.trials
     counts = frame["state"].value_counts().to_dict() if not frame.empty else {}
     parts = [f"{counts.get(s, 0)} {s}" for s in STATES if counts.get(s, 0)]
-    front = ", ".join(str(n) for n in results.pareto) or "none yet"
-    return html.Span([f"{len(frame)} trials ({', '.join(parts) or 'none yet'}); Pareto front: ",
-                      html.Span(front, id="pareto-front-list")])
+    agg = results.aggregates
+    front = front_text(results) if agg is not None and agg.configs else "none yet"
+    children: list[Any] = [f"{len(frame)} trials ({', '.join(parts) or 'none yet'}); "]
+    if agg is not None and agg.configs:
+        children.append(f"{len(agg.configs)} configurations, up to {agg.max_n} run(s) each; ")
+    children += ["Pareto front" + (" of the configuration means" if agg is not None and agg.max_n >= 2 else "")
+                 + ": ", html.Span(front, id="pareto-front-list")]
+    if agg is not None and agg.max_n >= 2:
+        near = ", ".join("(" + ", ".join(map(str, c["trials"])) + ")" for k in agg.indistinguishable
+                         if (c := agg.config(k)) is not None)
+        children += ["; indistinguishable from the front: ", html.Span(near or "none", id="pareto-near-list")]
+    children += [html.Br(), html.Span(noise_text(results), id="pareto-noise", className="muted")]
+    return html.Span(children)
 
 
 # --------------------------------------------------------------------------- trial
@@ -162,6 +178,9 @@ def trial_page(ref: StudyRef, results: StudyResults, number: int) -> html.Div:
     ]
     if number in results.pareto:
         children.append(html.P("on the Pareto front", className="front-badge"))
+    config = results.aggregates.config(row["config"]) if results.aggregates is not None else None
+    if config is not None:
+        children.append(html.P(_config_line(results, config, number), id="trial-config", className="muted"))
     if attrs.get("error"):
         children.append(html.Div([html.B("error: "), html.Pre(str(attrs["error"]), id="trial-error")],
                                  className="notice error"))
@@ -178,6 +197,23 @@ def trial_page(ref: StudyRef, results: StudyResults, number: int) -> html.Div:
     if attrs.get("train"):
         children += [html.H3("training"), html.Pre(json.dumps(attrs["train"], indent=2, default=str))]
     return html.Div(children)
+
+
+def _config_line(results: StudyResults, config: Mapping[str, Any], number: int) -> str:
+    """Where a trial stands among its configuration's runs (mean ± 95 % interval per objective)."""
+    from ablate import stats
+
+    others = ", ".join(str(n) for n in config["trials"] if n != number) or "none"
+    parts = []
+    for o in results.objectives:
+        name, ci = o["name"], config["ci95"][o["name"]]
+        mean = config["mean"][name]
+        parts.append(f"{name} {mean:.5g}" + (f" ± {(ci[1] - ci[0]) / 2:.2g}" if ci and ci[1] > ci[0] else ""))
+    where = ("on the front of the configuration means" if config["key"] in results.pareto_configs
+             else "indistinguishable from the front" if config["key"] in results.indistinguishable else "")
+    return (f"configuration {config['key']}: n = {config['n']} COMPLETE run(s) (others: {others}); "
+            f"mean {', '.join(parts)}" + ("" if config["n"] > 1 else f" ({stats.ONE_SEED})")
+            + (f"; {where}" if where else ""))
 
 
 def _kv_table(title: str, values: Mapping[str, Any]) -> html.Div:
@@ -198,22 +234,29 @@ def _num(value: Any) -> str:
 
 
 def table_page(ref: StudyRef, results: StudyResults) -> html.Div:
-    """The paper-style table: one row per configuration, reference values beside ours."""
+    """The paper-style table: one row per configuration (n, mean ± 95 % interval, the
+    verdict against the baseline, the front and "≈ indistinguishable from it"), reference
+    values beside ours, the caption and the noise floor below.
+
+    Cells are the report's text (:func:`ablate.report.text_cell`), except plain numbers,
+    which stay numbers so that the columns sort by value.
+    """
     table = ablation_table(results)
-    frame = table.frame
     data = []
-    for rec in frame.to_dict("records"):
+    for rec in table.frame.to_dict("records"):
         out = {}
-        for key, value in rec.items():
+        for key in table.shown:
+            value = rec.get(key)
             if key == "trial" and value is not None and not (isinstance(value, float) and math.isnan(value)):
                 out[key] = f"[{int(value)}]({study_path(ref, f'trial/{int(value)}')})"
             elif key == "pareto":
-                out[key] = "★" if value else ""
+                out[key] = text_cell(table, rec, key).replace("*", "★")
             else:
-                out[key] = _cell(value)
+                text = text_cell(table, rec, key)
+                out[key] = _cell(value) if " ± " not in text and not key.startswith(("delta.", "verdict.")) else text
         data.append(out)
     columns = [{"name": table.labels[c], "id": c, **({"presentation": "markdown"} if c == "trial" else {})}
-               for c in frame.columns]
+               for c in table.shown]
     return html.Div([
         nav(ref, results, "table"),
         html.H2(table.title),
@@ -222,6 +265,7 @@ def table_page(ref: StudyRef, results: StudyResults) -> html.Div:
                              style_cell={"textAlign": "right", "fontFamily": "inherit", "padding": "4px 8px"},
                              style_table={"overflowX": "auto"}),
         html.P(table.caption, className="caption"),
+        html.P(table.noise, id="ablation-noise", className="caption"),
         html.P(["The same table as a file: ", html.Code(f"ablate report {display_url(ref.url)} --study {ref.name} "
                                                         f"--format md|latex|csv|html|png -o FILE")],
                className="muted"),

@@ -135,3 +135,35 @@ def test_run_never_prints_a_storage_password(tmp_path, capsys, monkeypatch):
     code, out, err = run_cli(capsys, "run", str(_write(tmp_path, GOOD)), "--storage", url, "-q")
     assert code == 0, err
     assert "s3cret-pw" not in out + err and "127.0.0.1:5432/studies" in out
+
+
+def test_show_json_keeps_its_keys_and_adds_the_configurations(tmp_path, capsys):
+    from ablate.fake_study import write_fake_study
+
+    db = tmp_path / "gen.db"
+    write_fake_study(f"sqlite:///{db}", n_trials=12, seed=3)  # 4 configurations x 3 seeds
+    code, out, err = run_cli(capsys, "show", str(db), "--format", "json")
+    assert code == 0, err
+    obj = json.loads(out)
+    assert set(obj) == {"study", "storage", "objectives", "trials", "pareto",  # the keys before repeats
+                        "configs", "pareto_configs", "baseline", "vs_baseline", "noise"}
+    assert len(obj["trials"]) == 12 and len(obj["configs"]) == 4 and obj["baseline"] is None  # sampled: no baseline
+    assert sorted(n for c in obj["configs"] for n in c["trials"]) == sorted(
+        t["number"] for t in obj["trials"] if t["state"] == "COMPLETE")
+    assert set(obj["pareto_configs"]) <= {c["key"] for c in obj["configs"]} and obj["vs_baseline"] == {}
+    code, out, _ = run_cli(capsys, "show", str(db), "--format", "csv")
+    assert code == 0 and out.startswith("config,n,trials,pareto,indistinguishable,baseline,")
+    assert len(out.strip().splitlines()) == 1 + 4
+    code, out, err = run_cli(capsys, "show", str(db), "--format", "csv", "--view", "both")
+    assert code == 2 and "--view both" in err and len(err.strip().splitlines()) == 1 and not out
+
+
+def test_report_names_the_front_of_the_means(tmp_path, capsys):
+    from ablate.fake_study import write_fake_study
+
+    db = tmp_path / "gen.db"
+    write_fake_study(f"sqlite:///{db}", n_trials=12, seed=3)
+    code, _, err = run_cli(capsys, "report", str(db), "-o", str(tmp_path / "r.md"))
+    assert code == 0 and "4 configuration(s), front of the means: trials (" in err, err
+    text = (tmp_path / "r.md").read_text()
+    assert " ± " in text and "Noise floor: top1 varies by" in text and "seeds 0-2" in text

@@ -94,7 +94,19 @@ def test_every_page_renders_through_the_callbacks(fake_db):
     plotted = sum(len(t["customdata"]) for t in data if t["meta"]["kind"] == "trials")
     front = next(t for t in data if t["meta"]["kind"] == "front")
     assert plotted == (results.trials.state == "COMPLETE").sum()
-    assert sorted(front["customdata"]) == results.pareto
+    # the generated study has three seeds per configuration: the front is on the means, each
+    # configuration drawn once with error bars, the indistinguishable ones apart
+    first = {c["key"]: c["trials"][0] for c in results.configs}
+    assert sorted(front["customdata"]) == sorted(first[k] for k in results.pareto_configs)
+    near = next(t for t in data if t["meta"].get("class") == "near")
+    assert sorted(near["customdata"]) == sorted(first[k] for k in results.indistinguishable)
+    assert near["error_y"]["visible"] and len(near["error_y"]["array"]) == len(near["x"])
+    summary = json.dumps(fig["pareto-summary"]["children"])
+    assert "Noise floor: top1 varies by" in summary and "pareto-near-list" in summary
+    table = json.dumps(json.loads(_route(client, f"/study/{ref.key}/table")), ensure_ascii=False)
+    assert " ± " in table and "≈" in table and "Noise floor" in table  # mean ± CI, indistinguishable marks
+    trial = _route(client, f"/study/{ref.key}/trial/{results.configs[0]['trials'][1]}")
+    assert f"configuration {results.configs[0]['key']}: n = " in trial
 
     # A click on a point goes to that trial's page.
     nav = _callback(client, "url.pathname", [{"id": "pareto-graph", "property": "clickData",

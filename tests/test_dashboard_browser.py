@@ -1,9 +1,11 @@
 """The dashboard in a real browser: headless Debian Chromium driven by Playwright.
 
-A real (tiny) study is run through `ablate run`; the dashboard is served over its
-database; the browser opens the studies page, follows the link to the Pareto page,
-checks the plotted points and the front against the database, clicks a point, lands on
-that trial's page, and saves screenshots. Every request the page makes must stay on this
+A real (tiny) study is run through `ablate run`, two seeds per configuration; the
+dashboard is served over its database; the browser opens the studies page, follows the
+link to the Pareto page, checks the plotted trials, the configuration means with their
+error bars and the front of the means against the database, clicks a point, lands on
+that trial's page, checks the ablation table's mean ± interval cells and noise floor, and
+saves screenshots. Every request the page makes must stay on this
 machine (the suite runs in a network namespace with only loopback anyway).
 
 `.ci/run` installs Debian's chromium when it is missing; elsewhere the test is skipped
@@ -41,6 +43,7 @@ train: {epochs: 1, batch_size: 128, lr: 3.0e-3}
 resources: {cpu: 1}
 paper_resolution: 64
 reference: {source: "made up for the test", rows: [{window_size: 2, mlp_ratio: 1.0, top1: 50.0}]}
+repeats: 2
 storage: sqlite:///runs/browser.db
 """
 
@@ -92,9 +95,12 @@ def _save(page, tmp_path: Path, name: str) -> Path:
 
 
 def test_pareto_plot_click_through_to_a_trial(study_db, served, page, tmp_path):
+    from ablate.report import front_text
+
     results = load_results(f"sqlite:///{study_db}")
     complete = sorted(int(n) for n in results.trials.number[results.trials.state == "COMPLETE"])
-    assert len(complete) == 4 and results.pareto
+    assert len(complete) == 8 and [c["n"] for c in results.configs] == [2, 2, 2, 2]
+    first = {c["key"]: c["trials"][0] for c in results.configs}
 
     requests: list[str] = []
     page.on("request", lambda r: requests.append(r.url))
@@ -109,16 +115,23 @@ def test_pareto_plot_click_through_to_a_trial(study_db, served, page, tmp_path):
                            ".map(t => ({kind: t.meta.kind, numbers: t.customdata}))")
     plotted = sorted(n for t in traces if t["kind"] == "trials" for n in t["numbers"])
     front = sorted(n for t in traces if t["kind"] == "front" for n in t["numbers"])
+    means = sorted(n for t in traces if t["kind"] in ("configs", "front") for n in t["numbers"])
     assert plotted == complete
-    assert front == results.pareto
-    # What is drawn: one marker per COMPLETE trial plus a ring per front member.
-    assert page.locator("#pareto-graph .scatterlayer .point").count() == len(complete) + len(front)
-    assert page.inner_text("#pareto-front-list") == ", ".join(map(str, results.pareto))
+    assert front == sorted(first[k] for k in results.pareto_configs) and front
+    assert means == sorted(first.values())  # every configuration's mean, once
+    # What is drawn: one marker per COMPLETE trial plus one per configuration mean (ringed
+    # on the front), and error bars on the means.
+    assert page.locator("#pareto-graph .scatterlayer .point").count() == len(complete) + len(first)
+    assert page.locator("#pareto-graph .scatterlayer .errorbar").count() >= len(first)
+    assert page.inner_text("#pareto-front-list") == front_text(results)
+    assert page.inner_text("#pareto-noise").startswith("Noise floor: ")
     _save(page, tmp_path, "pareto.png")
 
-    # Click the first plotted point of the first family trace: its trial page opens.
-    target = traces[0]["numbers"][0]
-    point = page.locator("#pareto-graph .scatterlayer .trace").first.locator(".point").first
+    # Click the first point of the front (drawn last, on top of the trials and means): the
+    # first trial of that configuration opens.
+    target = traces[-1]["numbers"][0]
+    assert traces[-1]["kind"] == "front"
+    point = page.locator("#pareto-graph .scatterlayer .trace").last.locator(".point").first
     box = point.bounding_box()
     page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
     page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
@@ -134,6 +147,10 @@ def test_pareto_plot_click_through_to_a_trial(study_db, served, page, tmp_path):
     table_text = page.inner_text("#ablation-table")
     assert "Top-1 (%) (paper)" in table_text and "50" in table_text
     assert page.locator("#ablation-table tbody tr").count() == 1 + 4  # header row + 4 cells
+    assert "verdict" in table_text and "baseline" in table_text
+    assert any(" ± " in line for line in table_text.splitlines()) or all(
+        c["std"]["top1"] == 0 for c in results.configs)  # mean ± 95 % interval unless the seeds agree exactly
+    assert page.inner_text("#ablation-noise").startswith("Noise floor: ")
     _save(page, tmp_path, "table.png")
 
     page.click("a.tab:has-text('analysis')")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import itertools
+import json
 import re
 import shutil
 import sqlite3
@@ -21,6 +22,7 @@ import optuna
 import pandas as pd
 import pytest
 from optuna.distributions import IntDistribution
+from scipy import stats as scipy_stats
 from optuna.trial import TrialState, create_trial
 
 from ablate import figures
@@ -357,16 +359,25 @@ def test_reader_names_the_study_or_says_what_is_there(fake_db, tmp_path):
 
 # --------------------------------------------------------------------------- ablation table
 
-# Each paper number sits right after ours (the paper-scale GFLOPs beside the paper's).
-EXPECTED_COLUMNS = ["trial", "window_size", "state", "params_m", "gflops", "gflops_paper", "paper.gflops", "top1",
-                    "paper.top1", "epochs", "pareto"]
+# Each paper number sits right after ours (the paper-scale GFLOPs beside the paper's); the
+# difference to the baseline (the first grid cell, 4) after the metrics. GFLOPs are a cost:
+# their difference is in their own column, so text tables compare top-1 only.
+EXPECTED_COLUMNS = ["trial", "window_size", "state", "n", "params_m", "gflops", "gflops_paper", "paper.gflops", "top1",
+                    "paper.top1", "delta.top1", "epochs", "pareto"]
+# The CSV has every column: the shown ones (verdicts included), then the seed statistics.
+EXPECTED_FRAME = ["trial", "window_size", "state", "n", "params_m", "gflops", "gflops_paper", "paper.gflops", "top1",
+                  "paper.top1", "delta.top1", "verdict.top1", "delta.gflops", "verdict.gflops", "epochs", "pareto",
+                  "gflops.std", "gflops.ci95_lo", "gflops.ci95_hi", "top1.std", "top1.ci95_lo", "top1.ci95_hi",
+                  "delta.top1.ci95_lo", "delta.top1.ci95_hi", "delta.top1.p", "delta.gflops.ci95_lo",
+                  "delta.gflops.ci95_hi", "delta.gflops.p", "trials", "indistinguishable", "note",
+                  "noise.top1.pooled_std", "noise.top1.mde", "noise.gflops.pooled_std", "noise.gflops.mde", "noise.n"]
 
 
 def test_ablation_table_of_a_grid_study(grid_results):
     table = ablation_table(grid_results)
     frame = table.frame
     assert table.varied == ["window_size"]
-    assert list(frame.columns) == EXPECTED_COLUMNS
+    assert table.shown == EXPECTED_COLUMNS and list(frame.columns) == EXPECTED_FRAME
     assert frame["window_size"].tolist() == [*GRID, 16]  # grid order, then the paper-only row
     by_w = {int(r["window_size"]): r for r in frame.to_dict("records")}
     # one trial per cell: COMPLETE beats FAIL whether the FAIL came first (2) or later (4)
@@ -374,6 +385,16 @@ def test_ablation_table_of_a_grid_study(grid_results):
     assert (by_w[4]["trial"], by_w[4]["state"]) == (2, "COMPLETE")
     assert (by_w[8]["trial"], by_w[8]["state"]) == (4, "PRUNED")
     assert (by_w[1]["trial"], by_w[1]["state"]) == (5, "COMPLETE")
+    # one COMPLETE run per configuration (none for the PRUNED one): no error bars anywhere
+    assert {w: by_w[w]["n"] for w in (2, 4, 8, 1)} == {2: 1, 4: 1, 8: 0, 1: 1}
+    for w in (2, 4, 1):
+        assert by_w[w]["note"] == "1 seed: no error bars" and pd.isna(by_w[w]["top1.std"]), w
+        assert pd.isna(by_w[w]["top1.ci95_lo"]) and pd.isna(by_w[w]["delta.top1.p"]), w
+    # the baseline is the first grid cell (the spec's default); the others differ from it by plain differences
+    assert grid_results.baseline is not None and by_w[4]["verdict.top1"] == "baseline" and by_w[4]["delta.top1"] == 0
+    assert (by_w[2]["delta.top1"], by_w[1]["delta.top1"]) == pytest.approx((-2.0, -4.0))
+    assert by_w[2]["verdict.top1"] == by_w[1]["verdict.top1"] == "1 seed: no error bars"
+    assert pd.isna(by_w[8]["delta.top1"]) and pd.isna(by_w[8]["verdict.top1"])
     # costs come from the user attributes, metrics from the values (a PRUNED trial has none)
     for w, (params_m, gflops, gflops_paper, top1, epochs) in {
             2: (1.5, 0.02, 0.98, 80.0, 10), 4: (1.6, 0.05, 2.45, 82.0, 10),
@@ -389,12 +410,14 @@ def test_ablation_table_of_a_grid_study(grid_results):
     extra = by_w[16]
     assert pd.isna(extra["trial"]) and pd.isna(extra["state"]) and not extra["pareto"]
     assert extra["paper.top1"] == 81.0 and pd.isna(extra["paper.gflops"]) and pd.isna(extra["params_m"])
-    # the front column is the study's front, which is the brute-force front of the COMPLETE trials
+    # the front column is the front of the configuration means; with one run each, that is
+    # the brute-force front of the COMPLETE trials
     numbers, points = _complete_points(grid_results)
     assert grid_results.pareto == sorted(numbers[i] for i in brute_front(points, ["maximize", "minimize"])) == [1, 2]
     for r in frame.itertuples(index=False):
         assert bool(r.pareto) == (not pd.isna(r.trial) and int(r.trial) in grid_results.pareto)
     assert table.pareto == grid_results.pareto
+    assert "1 seed: no error bars" in table.caption and "1 seed: no error bars" in table.noise
     # headers and caption
     assert table.labels["gflops"] == "GFLOPs @32" and table.labels["gflops_paper"] == "GFLOPs @224"
     assert table.labels["paper.top1"] == "Top-1 (%) (paper)"
@@ -410,8 +433,24 @@ def test_ablation_table_of_a_sampled_study_has_one_row_per_configuration(fake_re
     assert frame["trial"].tolist() == sorted(frame["trial"])
     assert set(table.varied) == {"attention", "window_size", "embed_dim", "depths", "lr"}
     assert "state" in frame.columns  # some rows did not complete
-    front = set(fake_results.pareto)
-    assert {int(t) for t, p in zip(frame["trial"], frame["pareto"]) if p} == front & set(frame["trial"])
+    # three seeds per configuration: n counts the COMPLETE ones, the front is on the means
+    configs = {c["trials"][0]: c for c in fake_results.configs}
+    assert {int(t): int(n) for t, n in zip(frame["trial"], frame["n"]) if int(t) in configs} == \
+        {t: c["n"] for t, c in configs.items()}
+    assert max(frame["n"]) == 3
+    front = {t for t, c in configs.items() if c["key"] in fake_results.pareto_configs}
+    assert front and {int(t) for t, p in zip(frame["trial"], frame["pareto"]) if p} == front
+    near = {t for t, c in configs.items() if c["key"] in fake_results.indistinguishable}
+    assert {int(t) for t, p in zip(frame["trial"], frame["indistinguishable"]) if p} == near
+    for r in frame.to_dict("records"):
+        if r["n"] >= 2:  # mean ± interval of its own runs
+            tops = [v["top1"] for n, v in zip(fake_results.trials["number"], fake_results.trials["values"])
+                    if n in configs[r["trial"]]["trials"]]
+            assert r["top1"] == pytest.approx(np.mean(tops)) and r["top1.std"] == pytest.approx(np.std(tops, ddof=1))
+            half = scipy_stats.t.ppf(0.975, len(tops) - 1) * np.std(tops, ddof=1) / len(tops) ** 0.5
+            assert (r["top1.ci95_lo"], r["top1.ci95_hi"]) == pytest.approx((np.mean(tops) - half, np.mean(tops) + half))
+    text = render_report(fake_results, "md")
+    assert " ± " in text and "Noise floor: top1 varies by" in text and "gflops: the same for every seed" in text
 
 
 # --------------------------------------------------------------------------- formats
@@ -430,6 +469,10 @@ def test_markdown_has_the_labels_and_one_line_per_row(grid_results):
     assert [row[0] for row in cells] == ["2", "1", "4", "5", ""]
     assert [row[1] for row in cells] == [str(w) for w in [*GRID, 16]]
     assert [row[EXPECTED_COLUMNS.index("pareto")] for row in cells] == ["*", "*", "", "", ""]
+    assert [row[EXPECTED_COLUMNS.index("n")] for row in cells] == ["1", "1", "0", "1", ""]
+    assert [row[EXPECTED_COLUMNS.index("delta.top1")] for row in cells] == ["baseline", "-2.00", "", "-4.00", ""]
+    assert " ± " not in text  # one run each: no error bars, and the report says so
+    assert "Noise floor: 1 seed: no error bars" in text
     assert text.rstrip().endswith("Pareto front (top1 / gflops): trials 1, 2")
 
 
@@ -437,9 +480,13 @@ def test_csv_round_trips_through_pandas(grid_results):
     table = ablation_table(grid_results)
     back = pd.read_csv(io.StringIO(render_report(grid_results, "csv")))
     assert render_report(grid_results, "csv") == to_csv(table)
-    assert list(back.columns) == EXPECTED_COLUMNS
-    for c in EXPECTED_COLUMNS:
-        if c in ("state", "pareto"):
+    assert list(back.columns) == EXPECTED_FRAME
+    assert [v if isinstance(v, str) else None for v in back["note"]] == [
+        "1 seed: no error bars", "1 seed: no error bars", None, "1 seed: no error bars", None]
+    for c in EXPECTED_FRAME:
+        if c == "trials":
+            assert [json.loads(v) if isinstance(v, str) else None for v in back[c]] == [[2], [1], [], [5], None]
+        elif c in ("state", "pareto", "indistinguishable", "note") or c.startswith("verdict."):
             assert back[c].where(back[c].notna(), None).tolist() == \
                 table.frame[c].where(table.frame[c].notna(), None).tolist(), c
         else:
@@ -459,6 +506,7 @@ def test_latex_is_booktabs_and_escaped(grid_results):
     rows = text.split(r"\midrule")[1].split(r"\bottomrule")[0].strip().splitlines()
     assert len(rows) == 5 and all(r.count(" & ") == len(EXPECTED_COLUMNS) - 1 for r in rows)
     assert rows[0].count(r"$\star$") == rows[1].count(r"$\star$") == 1
+    assert "1 seed: no error bars" in text and r"$\Delta$ Top-1 (\%)" in text
 
 
 @pytest.mark.skipif(shutil.which("pdflatex") is None, reason="pdflatex is not installed")
@@ -536,23 +584,46 @@ def _by_number(results):
     return {int(r.number): r for r in results.trials.itertuples(index=False)}
 
 
-def test_pareto_figure_front_is_the_brute_force_front(fake_results):
+def _config_means(results):
+    """{first trial: (mean gflops, mean top1, its runs)} of each configuration, straight from the trials."""
+    done = results.trials[results.trials["state"] == "COMPLETE"]
+    runs = {}
+    for key, number, values in zip(done["config"], done["number"], done["values"]):
+        runs.setdefault(key, []).append((int(number), values["gflops"], values["top1"]))
+    return {min(r)[0]: (np.mean([g for _, g, _ in r]), np.mean([t for _, _, t in r]), sorted(n for n, _, _ in r))
+            for r in runs.values()}
+
+
+def test_pareto_figure_front_is_the_brute_force_front_of_the_means(fake_results):
     fig = figures.pareto_figure(fake_results)
     assert figures.axes_of(fake_results) == ("gflops", "top1")
     fronts = [t for t in fig["data"] if t["meta"]["kind"] == "front"]
     assert len(fronts) == 1
     front = fronts[0]
-    numbers, points = _complete_points(fake_results)
-    xy = [[g, t] for t, g in points]  # (x, y) = (gflops, top1)
-    expected = [numbers[i] for i in brute_front(xy, ["minimize", "maximize"])]
-    assert sorted(front["customdata"]) == sorted(expected)
+    means = _config_means(fake_results)
+    firsts = list(means)
+    expected = [firsts[i] for i in brute_front([means[f][:2] for f in firsts], ["minimize", "maximize"])]
+    assert sorted(front["customdata"]) == sorted(expected)  # each front configuration by its first trial
     assert front["x"] == sorted(front["x"])
-    rows = _by_number(fake_results)
-    assert front["x"] == [rows[n].values["gflops"] for n in front["customdata"]]
-    assert front["y"] == [rows[n].values["top1"] for n in front["customdata"]]
+    assert front["x"] == pytest.approx([means[n][0] for n in front["customdata"]])
+    assert front["y"] == pytest.approx([means[n][1] for n in front["customdata"]])
+    # error bars: the 95 % t interval of the runs' top-1 around their mean (GFLOPs do not vary)
+    for n, plus, minus, xplus in zip(front["customdata"], front["error_y"]["array"], front["error_y"]["arrayminus"],
+                                     front["error_x"]["array"]):
+        tops = [fake_results.trials.set_index("number").loc[m, "values"]["top1"] for m in means[n][2]]
+        half = 0.0 if len(tops) < 2 else \
+            scipy_stats.t.ppf(0.975, len(tops) - 1) * np.std(tops, ddof=1) / len(tops) ** 0.5
+        assert plus == pytest.approx(half) and minus == pytest.approx(half) and xplus == 0
+    numbers, _ = _complete_points(fake_results)
     trial_traces = [t for t in fig["data"] if t["meta"]["kind"] == "trials"]
     assert {t["meta"]["state"] for t in trial_traces} == {"COMPLETE"}
     assert sorted(n for t in trial_traces for n in t["customdata"]) == numbers
+    # every configuration off the front is drawn once, as a mean; the indistinguishable ones apart
+    configs = [t for t in fig["data"] if t["meta"]["kind"] == "configs"]
+    drawn = {t["meta"]["class"]: sorted(t["customdata"]) for t in configs}
+    near = sorted(c["trials"][0] for c in fake_results.configs if c["key"] in fake_results.indistinguishable)
+    assert near and drawn["near"] == near
+    assert sorted(drawn["near"] + drawn["other"] + front["customdata"]) == sorted(firsts)
 
 
 def test_pareto_figure_shows_pruned_trials_apart_and_never_on_the_front(fake_results):
@@ -584,8 +655,8 @@ def test_a_pruned_trial_that_looks_better_does_not_move_the_front():
         (3, "PRUNED", {}, {"gflops": 1.0, "curve": [{"epoch": 1, "top1": 90.0}]}),
         (4, "RUNNING", {}, {"gflops": 0.5, "curve": [{"epoch": 1, "top1": 95.0}]}),
     ]
-    trials = pd.DataFrame([{"number": n, "state": s, "params": {"attention": "focal"}, "values": v, "attrs": a}
-                           for n, s, v, a in rows])
+    trials = pd.DataFrame([{"number": n, "state": s, "params": {"attention": "focal", "i": n}, "values": v,
+                            "attrs": a} for n, s, v, a in rows])  # distinct params: five configurations
     results = StudyResults(name="s", storage="sqlite:///s.db", objectives=objectives, spec=None, trials=trials,
                            pareto=pareto_front(trials, objectives))
     assert results.pareto == [0, 1]
@@ -608,7 +679,7 @@ def test_front_staircase_only_passes_through_attained_corners(directions):
     rng = np.random.default_rng(11)
     angles = np.linspace(0, 2 * np.pi, 24, endpoint=False)  # every quadrant has a front arc
     points = np.concatenate([10 * np.c_[np.cos(angles), np.sin(angles)], rng.uniform(-6, 6, size=(20, 2))])
-    trials = pd.DataFrame([{"number": n, "state": "COMPLETE", "params": {}, "attrs": {},
+    trials = pd.DataFrame([{"number": n, "state": "COMPLETE", "params": {"i": n}, "attrs": {},
                             "values": {"params_m": float(a), "latency_ms": float(b)}}
                            for n, (a, b) in enumerate(rng.permutation(points))])
     results = StudyResults(name="s", storage="sqlite:///s.db", objectives=objectives, spec=None, trials=trials)
