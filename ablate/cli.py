@@ -102,6 +102,7 @@ def run(
         study = dataclasses.replace(study, repeats=repeats)
     if dry_run:
         _dry_run(study, trials)
+        _dry_run_power(study, storage)
         return
     from ablate.runner import run_study
 
@@ -160,6 +161,38 @@ def _dry_run(study, trials: Optional[int]) -> None:
             row = [f"infeasible: {err}"] + [""] * (len(columns) - 1)
         table.add_row(str(i), ", ".join(f"{k}={v}" for k, v in cell.items()), *row)
     console.print(table)
+
+
+def _dry_run_power(study, storage: Optional[str]) -> None:
+    """How many seeds would resolve the paper's differences, at the noise the database measured."""
+    from ablate.config import TRAINING_METRICS
+    from ablate.results import load_results, reference_repeats
+    from ablate.storage import display_url
+
+    if not study.is_grid or not (study.reference or {}).get("rows"):
+        return
+    url = storage or study.storage
+    metrics = [o.name for o in study.objectives if o.name in TRAINING_METRICS]
+    try:
+        noise = load_results(url, study.name).noise
+    except AblateError:
+        noise = {}
+    sigma = {m: noise[m]["pooled_std"] for m in metrics if noise.get(m, {}).get("pooled_std") is not None}
+    if not sigma:
+        typer.echo(f"repeats needed: no seed noise measured yet in {display_url(url)} (it needs a configuration "
+                   f"with 2 or more COMPLETE runs); run with --repeats 2 or more first")
+        return
+    rows = reference_repeats(study.reference, study.baseline_cell(), sigma)
+    if not rows:
+        typer.echo("repeats needed: the reference rows print no difference to the baseline row")
+        return
+    typer.echo(f"repeats needed to resolve the paper's differences to the baseline row (two-sided t-test, "
+               f"alpha 0.05, power 0.8), at the seed noise measured in {display_url(url)} "
+               f"({study.scale} scale):")
+    for r in rows:
+        shown = ", ".join(f"{k}={v}" for k, v in r["row"].items())
+        need = f"{r['repeats']} seeds per row" if r["repeats"] else "not detectable"
+        typer.echo(f"  {shown}: {r['objective']} {r['diff']:+.2f} (paper) vs seed std {r['sigma']:.3g} -> {need}")
 
 
 # --------------------------------------------------------------------------- show

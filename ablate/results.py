@@ -579,3 +579,53 @@ def _decoder(spec: dict[str, Any] | None):
     except Exception:  # an older or foreign spec: show raw params rather than fail
         return dict
     return study.decode_params
+
+
+def reference_repeats(reference: Mapping[str, Any] | None, baseline: Mapping[str, Any] | None,
+                      sigma: Mapping[str, float]) -> list[dict[str, Any]]:
+    """How many seeds per row would resolve each difference the paper prints.
+
+    For every ``reference.rows`` entry other than the baseline's, and every objective in
+    ``sigma`` that both rows print: the paper's difference to the baseline row, and
+    :func:`ablate.stats.repeats_needed` for it at that seed noise (α 0.05, power 0.8).
+    A reference row belongs to the baseline when every grid key (or ``label``) it names
+    has the baseline's value.
+
+    Args:
+        reference: The study's ``reference:`` mapping (``rows``), or None.
+        baseline: The baseline grid cell (:meth:`ablate.config.Study.baseline_cell`).
+        sigma: Seed standard deviation per objective, e.g. the pooled one of a database.
+
+    Returns:
+        One dict per (row, objective): ``row`` (its grid keys), ``objective``, ``diff``,
+        ``sigma`` and ``repeats`` (None: not detectable within 100,000 seeds or no difference).
+    """
+    from ablate.space import freeze, same_value
+    from ablate.stats import repeats_needed
+
+    rows = [r for r in ((reference or {}).get("rows") or ()) if isinstance(r, Mapping)]
+    if not baseline or not rows:
+        return []
+
+    def keys_of(row: Mapping[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in row.items() if k in baseline}
+
+    def is_baseline(row: Mapping[str, Any]) -> bool:
+        named = {k: v for k, v in row.items() if k in baseline}
+        return bool(named) and all(same_value(freeze(baseline[k]), freeze(v)) for k, v in named.items())
+
+    base_rows = [r for r in rows if is_baseline(r)]
+    if not base_rows:
+        return []
+    out = []
+    for row in rows:
+        if is_baseline(row):
+            continue
+        for objective, s in sigma.items():
+            a, b = row.get(objective), base_rows[0].get(objective)
+            if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (a, b)):
+                continue
+            diff = float(a) - float(b)
+            out.append({"row": keys_of(row), "objective": objective, "diff": diff, "sigma": float(s),
+                        "repeats": repeats_needed(abs(diff), float(s)) if diff else None})
+    return out

@@ -21,6 +21,7 @@ import json
 import math
 import re
 import warnings
+from pathlib import Path
 
 import numpy as np
 import optuna
@@ -341,3 +342,47 @@ SIGNIFICANCE = [
 def test_significantly_dominated_by_hand(case, c, g, constant, expected):
     directions = ["maximize", "minimize"]
     assert significantly_dominated(c, g, directions, constant) is expected
+
+
+def test_reference_repeats_from_the_papers_differences():
+    from ablate.results import reference_repeats
+    from ablate.stats import repeats_needed
+
+    reference = {"rows": [{"focusing_factor": 2, "top1": 82.03}, {"focusing_factor": 3, "params_m": 29, "top1": 82.11},
+                          {"focusing_factor": 4, "top1": 82.11}]}
+    rows = reference_repeats(reference, {"focusing_factor": 3}, {"top1": 0.05})
+    assert [(r["row"], r["objective"]) for r in rows] == [({"focusing_factor": 2}, "top1"),
+                                                          ({"focusing_factor": 4}, "top1")]
+    assert rows[0]["diff"] == pytest.approx(-0.08) and rows[0]["repeats"] == repeats_needed(0.08, 0.05)
+    assert rows[0]["repeats"] >= 4
+    assert rows[1]["diff"] == 0 and rows[1]["repeats"] is None  # no difference: nothing to resolve
+    assert reference_repeats(reference, {"focusing_factor": 5}, {"top1": 0.05}) == []  # no baseline row
+
+
+def test_dry_run_prints_the_repeats_the_measured_noise_needs(tmp_path, capsys):
+    """A database with three seeds of two rows: ``--dry-run`` reads its noise (read-only)."""
+    import optuna
+    from optuna.distributions import CategoricalDistribution
+    from optuna.trial import TrialState, create_trial
+
+    from ablate.config import load_study, study_to_dict
+    from cli_helpers import run_cli
+
+    path = Path(__file__).parents[1] / "studies" / "flatten_focusing.yaml"
+    study = load_study(path, check=False)
+    url = f"sqlite:///{tmp_path / 'f.db'}"
+    ostudy = optuna.create_study(study_name=study.name, storage=url, directions=["maximize", "minimize"])
+    ostudy.set_metric_names(["top1", "gflops_paper"])
+    ostudy.set_user_attr("spec", study_to_dict(study))
+    dist = {"focusing_factor": CategoricalDistribution([2, 3, 4, 8, 32])}
+    for p, values in ((3, [90.0, 91.0, 92.0]), (2, [89.0, 90.5, 91.5])):
+        for r, v in enumerate(values):
+            ostudy.add_trial(create_trial(state=TrialState.COMPLETE, values=[v, 4.5], params={"focusing_factor": p},
+                                          distributions=dist,
+                                          user_attrs={"config_key": f"k{p}", "repeat": r, "seed": r}))
+    before = (tmp_path / "f.db").stat().st_mtime_ns
+    code, out, err = run_cli(capsys, "run", str(path), "--dry-run", "--storage", url)
+    assert code == 0, err
+    assert "repeats needed to resolve the paper's differences" in out
+    assert "focusing_factor=2: top1 -0.08 (paper) vs seed std 1.14 ->" in out and "seeds per row" in out
+    assert (tmp_path / "f.db").stat().st_mtime_ns == before  # the dry run wrote nothing
