@@ -64,7 +64,8 @@ def open_storage(url: str, *, create: bool) -> "optuna.storages.RDBStorage":
             if not create:
                 raise StorageError(f"storage {url!r}: no such database file {str(path)!r}")
             path.parent.mkdir(parents=True, exist_ok=True)
-        _enable_wal(path, url)
+        if create:  # writers only: a reader never changes the journal mode (DESIGN.md)
+            _enable_wal(path, url)
     engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
     if not create:
         _require_optuna_tables(url, sqlalchemy)

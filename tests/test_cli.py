@@ -167,3 +167,20 @@ def test_report_names_the_front_of_the_means(tmp_path, capsys):
     assert code == 0 and "4 configuration(s), front of the means: trials (" in err, err
     text = (tmp_path / "r.md").read_text()
     assert " ± " in text and "Noise floor: top1 varies by" in text and "seeds 0-2" in text
+
+
+def test_readers_never_change_a_database_not_even_its_journal_mode(tmp_path, capsys):
+    import optuna
+
+    url = f"sqlite:///{tmp_path / 'plain.db'}"
+    ostudy = optuna.create_study(study_name="plain", storage=url, directions=["maximize"])
+    ostudy.add_trial(optuna.trial.create_trial(value=1.0, params={"x": 1},
+                                               distributions={"x": optuna.distributions.IntDistribution(0, 2)}))
+    del ostudy
+    before = (tmp_path / "plain.db").read_bytes()
+    for args in (["show", url], ["show", url, "--format", "json"], ["report", url]):
+        code, out, err = run_cli(capsys, *args)
+        assert code == 0, err
+    assert (tmp_path / "plain.db").read_bytes() == before
+    with sqlite3.connect(tmp_path / "plain.db") as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
