@@ -244,6 +244,8 @@ class ProxySpec:
         image_size: Training image side (``data.image_size``).
         epochs: Training epochs (``train.epochs``).
         train: Other training settings (``lr``, ``batch_size``, ``warmup_epochs``, ...).
+        repeats: Seeds per configuration (``repeats``): a proxy trains in seconds, so it
+            can afford more seeds than the paper's models.
     """
 
     arch: Mapping[str, Any]
@@ -251,6 +253,7 @@ class ProxySpec:
     image_size: int | None
     epochs: int | None
     train: Mapping[str, Any]
+    repeats: int | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "arch", freeze(dict(self.arch)))
@@ -267,6 +270,8 @@ class ProxySpec:
             out["image_size"] = self.image_size
         if self.epochs is not None:
             out["epochs"] = self.epochs
+        if self.repeats is not None:
+            out["repeats"] = self.repeats
         if self.grid:
             out["grid"] = [thaw(dict(r)) for r in self.grid] if isinstance(self.grid, tuple) else thaw(self.grid)
         return out
@@ -1006,6 +1011,8 @@ def _parse_study(doc: _Doc, data: Any, source: str | None, scale: str = "proxy")
         reference = _json(doc, ("reference",), _mapping(doc, ("reference",), reference))
 
     repeats = _int(doc, ("repeats",), m.get("repeats", 1), 1, 1000)
+    if scale == "proxy" and proxy is not None and proxy.repeats is not None:
+        repeats = proxy.repeats
     cells = ([dict(r) for r in grid_rows] if grid_rows is not None else grid_cells(thaw(grid))) if grid else []
     baseline = _study_baseline(doc, m.get("baseline"), cells)
 
@@ -1036,7 +1043,7 @@ class _Redirect:
         return self.doc.error(path, what)
 
 
-_PROXY_SPECIAL = ("image_size", "epochs", "grid")
+_PROXY_SPECIAL = ("image_size", "epochs", "grid", "repeats")
 
 
 def _study_proxy(doc: _Doc, raw: Any, grid: Mapping[str, tuple],
@@ -1092,7 +1099,8 @@ def _study_proxy(doc: _Doc, raw: Any, grid: Mapping[str, tuple],
                                                    f"{thaw(list(grid[key]))!r}, got {_show(values)}")
                 out[key] = tuple(freeze(v) for v in values)
             proxy_grid = out
-    return ProxySpec(arch=arch, grid=proxy_grid, image_size=image_size, epochs=epochs, train=train)
+    repeats = _int(doc, ("proxy", "repeats"), m["repeats"], 1, 1000) if "repeats" in m else None
+    return ProxySpec(arch=arch, grid=proxy_grid, image_size=image_size, epochs=epochs, train=train, repeats=repeats)
 
 
 def _study_space(doc: _Doc, raw: Any) -> tuple[SearchSpace, _Doc]:

@@ -515,3 +515,10 @@ def test_repeats_baseline_and_recipes(fake_models: None, in_tmp: Path) -> None:
     assert study.train_for({"recipe": "deit", "mixup": 0.0}).mixup == 0.0
     paper = dataclasses.replace(study, scale="paper")
     assert paper.train_for({}).recipe == "deit"
+
+
+def test_proxy_repeats_apply_at_proxy_scale_only() -> None:
+    path = Path(__file__).parents[1] / "studies" / "window_size.yaml"
+    proxy, paper = load_study(path, check=False), load_study(path, check=False, scale="paper")
+    assert (proxy.repeats, paper.repeats) == (5, 3)
+    assert study_from_dict(study_to_dict(proxy), check=False).repeats == 5
