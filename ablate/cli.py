@@ -121,6 +121,10 @@ def run(
     from ablate.storage import display_url
 
     typer.echo(f"storage: {display_url(summary.storage)}")
+    if not quiet and summary.states.get("COMPLETE"):  # the result, per configuration, as `ablate show` gives it
+        from ablate.results import load_results
+
+        _print_configs(load_results(summary.storage, study.name))
     typer.echo(f"next: ablate show {study_file}" + (f" --storage '{display_url(storage)}'" if storage else ""))
 
 

@@ -58,6 +58,8 @@ def test_run_show_and_rerun(tmp_path):
     first = _ablate("run", "studies/e2e.yaml", cwd=tmp_path)
     assert first.returncode == 0, first.stderr[-3000:]
     assert "trial   0 COMPLETE" in first.stdout and "2 new trial(s)" in first.stdout
+    # the run ends with the result per configuration, as `ablate show` prints it
+    assert "1 seed: no error bars" in first.stdout and "configuration(s) with a COMPLETE run" in first.stdout
     db = tmp_path / "runs" / "e2e.db"
     assert db.exists()
     with sqlite3.connect(db) as conn:
