@@ -52,3 +52,14 @@ def _guarded_connect_ex(self, address):
 def pytest_configure(config: pytest.Config) -> None:
     socket.socket.connect = _guarded_connect
     socket.socket.connect_ex = _guarded_connect_ex
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch thread for a module's training tests: steadier timings and results on a shared 2-core machine."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

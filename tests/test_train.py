@@ -23,12 +23,7 @@ from ablate.train.classify import warmup_cosine
 EPOCH_KEYS = {"epoch", "train_loss", "top1", "lr", "epoch_s"}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
