@@ -390,7 +390,7 @@ def dashboard(
             raise ConfigError("no study given and no runs/ folder here: name a study file, a .db file, a folder "
                               "or a storage URL")
         targets = ["runs"]
-    from dashboards import Sources, create_app, make_server, resolve_targets
+    from ablate.dashboards import Sources, create_app, make_server, resolve_targets
 
     sources = Sources(resolve_targets(targets))
     refs, errors = sources.studies()

@@ -61,7 +61,7 @@ def _report_seconds(db: Path, out: Path) -> float:
 def _page_seconds(db: Path) -> dict[str, dict[str, float]]:
     from playwright.sync_api import sync_playwright
 
-    from dashboards import Sources, create_app, make_server
+    from ablate.dashboards import Sources, create_app, make_server
 
     sources = Sources([f"sqlite:///{db}"])
     (ref,), _ = sources.studies()

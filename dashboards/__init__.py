@@ -3,7 +3,7 @@
 It reads through :mod:`ablate.results` only and never writes; every asset is served locally.
 """
 
-from dashboards.app import create_app, make_server
-from dashboards.sources import Sources, StudyRef, resolve_targets
+from ablate.dashboards.app import create_app, make_server
+from ablate.dashboards.sources import Sources, StudyRef, resolve_targets
 
 __all__ = ["create_app", "make_server", "Sources", "StudyRef", "resolve_targets"]

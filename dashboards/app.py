@@ -21,8 +21,8 @@ from dash import Input, Output, State, dcc, html, no_update
 from ablate.errors import AblateError
 from ablate.figures import hypervolume_figure, importance_figure, parallel_figure
 
-from dashboards import pages
-from dashboards.sources import Sources, StudyRef
+from ablate.dashboards import pages
+from ablate.dashboards.sources import Sources, StudyRef
 
 __all__ = ["create_app", "make_server"]
 

@@ -18,7 +18,7 @@ from ablate.report import ablation_table, front_text, noise_text, text_cell
 from ablate.results import StudyResults
 from ablate.storage import display_url
 
-from dashboards.sources import StudyRef
+from ablate.dashboards.sources import StudyRef
 
 __all__ = ["study_path", "studies_page", "study_summary", "pareto_controls", "pareto_summary", "trial_page",
            "table_page", "analysis_controls", "message", "nav"]

@@ -267,7 +267,7 @@ def test_one_seed_gives_nulls_and_says_so_everywhere(one_seed, capsys):
     obj = json.loads(out)
     assert all(c["std"]["top1"] is None and c["ci95"]["top1"] is None for c in obj["configs"])
 
-    from dashboards import Sources, pages
+    from ablate.dashboards import Sources, pages
 
     sources = Sources([f"sqlite:///{one_seed}"])
     (ref,), _ = sources.studies()

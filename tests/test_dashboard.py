@@ -23,8 +23,8 @@ import pytest
 
 from ablate.fake_study import write_fake_study
 from ablate.results import StudyReader, load_results
-from dashboards import Sources, create_app, make_server
-from dashboards.app import _parse
+from ablate.dashboards import Sources, create_app, make_server
+from ablate.dashboards.app import _parse
 from tests.cli_helpers import run_cli
 
 ABLATE = str(Path(sys.executable).with_name("ablate"))

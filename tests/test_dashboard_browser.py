@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from ablate.results import load_results
-from dashboards import Sources, create_app, make_server
+from ablate.dashboards import Sources, create_app, make_server
 
 CHROMIUM = "/usr/bin/chromium"
 ABLATE = str(Path(sys.executable).with_name("ablate"))

@@ -143,3 +143,48 @@ def test_check_latest_names_the_package_whose_locked_version_fixes_a_test(monkey
     assert culprits["tests/b.py::test_y"] == "ray 2.60.0 -> 2.61.0"
     assert culprits["tests/c.py::test_z"].startswith("no single package")
     assert installed == {"optuna": "5.1.0", "numpy": "2.5.0", "ray": "2.61.0"}
+
+
+def test_every_package_under_ablate_is_installed():
+    import tomllib
+
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {".".join(p.parent.relative_to(ROOT).parts) for p in (ROOT / "ablate").rglob("__init__.py")}
+    assert found | {"ablate.dashboards"} == listed
+
+
+_SERVE_CSS = """
+import sys, threading, urllib.request
+sys.path[:0] = [sys.argv[1], sys.argv[2]]  # the installed wheel first, then the dependencies
+import ablate.dashboards as d
+assert d.__file__.startswith(sys.argv[1]), d.__file__
+server = d.make_server(d.create_app(d.Sources([])), port=0)
+threading.Thread(target=server.serve_forever, daemon=True).start()
+with urllib.request.urlopen(f"http://127.0.0.1:{server.server_port}/") as page:
+    html = page.read().decode()
+css = [part.split('"')[0] for part in html.split('href="')[1:] if ".css" in part.split('"')[0]]
+with urllib.request.urlopen(f"http://127.0.0.1:{server.server_port}{css[0]}") as sheet:
+    print(sheet.status, len(sheet.read()), css[0])
+server.shutdown()
+"""
+
+
+def test_a_built_wheel_holds_only_ablate_and_serves_the_dashboards_css(tmp_path):
+    """``pip wheel`` (offline: no build isolation), installed into a folder of its own and
+    imported without the editable install: the dashboard serves its stylesheet."""
+    import site
+    import zipfile
+
+    out = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
+                          str(tmp_path / "dist"), str(ROOT)], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    (wheel,) = (tmp_path / "dist").glob("ablate-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert {n.split("/")[0] for n in names} == {"ablate", wheel.name.split("-py")[0] + ".dist-info"}
+    assert "ablate/dashboards/assets/style.css" in names
+    zipfile.ZipFile(wheel).extractall(tmp_path / "site")
+    run = subprocess.run([sys.executable, "-S", "-c", _SERVE_CSS, str(tmp_path / "site"), site.getsitepackages()[0]],
+                         capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr[-3000:]
+    status, size, path = run.stdout.split()
+    assert status == "200" and int(size) > 100 and "style.css" in path

@@ -257,9 +257,13 @@ def test_fresh_process_import_is_offline_and_enough_for_yolo(tmp_path):
     assert result["params"] == count_params(yolo.build_yolo(arch))
 
 
-def test_import_ablate_alone_is_enough_for_yolo(tmp_path):
-    path = yolo.export_yolo_yaml(_arch("focal", "sppf"), tmp_path / "yolov8n-focal.yaml")
-    assert _fresh_process("import ablate", path)["calls"] == []
+def test_import_ablate_changes_no_environment_settings_or_import_hooks():
+    code = ("import json, os, sys; env, hooks = dict(os.environ), list(sys.meta_path); import ablate, ablate.cli; "
+            "print(json.dumps({'env': dict(os.environ) == env, 'hooks': sys.meta_path == hooks, "
+            "'ultralytics': 'ultralytics' in sys.modules, 'torch': 'torch' in sys.modules}))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert json.loads(out.stdout) == {"env": True, "hooks": True, "ultralytics": False, "torch": False}
 
 
 # --------------------------------------------------------------------------- FLOPs
