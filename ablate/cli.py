@@ -244,7 +244,7 @@ def show(
     if fmt == ShowFormat.json:
         _echo_json(results.to_json())
     elif fmt == ShowFormat.csv:
-        from ablate.report import configs_csv
+        from ablate.results.report import configs_csv
 
         typer.echo(configs_csv(results) if chosen == ShowView.configs else _csv(results), nl=False)
     else:
@@ -287,7 +287,7 @@ def _print_configs(results) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from ablate.report import config_rows, noise_text
+    from ablate.results.report import config_rows, noise_text
 
     title, header, rows = config_rows(results)
     table = Table(title=title)
@@ -351,7 +351,7 @@ def report(
     if output is not None and not output.parent.exists():
         raise ConfigError(f"-o {output}: folder {str(output.parent)!r} does not exist")
     from ablate.errors import StorageError
-    from ablate.report import render_report
+    from ablate.results.report import render_report
     from ablate.results import load_results
 
     url, name = _target(target, storage)
@@ -367,7 +367,7 @@ def report(
         output.write_bytes(out)
     else:
         output.write_text(out, encoding="utf-8")
-    from ablate.report import front_text
+    from ablate.results.report import front_text
 
     typer.echo(f"wrote {output} ({chosen}, {len(results.trials)} trial(s), {len(results.configs)} configuration(s), "
                f"front of the means: trials {front_text(results)})", err=True)

@@ -1,6 +1,6 @@
 """Dashboard and report speed on a large study: every page under 2 s, the HTML report under 5 s.
 
-A study of ``--trials`` generated trials (:func:`ablate.fake_study.write_fake_study`: the
+A study of ``--trials`` generated trials (:func:`ablate.testing.fake_study.write_fake_study`: the
 shape of a real study, values made up, nothing trained) and a baseline study of
 ``--baseline-trials`` are written to a temporary folder. Then, for each study:
 
@@ -102,7 +102,7 @@ def main() -> None:
     if not Path(CHROMIUM).exists():
         raise SystemExit(f"needs {CHROMIUM} (apt-get install chromium)")
 
-    from ablate.fake_study import write_fake_study
+    from ablate.testing.fake_study import write_fake_study
 
     with tempfile.TemporaryDirectory() as tmp:
         rows = {}

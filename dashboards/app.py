@@ -19,7 +19,7 @@ import dash
 from dash import Input, Output, State, dcc, html, no_update
 
 from ablate.errors import AblateError
-from ablate.figures import hypervolume_figure, importance_figure, parallel_figure
+from ablate.results.figures import hypervolume_figure, importance_figure, parallel_figure
 
 from ablate.dashboards import pages
 from ablate.dashboards.sources import Sources, StudyRef

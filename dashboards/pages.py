@@ -13,8 +13,8 @@ from typing import Any
 
 from dash import dash_table, dcc, html
 
-from ablate.figures import COST_KEYS, axes_of, curve_figure, label_of, pareto_figure
-from ablate.report import ablation_table, front_text, noise_text, text_cell
+from ablate.results.figures import COST_KEYS, axes_of, curve_figure, label_of, pareto_figure
+from ablate.results.report import ablation_table, front_text, noise_text, text_cell
 from ablate.results import StudyResults
 from ablate.storage import display_url
 
@@ -201,7 +201,7 @@ def trial_page(ref: StudyRef, results: StudyResults, number: int) -> html.Div:
 
 def _config_line(results: StudyResults, config: Mapping[str, Any], number: int) -> str:
     """Where a trial stands among its configuration's runs (mean ± 95 % interval per objective)."""
-    from ablate import stats
+    from ablate.results import stats
 
     others = ", ".join(str(n) for n in config["trials"] if n != number) or "none"
     parts = []
@@ -238,7 +238,7 @@ def table_page(ref: StudyRef, results: StudyResults) -> html.Div:
     verdict against the baseline, the front and "≈ indistinguishable from it"), reference
     values beside ours, the caption and the noise floor below.
 
-    Cells are the report's text (:func:`ablate.report.text_cell`), except plain numbers,
+    Cells are the report's text (:func:`ablate.results.report.text_cell`), except plain numbers,
     which stay numbers so that the columns sort by value.
     """
     table = ablation_table(results)

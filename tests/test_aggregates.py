@@ -31,9 +31,9 @@ from optuna.distributions import IntDistribution
 from optuna.trial import TrialState, create_trial
 from scipy import stats as sps
 
-from ablate import stats
+from ablate.results import stats
 from ablate.config import study_from_dict
-from ablate.report import ablation_table, config_rows, configs_csv, noise_text, render_report
+from ablate.results.report import ablation_table, config_rows, configs_csv, noise_text, render_report
 from ablate.results import (StudyResults, aggregate, config_keys, front_and_indistinguishable, load_results,
                             significantly_dominated)
 from ablate.runner import open_optuna_study
@@ -215,7 +215,7 @@ def test_report_formats_carry_mean_ci_and_verdicts(results):
 
 
 def test_pareto_figure_draws_means_with_error_bars(results):
-    from ablate.figures import pareto_figure
+    from ablate.results.figures import pareto_figure
 
     fig = pareto_figure(results)
     front = next(t for t in fig["data"] if t["meta"]["kind"] == "front")
@@ -346,7 +346,7 @@ def test_significantly_dominated_by_hand(case, c, g, constant, expected):
 
 def test_reference_repeats_from_the_papers_differences():
     from ablate.results import reference_repeats
-    from ablate.stats import repeats_needed
+    from ablate.results.stats import repeats_needed
 
     reference = {"rows": [{"focusing_factor": 2, "top1": 82.03}, {"focusing_factor": 3, "params_m": 29, "top1": 82.11},
                           {"focusing_factor": 4, "top1": 82.11}]}

@@ -138,7 +138,7 @@ def test_run_never_prints_a_storage_password(tmp_path, capsys, monkeypatch):
 
 
 def test_show_json_keeps_its_keys_and_adds_the_configurations(tmp_path, capsys):
-    from ablate.fake_study import write_fake_study
+    from ablate.testing.fake_study import write_fake_study
 
     db = tmp_path / "gen.db"
     write_fake_study(f"sqlite:///{db}", n_trials=12, seed=3)  # 4 configurations x 3 seeds
@@ -159,7 +159,7 @@ def test_show_json_keeps_its_keys_and_adds_the_configurations(tmp_path, capsys):
 
 
 def test_report_names_the_front_of_the_means(tmp_path, capsys):
-    from ablate.fake_study import write_fake_study
+    from ablate.testing.fake_study import write_fake_study
 
     db = tmp_path / "gen.db"
     write_fake_study(f"sqlite:///{db}", n_trials=12, seed=3)

@@ -21,7 +21,7 @@ from pathlib import Path
 import optuna
 import pytest
 
-from ablate.fake_study import write_fake_study
+from ablate.testing.fake_study import write_fake_study
 from ablate.results import StudyReader, load_results
 from ablate.dashboards import Sources, create_app, make_server
 from ablate.dashboards.app import _parse

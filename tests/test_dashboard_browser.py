@@ -95,7 +95,7 @@ def _save(page, tmp_path: Path, name: str) -> Path:
 
 
 def test_pareto_plot_click_through_to_a_trial(study_db, served, page, tmp_path):
-    from ablate.report import front_text
+    from ablate.results.report import front_text
 
     results = load_results(f"sqlite:///{study_db}")
     complete = sorted(int(n) for n in results.trials.number[results.trials.state == "COMPLETE"])

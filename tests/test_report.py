@@ -1,6 +1,6 @@
 """Reading a study back and reporting it: hypervolume, Pareto fronts, StudyReader, ablation tables, formats, figures.
 
-Nothing here trains: studies are generated (``ablate.fake_study``) or hand-built with
+Nothing here trains: studies are generated (``ablate.testing.fake_study``) or hand-built with
 ``optuna.trial.create_trial`` in the storage layout the runner writes. Every computed
 quantity is compared with a brute-force reference written out here, not with the code
 under test.
@@ -25,11 +25,11 @@ from optuna.distributions import IntDistribution
 from scipy import stats as scipy_stats
 from optuna.trial import TrialState, create_trial
 
-from ablate import figures
+from ablate.results import figures
 from ablate.config import study_from_dict
 from ablate.errors import StorageError
-from ablate.fake_study import fake_spec, write_fake_study
-from ablate.report import REPORT_FORMATS, ablation_table, render_report, to_csv, to_latex, to_markdown
+from ablate.testing.fake_study import fake_spec, write_fake_study
+from ablate.results.report import REPORT_FORMATS, ablation_table, render_report, to_csv, to_latex, to_markdown
 from ablate.results import (StudyReader, hypervolume_2d, hypervolume_history, load_results, nondominated,
                             pareto_front)
 from ablate.runner import open_optuna_study

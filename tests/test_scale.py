@@ -155,7 +155,7 @@ def test_scale_is_frozen_per_storage(study_file: Path) -> None:
 
 
 def test_report_puts_paper_numbers_beside_ours(study_file: Path) -> None:
-    from ablate.report import ablation_table
+    from ablate.results.report import ablation_table
     from ablate.results import load_results
     from ablate.runner import _record_grid_value, open_optuna_study
     from ablate.space import SearchSpace, encode_params

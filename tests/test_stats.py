@@ -1,4 +1,4 @@
-"""ablate.stats: seed statistics against numbers worked out by hand and against scipy.
+"""ablate.results.stats: seed statistics against numbers worked out by hand and against scipy.
 
 Every expected value below is computed here from its formula (or printed in a power
 table), never by the function under test.
@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from ablate.stats import (ONE_SEED, format_p, minimum_detectable_difference, pooled_std, power_two_sample,
+from ablate.results.stats import (ONE_SEED, format_p, minimum_detectable_difference, pooled_std, power_two_sample,
                           repeats_needed, summarize, verdict, welch_test)
 
 # t quantiles by hand from a printed t table (two-sided 95 %): df 1, 2, 4

@@ -14,8 +14,10 @@ from typing import Any
 
 import pandas as pd
 
-from ablate import stats
-from ablate.results import StudyResults, front_and_indistinguishable, hypervolume_history, nondominated, trial_metric
+from ablate.results import stats
+from ablate.results.aggregate import front_and_indistinguishable
+from ablate.results.pareto import hypervolume_history, nondominated
+from ablate.results.reader import StudyResults, trial_metric
 
 __all__ = ["axes_of", "family_of", "pareto_points", "config_points", "pareto_figure", "curve_figure",
            "parallel_figure", "hypervolume_figure", "importance_figure", "COST_KEYS", "label_of"]

@@ -27,8 +27,8 @@ from typing import Any
 
 import pandas as pd
 
-from ablate import stats
-from ablate.results import StudyResults, trial_metric
+from ablate.results import stats
+from ablate.results.reader import StudyResults, trial_metric
 
 __all__ = ["AblationTable", "ablation_table", "render_report", "REPORT_FORMATS", "pareto_png", "noise_text",
            "front_text", "text_cell", "to_markdown", "to_latex", "to_csv", "to_html", "to_html_table",
@@ -660,7 +660,7 @@ def to_html(results: StudyResults, table: AblationTable) -> str:
     """One self-contained page: the table, the noise floor, the Pareto plot (plotly.js inlined), no network."""
     import plotly.io as pio
 
-    from ablate.figures import pareto_figure
+    from ablate.results.figures import pareto_figure
     from ablate.storage import display_url
 
     plot = pio.to_html(pareto_figure(results, states=("COMPLETE",)), include_plotlyjs=True, full_html=False,
@@ -699,7 +699,7 @@ def pareto_png(results: StudyResults, *, dpi: int = 200) -> bytes:
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
 
-    from ablate.figures import axes_of, config_points, label_of, pareto_points
+    from ablate.results.figures import axes_of, config_points, label_of, pareto_points
 
     x, y = axes_of(results)
     pts = pareto_points(results, x, y)
