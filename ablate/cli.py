@@ -104,7 +104,7 @@ def run(
         _dry_run(study, trials)
         _dry_run_power(study, storage)
         return
-    from ablate.runner import run_study
+    from ablate.run import run_study
 
     try:
         summary = run_study(study, storage=storage, trials=trials, address=address, device=device.value,
@@ -133,7 +133,7 @@ def _dry_run(study, trials: Optional[int]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from ablate.trial import study_costs
+    from ablate.run.trial import study_costs
 
     if study.is_grid:
         cells = study.cells()
@@ -500,7 +500,7 @@ def _profile_rows(target: str, resolution: Optional[int]) -> list[dict]:
 
     if target.endswith((".yaml", ".yml")):
         from ablate.config import load_study
-        from ablate.trial import candidate_arch
+        from ablate.run.trial import candidate_arch
 
         study = load_study(target)
         cells = study.cells() if study.is_grid else [{}]

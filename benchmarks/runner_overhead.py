@@ -5,7 +5,7 @@ The target (from the issue): for trials of about 20 s,
     ratio = wall time of the run / (sum of the trials' own ``wall_s`` / concurrency) < 1.15
 
 A grid of small Focal ViTs on digits (32 px, four stages, the architecture of
-``studies/window_size.yaml``) is run through :func:`ablate.runner.run_study` with one CPU
+``studies/window_size.yaml``) is run through :func:`ablate.run.run_study` with one CPU
 per trial and SQLite storage in a temporary folder. The whole call is timed, Ray's start
 and shutdown included. Each trial's ``wall_s`` (measured inside the worker, from the start
 of the trainable: cost counting, data loading and training) is read back from the Optuna
@@ -23,7 +23,7 @@ These are slot-seconds: they add up to ``concurrency × wall − Σ wall_s``, so
 ``ratio − 1 = (start-up + gaps + imbalance + tail) / Σ wall_s``.
 
 A baseline then runs the first ``--baseline`` cells in this process with
-:func:`ablate.trial.run_trial` (no Ray, torch on as many threads as a trial gets), so the
+:func:`ablate.run.trial.run_trial` (no Ray, torch on as many threads as a trial gets), so the
 reader can compare one trial's time with and without Ray. Finally Ray is started and shut
 down once with no trial, which is the fixed cost of any run.
 
@@ -124,7 +124,7 @@ def run_with_ray(study, num_cpus: int | None) -> dict[str, Any]:
     """
     import optuna
 
-    from ablate.runner import run_study
+    from ablate.run import run_study
 
     t0 = dt.datetime.now()
     start = time.perf_counter()
@@ -165,7 +165,7 @@ def run_in_process(study, cells: int) -> list[dict[str, Any]]:
     """The first ``cells`` grid cells, one after the other, without Ray."""
     import torch
 
-    from ablate.trial import run_trial
+    from ablate.run.trial import run_trial
 
     torch.set_num_threads(max(1, int(study.resources.cpu)))  # what the runner gives a trial
     out = []
@@ -178,7 +178,7 @@ def run_in_process(study, cells: int) -> list[dict[str, Any]]:
 
 def ray_start_stop(num_cpus: int | None) -> float:
     """Seconds to start a local Ray the way the runner does and shut it down, with no trial."""
-    from ablate.runner import ray_session
+    from ablate.run import ray_session
 
     start = time.perf_counter()
     with ray_session(num_cpus=num_cpus):

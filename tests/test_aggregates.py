@@ -36,7 +36,7 @@ from ablate.config import study_from_dict
 from ablate.results.report import ablation_table, config_rows, configs_csv, noise_text, render_report
 from ablate.results import (StudyResults, aggregate, config_keys, front_and_indistinguishable, load_results,
                             significantly_dominated)
-from ablate.runner import open_optuna_study
+from ablate.run import open_optuna_study
 from cli_helpers import run_cli
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)

@@ -23,7 +23,7 @@ from ablate.config import Study, arch_api, load_study, study_from_dict, study_to
 from ablate.errors import AblateError
 from ablate.models import ARCH_DEFAULTS
 from ablate.results import load_results
-from ablate.runner import ray_session, run_study
+from ablate.run import ray_session, run_study
 from ablate.space import Param, active_params, same_value, suggest
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)

@@ -126,11 +126,11 @@ def test_version_through_the_script_and_python_dash_m():
 
 
 def test_run_never_prints_a_storage_password(tmp_path, capsys, monkeypatch):
-    import ablate.runner
-    from ablate.runner import RunSummary
+    import ablate.run.driver
+    from ablate.run import RunSummary
 
     url = "postgresql://ablate:s3cret-pw@127.0.0.1:5432/studies"
-    monkeypatch.setattr(ablate.runner, "run_study", lambda study, **kw: RunSummary(
+    monkeypatch.setattr(ablate.run, "run_study", lambda study, **kw: RunSummary(
         study=study.name, storage=kw["storage"], new_trials=[0], states={"COMPLETE": 1}))
     code, out, err = run_cli(capsys, "run", str(_write(tmp_path, GOOD)), "--storage", url, "-q")
     assert code == 0, err

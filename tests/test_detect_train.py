@@ -12,7 +12,7 @@ from ablate.config import study_from_dict
 from ablate.data import generate_synth_det
 from ablate.models.yolo import build_yolo
 from ablate.train.detect import DetectConfig, train_detector
-from ablate.trial import run_trial
+from ablate.run.trial import run_trial
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +84,7 @@ def test_a_missing_or_empty_data_yaml_is_refused_before_training(tmp_path: Path)
 
 
 def test_two_spellings_of_the_stock_model_are_one_configuration(tmp_path: Path) -> None:
-    from ablate.runner import config_key
+    from ablate.run.keys import config_key
 
     study = study_from_dict({
         "name": "det", "task": "detect", "fixed": {"base": "yolov8n"},

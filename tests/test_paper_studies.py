@@ -22,7 +22,7 @@ import pytest
 
 from ablate.config import LABEL, load_study
 from ablate.space import thaw
-from ablate.trial import measure_costs, paper_arch
+from ablate.run.trial import measure_costs, paper_arch
 
 ROOT = Path(__file__).resolve().parents[1]
 #: The papers' ablations are the study files that name a ``base`` preset (as in

@@ -32,7 +32,7 @@ from ablate.testing.fake_study import fake_spec, write_fake_study
 from ablate.results.report import REPORT_FORMATS, ablation_table, render_report, to_csv, to_latex, to_markdown
 from ablate.results import (StudyReader, hypervolume_2d, hypervolume_history, load_results, nondominated,
                             pareto_front)
-from ablate.runner import open_optuna_study
+from ablate.run import open_optuna_study
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 

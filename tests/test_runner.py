@@ -15,7 +15,7 @@ from optuna.trial import TrialState
 
 from ablate.config import _SAMPLERS, study_from_dict
 from ablate.results import load_results
-from ablate.runner import INTERRUPTED, open_optuna_study, ray_session, run_study
+from ablate.run import INTERRUPTED, open_optuna_study, ray_session, run_study
 
 
 
@@ -188,7 +188,7 @@ def test_every_sampler_runs_a_four_trial_study_through_ray_tune(tmp_path, ray_lo
 
 
 def test_nsga2_population_size_lets_a_small_budget_evolve(tmp_path, ray_local):
-    from ablate.runner import _make_sampler
+    from ablate.run.optuna_study import make_sampler as _make_sampler
 
     spec = _spec(tmp_path, space={"fixed": {"attention": "softmax"},
                                   "params": {"window_size": {"choice": [1, 2, 4, 8]},
@@ -214,7 +214,8 @@ class _LockedSampler(optuna.samplers.RandomSampler):
 def test_what_ray_holds_pickles_to_a_handle_without_live_state(tmp_path):
     from ray import cloudpickle
 
-    from ablate.runner import StudySearcher, _ray_searcher
+    from ablate.run.ray_tune import ray_searcher as _ray_searcher
+    from ablate.run.searcher import StudySearcher
 
     study = study_from_dict(_spec(tmp_path), check=False)
     ostudy = open_optuna_study(study)

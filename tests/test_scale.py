@@ -132,7 +132,7 @@ def test_dry_run_at_both_scales(study_file: Path, capsys: pytest.CaptureFixture[
 
 
 def test_trial_stores_the_unscaled_cost_column(study_file: Path) -> None:
-    from ablate.trial import run_trial
+    from ablate.run.trial import run_trial
 
     study = load_study(study_file)
     reports: list[dict] = []
@@ -146,7 +146,7 @@ def test_trial_stores_the_unscaled_cost_column(study_file: Path) -> None:
 
 
 def test_scale_is_frozen_per_storage(study_file: Path) -> None:
-    from ablate.runner import open_optuna_study
+    from ablate.run import open_optuna_study
 
     ostudy = open_optuna_study(load_study(study_file))
     ostudy.tell(ostudy.ask(), [1.0, 1.0])
@@ -157,7 +157,8 @@ def test_scale_is_frozen_per_storage(study_file: Path) -> None:
 def test_report_puts_paper_numbers_beside_ours(study_file: Path) -> None:
     from ablate.results.report import ablation_table
     from ablate.results import load_results
-    from ablate.runner import _record_grid_value, open_optuna_study
+    from ablate.run import open_optuna_study
+    from ablate.run.searcher import _record_grid_value
     from ablate.space import SearchSpace, encode_params
 
     study = load_study(study_file)

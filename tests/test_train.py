@@ -90,7 +90,7 @@ def test_without_callback_and_with_a_train_set_smaller_than_a_batch(digits8):
 
 
 def _run(data: ClassificationData, seed: int) -> list[tuple]:
-    torch.manual_seed(seed)  # the model's init is the caller's, as in ablate.trial.run_trial
+    torch.manual_seed(seed)  # the model's init is the caller's, as in ablate.run.trial.run_trial
     history = train_classifier(_linear(), data, TrainConfig(epochs=2, batch_size=64, lr=5e-3, seed=seed))
     return [(m["epoch"], m["train_loss"], m["top1"], m["lr"]) for m in history]
 

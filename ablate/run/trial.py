@@ -8,7 +8,6 @@ scheduler still has them.
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -133,7 +132,6 @@ def run_trial(study: Study, params: Mapping[str, Any], report: Callable[[dict], 
 
     if study.task == "detect":
         return _run_detect_trial(study, params, report, device=device, repeat=repeat)
-    start = time.perf_counter()
     arch = candidate_arch(study, params)
     train = study.train_for(params, repeat=repeat)
     cfg = TrainConfig(epochs=train.epochs, batch_size=train.batch_size, lr=train.effective_lr,
@@ -149,7 +147,7 @@ def run_trial(study: Study, params: Mapping[str, Any], report: Callable[[dict], 
     model = build(arch)
     wants_latency = any(o.name == "latency_ms" for o in study.objectives)
     costs = measure_costs(arch, paper=paper_arch(study, params), latency=wants_latency, model=model)
-    on_epoch = _EpochReporter(report, costs, start)
+    on_epoch = _EpochReporter(report, costs)
     train_classifier(model, data, cfg, on_epoch)
     return on_epoch.last
 
@@ -160,7 +158,6 @@ def _run_detect_trial(study: Study, params: Mapping[str, Any], report: Callable[
     from ablate.models.yolo import build_yolo
     from ablate.train.detect import DetectConfig, train_detector
 
-    start = time.perf_counter()
     data_yaml = detection_data(study)
     arch = candidate_arch(study, params)
     train = study.train_for(params, repeat=repeat)
@@ -170,21 +167,23 @@ def _run_detect_trial(study: Study, params: Mapping[str, Any], report: Callable[
     torch.manual_seed(train.seed)
     wants_latency = any(o.name == "latency_ms" for o in study.objectives)
     costs = measure_costs(arch, paper=paper_arch(study, params), latency=wants_latency, model=build_yolo(arch))
-    on_epoch = _EpochReporter(report, costs, start)
+    on_epoch = _EpochReporter(report, costs)
     train_detector(arch, data_yaml, cfg, on_epoch)
     return on_epoch.last
 
 
 class _EpochReporter:
-    """Adds the cost figures, ``epochs_done`` and ``wall_s`` to each epoch's metrics and reports them."""
+    """Adds the cost figures and ``epochs_done`` to each epoch's metrics and reports them.
 
-    def __init__(self, report: Callable[[dict], None], costs: Mapping[str, float], start: float) -> None:
-        self.report, self.costs, self.start = report, dict(costs), start
+    ``wall_s`` is the worker's to add (:mod:`ablate.run.ray_tune`), once, for any trial function.
+    """
+
+    def __init__(self, report: Callable[[dict], None], costs: Mapping[str, float]) -> None:
+        self.report, self.costs = report, dict(costs)
         self.last: dict = {}
 
     def __call__(self, metrics: dict) -> None:
-        self.last = {**metrics, **self.costs, "epochs_done": metrics["epoch"],
-                     "wall_s": time.perf_counter() - self.start}
+        self.last = {**metrics, **self.costs, "epochs_done": metrics["epoch"]}
         self.report(self.last)
 
 

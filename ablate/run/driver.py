@@ -1,0 +1,93 @@
+"""Run (or resume) a study: open its storage, plan the missing runs, and let Ray Tune execute
+them while the searcher records each one."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+
+from ablate.config import Study
+from ablate.run.optuna_study import close_interrupted, finished_runs, open_optuna_study, state_counts
+from ablate.run.progress import Progress
+from ablate.run.ray_tune import concurrency, fit, interruptible, ray_session
+from ablate.run.searcher import StudySearcher
+from ablate.run.trial import TrialFn, run_trial
+from ablate.storage import open_storage
+
+__all__ = ["RunSummary", "run_study"]
+
+
+@dataclass
+class RunSummary:
+    """What one ``ablate run`` did (also printed at its end)."""
+
+    study: str
+    storage: str
+    new_trials: list[int] = field(default_factory=list)
+    states: dict[str, int] = field(default_factory=dict)
+    wall_s: float = 0.0
+    concurrency: int = 1
+    message: str = ""
+
+
+def run_study(study: Study, *, storage: str | None = None, trials: int | None = None, address: str | None = None,
+              device: str = "auto", trial_fn: TrialFn = run_trial, progress: bool = True,
+              num_cpus: int | None = None) -> RunSummary:
+    """Run (or resume) ``study`` until its budget is met and every configuration has its repeats.
+
+    Args:
+        study: A validated study (paths already absolute); ``study.repeats`` seeds per configuration.
+        storage: Override of ``study.storage``.
+        trials: Override of the study's budget: the total number of configurations (grid
+            cells or sampled configurations) the study should have, each trained
+            ``study.repeats`` times.
+        address: An existing Ray cluster; None starts a local one.
+        device: ``auto`` (CUDA when the trial reserves a GPU and one exists), ``cpu`` or ``cuda``.
+        trial_fn: What each trial runs (tests substitute cheap synthetic trials).
+        progress: Show a progress bar and one line per finished trial.
+        num_cpus: CPUs of a local Ray (default: all of the machine's).
+    """
+    url = storage or study.storage
+    storage_ = open_storage(url, create=True)
+    ostudy = open_optuna_study(study, url, storage=storage_)
+    closed = close_interrupted(ostudy, storage_)
+    budget_total = trials if trials is not None else study.trials
+    started = len(finished_runs(ostudy))
+    summary = RunSummary(study=study.name, storage=url)
+    if closed:
+        summary.message = f"closed {len(closed)} interrupted trial(s) as FAIL: {closed}"
+
+    reporter = Progress(study, enabled=progress)
+    searcher = StudySearcher(study, ostudy, max(0, budget_total - started), on_finish=reporter.trial_done)
+    remaining = searcher.planned
+    start = time.perf_counter()
+    if remaining == 0:
+        summary.message = (summary.message + "; " if summary.message else "") + "nothing to do: the budget is met"
+        summary.states = state_counts(ostudy)
+        return summary
+    workdir = tempfile.mkdtemp(prefix="ablate-ray-")
+    try:
+        with ray_session(address, num_cpus=num_cpus), reporter.running(remaining):
+            import ray
+
+            summary.concurrency = concurrency(study, ray.cluster_resources())
+            try:
+                with interruptible(searcher):
+                    fit(study, searcher, trial_fn, device, workdir, remaining)
+                if searcher.stopping:  # Tune caught the interrupt and returned
+                    raise KeyboardInterrupt
+            except BaseException:
+                searcher.stopping = True
+                searcher.interrupt_all()
+                raise
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    summary.wall_s = time.perf_counter() - start
+    summary.new_trials = searcher.finished
+    summary.states = state_counts(ostudy)
+    if searcher.exhausted:
+        summary.message = (summary.message + "; " if summary.message else "") + searcher.exhausted
+    return summary
+
