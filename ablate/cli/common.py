@@ -1,0 +1,77 @@
+"""The Typer app every command registers with, and what several commands share: the error
+contract (one line and exit 2 for bad input), JSON output, and how a target names a storage."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+from ablate.errors import AblateError, ConfigError
+
+__all__ = ["app", "main", "echo_json", "resolve_target", "ProfileFormat"]
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Neural-architecture search and ablation studies for vision attention.")
+
+
+class ProfileFormat(str, Enum):
+    table = "table"
+    json = "json"
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from ablate import __version__
+
+        typer.echo(f"ablate {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                       help="Print ablate's version and exit.")) -> None:
+    """Neural-architecture search and ablation studies for vision attention."""
+
+
+def echo_json(obj: Any) -> None:
+    typer.echo(json.dumps(obj, indent=2, default=json_default))
+
+
+def json_default(value: Any) -> Any:
+    if hasattr(value, "item"):
+        return value.item()
+    if isinstance(value, (set, tuple)):
+        return list(value)
+    return str(value)
+
+
+def resolve_target(target: str, storage: Optional[str]) -> tuple[str, Optional[str]]:
+    """(storage URL, study name or None) for a study file, a database file or a URL."""
+    from ablate.storage import storage_url_for
+
+    if target.endswith((".yaml", ".yml")):
+        from ablate.config import load_study
+
+        study = load_study(target, check=False)
+        return storage or study.storage, study.name
+    if "://" not in target and not Path(target).exists():
+        raise ConfigError(f"{target}: no such study file or database")
+    return storage or storage_url_for(target), None
+
+
+def main() -> None:
+    """Console-script entry: one line and exit 2 for bad input, tracebacks only for bugs."""
+    try:
+        app()
+    except AblateError as err:
+        if os.environ.get("ABLATE_DEBUG"):
+            raise
+        typer.echo(f"error: {err}", err=True)
+        sys.exit(2)
+

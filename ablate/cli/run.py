@@ -1,0 +1,151 @@
+"""`ablate run`: run or resume a study, or (``--dry-run``) build and measure every candidate."""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from ablate.cli.common import app
+from ablate.errors import AblateError
+
+
+class Scale(str, Enum):
+    proxy = "proxy"
+    paper = "paper"
+
+
+class Device(str, Enum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+@app.command()
+def run(
+    study_file: Path = typer.Argument(..., help="Study YAML file."),
+    trials: Optional[int] = typer.Option(None, "--trials", min=0, help="Total number of configurations the study "
+                                                                       "should have (overrides `trials:`); each is "
+                                                                       "trained `repeats` times."),
+    repeats: Optional[int] = typer.Option(None, "--repeats", min=1, max=1000,
+                                          help="Seeds per configuration (overrides `repeats:`); raising it later "
+                                               "trains only the new seeds."),
+    storage: Optional[str] = typer.Option(None, "--storage", help="SQLAlchemy URL overriding the study's storage."),
+    address: Optional[str] = typer.Option(None, "--address", help="Address of an existing Ray cluster "
+                                                                  "(default: start a local one on 127.0.0.1)."),
+    device: Device = typer.Option(Device.auto, "--device", help="Where trials train."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Build every candidate and print its costs; "
+                                                          "no training, nothing written."),
+    scale: Scale = typer.Option(Scale.proxy, "--scale", help="proxy: train the study's `proxy:` overrides "
+                                                             "(laptop scale); paper: the papers' models."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or per-trial lines."),
+) -> None:
+    """Run (or resume) a study: every trial builds, measures and trains one candidate."""
+    from ablate.config import load_study
+
+    study = load_study(study_file, scale=scale.value)
+    if repeats is not None:
+        import dataclasses
+
+        study = dataclasses.replace(study, repeats=repeats)
+    if dry_run:
+        _dry_run(study, trials)
+        _dry_run_power(study, storage)
+        return
+    from ablate.run import run_study
+
+    try:
+        summary = run_study(study, storage=storage, trials=trials, address=address, device=device.value,
+                            progress=not quiet)
+    except KeyboardInterrupt:
+        typer.echo("interrupted: finished trials are kept, running ones are recorded as FAIL (interrupted); "
+                   "run the same command again to resume", err=True)
+        raise typer.Exit(130) from None
+    if summary.message:
+        typer.echo(summary.message)
+    states = ", ".join(f"{k} {v}" for k, v in sorted(summary.states.items()))
+    typer.echo(f"{study.name}: {len(summary.new_trials)} new trial(s) in {summary.wall_s:.1f}s; "
+               f"the study now has {states or 'no trials'}")
+    from ablate.storage import display_url
+
+    typer.echo(f"storage: {display_url(summary.storage)}")
+    if not quiet and summary.states.get("COMPLETE"):  # the result, per configuration, as `ablate show` gives it
+        from ablate.cli.show import print_configs
+        from ablate.results import load_results
+
+        print_configs(load_results(summary.storage, study.name))
+    typer.echo(f"next: ablate show {study_file}" + (f" --storage '{display_url(storage)}'" if storage else ""))
+
+
+def _dry_run(study, trials: Optional[int]) -> None:
+    """Build and measure every candidate (and its paper-scale model) without training."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from ablate.run.trial import study_costs
+
+    if study.is_grid:
+        cells = study.cells()
+    else:
+        import optuna
+
+        from ablate.space import suggest
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        sampler = optuna.samplers.RandomSampler(seed=study.sampler.seed)
+        scratch = optuna.create_study(sampler=sampler)
+        cells = [suggest(scratch.ask(), study.free_space, study.fixed) for _ in range(trials or study.trials)]
+    columns = ["params_m", "gflops"]
+    if study.paper_resolution:
+        columns += ["params_m_paper", "gflops_paper"]
+    if study.task == "detect":
+        columns.append("gflops_ultralytics")
+    where = f"{study.scale} scale, trained at {study.data.image_size} px" + (
+        f", paper-scale costs at {study.paper_resolution} px" if study.paper_resolution else "")
+    table = Table(title=f"{study.name}: {len(cells)} candidate(s), not trained ({where})")
+    for col in ("#", "params", *columns):
+        table.add_column(col)
+    console = Console()
+    for i, cell in enumerate(cells):
+        try:
+            costs = study_costs(study, cell)
+            row = [f"{costs[c]:.4f}" if c == "gflops" else f"{costs[c]:.3f}" for c in columns]
+        except AblateError as err:
+            row = [f"infeasible: {err}"] + [""] * (len(columns) - 1)
+        table.add_row(str(i), ", ".join(f"{k}={v}" for k, v in cell.items()), *row)
+    console.print(table)
+
+
+def _dry_run_power(study, storage: Optional[str]) -> None:
+    """How many seeds would resolve the paper's differences, at the noise the database measured."""
+    from ablate.config import TRAINING_METRICS
+    from ablate.results import load_results, reference_repeats
+    from ablate.storage import display_url
+
+    if not study.is_grid or not (study.reference or {}).get("rows"):
+        return
+    url = storage or study.storage
+    metrics = [o.name for o in study.objectives if o.name in TRAINING_METRICS]
+    try:
+        noise = load_results(url, study.name).noise
+    except AblateError:
+        noise = {}
+    sigma = {m: noise[m]["pooled_std"] for m in metrics if noise.get(m, {}).get("pooled_std") is not None}
+    if not sigma:
+        typer.echo(f"repeats needed: no seed noise measured yet in {display_url(url)} (it needs a configuration "
+                   f"with 2 or more COMPLETE runs); run with --repeats 2 or more first")
+        return
+    rows = reference_repeats(study.reference, study.baseline_cell(), sigma)
+    if not rows:
+        typer.echo("repeats needed: the reference rows print no difference to the baseline row")
+        return
+    typer.echo(f"repeats needed to resolve the paper's differences to the baseline row (two-sided t-test, "
+               f"alpha 0.05, power 0.8), at the seed noise measured in {display_url(url)} "
+               f"({study.scale} scale):")
+    for r in rows:
+        shown = ", ".join(f"{k}={v}" for k, v in r["row"].items())
+        need = f"{r['repeats']} seeds per row" if r["repeats"] else "not detectable"
+        typer.echo(f"  {shown}: {r['objective']} {r['diff']:+.2f} (paper) vs seed std {r['sigma']:.3g} -> {need}")
+
