@@ -61,7 +61,6 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import math
 import typing
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
