@@ -24,7 +24,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
-ABLATE = [sys.executable, "-m", "ablate.cli"]
+ABLATE = [sys.executable, "-m", "ablate"]
 LIMIT_S = 600.0
 
 
@@ -50,7 +50,7 @@ def splice(readme: str, stem: str, new_block: str) -> str:
 
 def _remove_database(path: Path) -> None:
     """Start from an empty SQLite database, so the table shows this run only."""
-    from ablate.config import load_study
+    from ablate.study import load_study
 
     url = load_study(path, check=False).storage
     if url.startswith("sqlite:///"):

@@ -239,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from optuna.exceptions import ExperimentalWarning
 
-    from ablate.config import study_from_dict
+    from ablate.study import study_from_dict
 
     warnings.filterwarnings("ignore", category=ExperimentalWarning)
 

@@ -35,7 +35,7 @@ def resolve_targets(targets: list[str]) -> list[str | Path]:
         if path.is_dir():
             out.append(path.resolve())
         elif path.suffix in (".yaml", ".yml"):
-            from ablate.config import load_study
+            from ablate.study import load_study
 
             if not path.is_file():
                 raise ConfigError(f"{target}: no such study file")

@@ -32,7 +32,7 @@ from optuna.trial import TrialState, create_trial
 from scipy import stats as sps
 
 from ablate.results import stats
-from ablate.config import study_from_dict
+from ablate.study import study_from_dict
 from ablate.results.report import ablation_table, config_rows, configs_csv, noise_text, render_report
 from ablate.results import (StudyResults, aggregate, config_keys, front_and_indistinguishable, load_results,
                             significantly_dominated)
@@ -365,7 +365,7 @@ def test_dry_run_prints_the_repeats_the_measured_noise_needs(tmp_path, capsys):
     from optuna.distributions import CategoricalDistribution
     from optuna.trial import TrialState, create_trial
 
-    from ablate.config import load_study, study_to_dict
+    from ablate.study import load_study, study_to_dict
     from cli_helpers import run_cli
 
     path = Path(__file__).parents[1] / "studies" / "flatten_focusing.yaml"

@@ -19,12 +19,12 @@ import pytest
 from optuna.trial import TrialState
 
 from ablate.attention import get_attention, list_attention
-from ablate.config import Study, arch_api, load_study, study_from_dict, study_to_dict, validate_study
+from ablate.study import Study, arch_api, load_study, study_from_dict, study_to_dict, validate_study
 from ablate.errors import AblateError
 from ablate.models import ARCH_DEFAULTS
 from ablate.results import load_results
 from ablate.run import ray_session, run_study
-from ablate.space import Param, active_params, same_value, suggest
+from ablate.study.space import Param, active_params, same_value, suggest
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 

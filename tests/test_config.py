@@ -17,8 +17,8 @@ from pathlib import Path
 import optuna
 import pytest
 
-from ablate import config
-from ablate.config import (
+from ablate.study import feasibility
+from ablate.study import (
     Objective,
     load_space,
     load_study,
@@ -29,7 +29,7 @@ from ablate.config import (
     validate_study,
 )
 from ablate.errors import ConfigError, Infeasible
-from ablate.space import suggest
+from ablate.study.space import suggest
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(__file__).resolve().parent / "data"
@@ -65,7 +65,7 @@ def _fake_check(arch: Mapping) -> None:
 
 @pytest.fixture()
 def fake_models(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(config, "arch_api", lambda task="classify": (_fake_resolve, _fake_check))
+    monkeypatch.setattr(feasibility, "arch_api", lambda task="classify": (_fake_resolve, _fake_check))
 
 
 @pytest.fixture()
@@ -435,7 +435,7 @@ def test_validate_study_in_code(fake_models: None, in_tmp: Path) -> None:
 
 
 def test_import_is_light() -> None:
-    code = "import sys, ablate.config; print(sorted(m for m in ('torch', 'optuna', 'ray') if m in sys.modules))"
+    code = "import sys, ablate.study; print(sorted(m for m in ('torch', 'optuna', 'ray') if m in sys.modules))"
     out = os.popen(f"{os.sys.executable} -c {code!r}").read().strip()
     assert out == "[]"
 
@@ -483,7 +483,7 @@ def test_real_models_errors(real_models: None, in_tmp: Path, old: str, new: str,
 
 
 def test_study_decodes_stored_params_of_grid_and_space():
-    from ablate.config import study_from_dict
+    from ablate.study import study_from_dict
 
     study = study_from_dict({
         "name": "decode",

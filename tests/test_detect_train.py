@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from ablate.config import study_from_dict
+from ablate.study import study_from_dict
 from ablate.data import generate_synth_det
 from ablate.models.yolo import build_yolo
 from ablate.train.detect import DetectConfig, train_detector

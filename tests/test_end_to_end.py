@@ -18,7 +18,6 @@ from pathlib import Path
 
 import optuna
 import psutil
-import pytest
 
 ABLATE = str(Path(sys.executable).with_name("ablate"))
 

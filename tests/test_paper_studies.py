@@ -13,15 +13,14 @@ Tables 6-7 print 29M on every row, Swin-T's 28.3M included).
 
 from __future__ import annotations
 
-import math
 import re
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from ablate.config import LABEL, load_study
-from ablate.space import thaw
+from ablate.study import LABEL, load_study
+from ablate.study.space import thaw
 from ablate.run.trial import measure_costs, paper_arch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -137,7 +136,7 @@ def test_readme_demo_table_is_what_the_command_prints(tmp_path: Path) -> None:
     tables = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(tables)
     storage = f"sqlite:///{tmp_path / 'demo.db'}"
-    cli = [sys.executable, "-m", "ablate.cli"]
+    cli = [sys.executable, "-m", "ablate"]
     subprocess.run([*cli, "run", "studies/window_size.yaml", "--storage", storage, "-q"], cwd=ROOT, check=True,
                    capture_output=True)
     report = subprocess.run([*cli, "report", "studies/window_size.yaml", "--storage", storage], cwd=ROOT,

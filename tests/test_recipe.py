@@ -404,7 +404,7 @@ def _write_pngs(root: Path, classes: int = 3, per_class: int = 12, size: int = 4
 
 
 def test_one_deit_epoch_on_a_generated_imagefolder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from ablate.config import study_from_dict
+    from ablate.study import study_from_dict
     from ablate.run.trial import run_trial
 
     monkeypatch.chdir(tmp_path)

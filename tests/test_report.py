@@ -26,7 +26,7 @@ from scipy import stats as scipy_stats
 from optuna.trial import TrialState, create_trial
 
 from ablate.results import figures
-from ablate.config import study_from_dict
+from ablate.study import study_from_dict
 from ablate.errors import StorageError
 from ablate.testing.fake_study import fake_spec, write_fake_study
 from ablate.results.report import REPORT_FORMATS, ablation_table, render_report, to_csv, to_latex, to_markdown

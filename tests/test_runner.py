@@ -13,7 +13,8 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from ablate.config import _SAMPLERS, study_from_dict
+from ablate.study import study_from_dict
+from ablate.study.schema import _SAMPLERS
 from ablate.results import load_results
 from ablate.run import INTERRUPTED, open_optuna_study, ray_session, run_study
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from ablate.config import load_study, study_from_dict, study_to_dict
+from ablate.study import load_study, study_from_dict, study_to_dict
 from ablate.errors import ConfigError
 from ablate.measure import profile
 from ablate.models import build
@@ -159,7 +159,7 @@ def test_report_puts_paper_numbers_beside_ours(study_file: Path) -> None:
     from ablate.results import load_results
     from ablate.run import open_optuna_study
     from ablate.run.searcher import _record_grid_value
-    from ablate.space import SearchSpace, encode_params
+    from ablate.study.space import SearchSpace, encode_params
 
     study = load_study(study_file)
     ostudy = open_optuna_study(study)

@@ -10,7 +10,7 @@ import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
 from ablate.errors import ConfigError
-from ablate.space import (
+from ablate.study.space import (
     FrozenDict,
     Param,
     SearchSpace,

@@ -56,7 +56,7 @@ def resolve_target(target: str, storage: Optional[str]) -> tuple[str, Optional[s
     from ablate.storage import storage_url_for
 
     if target.endswith((".yaml", ".yml")):
-        from ablate.config import load_study
+        from ablate.study import load_study
 
         study = load_study(target, check=False)
         return storage or study.storage, study.name

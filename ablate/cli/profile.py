@@ -67,7 +67,7 @@ def _profile_rows(target: str, resolution: Optional[int]) -> list[dict]:
     from ablate.models import build
 
     if target.endswith((".yaml", ".yml")):
-        from ablate.config import load_study
+        from ablate.study import load_study
         from ablate.run.trial import candidate_arch
 
         study = load_study(target)

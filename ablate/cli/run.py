@@ -43,7 +43,7 @@ def run(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or per-trial lines."),
 ) -> None:
     """Run (or resume) a study: every trial builds, measures and trains one candidate."""
-    from ablate.config import load_study
+    from ablate.study import load_study
 
     study = load_study(study_file, scale=scale.value)
     if repeats is not None:
@@ -91,7 +91,7 @@ def _dry_run(study, trials: Optional[int]) -> None:
     else:
         import optuna
 
-        from ablate.space import suggest
+        from ablate.study.space import suggest
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         sampler = optuna.samplers.RandomSampler(seed=study.sampler.seed)
@@ -120,7 +120,7 @@ def _dry_run(study, trials: Optional[int]) -> None:
 
 def _dry_run_power(study, storage: Optional[str]) -> None:
     """How many seeds would resolve the paper's differences, at the noise the database measured."""
-    from ablate.config import TRAINING_METRICS
+    from ablate.study import TRAINING_METRICS
     from ablate.results import load_results, reference_repeats
     from ablate.storage import display_url
 

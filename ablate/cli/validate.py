@@ -13,7 +13,7 @@ from ablate.errors import AblateError
 @app.command()
 def validate(study_files: list[Path] = typer.Argument(..., help="Study YAML files.")) -> None:
     """Check study files (and the spaces they use) without running anything."""
-    from ablate.config import load_study
+    from ablate.study import load_study
 
     failed = 0
     for path in study_files:

@@ -64,7 +64,7 @@ class Aggregates:
 
 
 def _params_text(params: Any) -> str:
-    from ablate.space import thaw
+    from ablate.study.space import thaw
 
     return json.dumps(thaw(params) if isinstance(params, Mapping) else {}, sort_keys=True, separators=(",", ":"),
                       default=str)
@@ -184,7 +184,7 @@ def aggregate(trials: pd.DataFrame, objectives: Sequence[Mapping[str, str]],
       with n >= 2, the study's n (the most common n, the smaller on a tie) and the
       minimum detectable difference at that n (power 0.8).
     """
-    from ablate.space import freeze, same_value
+    from ablate.study.space import freeze, same_value
 
     names = [o["name"] for o in objectives]
     directions = [o["direction"] for o in objectives]
@@ -264,14 +264,14 @@ def reference_repeats(reference: Mapping[str, Any] | None, baseline: Mapping[str
 
     Args:
         reference: The study's ``reference:`` mapping (``rows``), or None.
-        baseline: The baseline grid cell (:meth:`ablate.config.Study.baseline_cell`).
+        baseline: The baseline grid cell (:meth:`ablate.study.Study.baseline_cell`).
         sigma: Seed standard deviation per objective, e.g. the pooled one of a database.
 
     Returns:
         One dict per (row, objective): ``row`` (its grid keys), ``objective``, ``diff``,
         ``sigma`` and ``repeats`` (None: not detectable within 100,000 seeds or no difference).
     """
-    from ablate.space import freeze, same_value
+    from ablate.study.space import freeze, same_value
 
     rows = [r for r in ((reference or {}).get("rows") or ()) if isinstance(r, Mapping)]
     if not baseline or not rows:

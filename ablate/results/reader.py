@@ -242,7 +242,7 @@ def trial_metric(values: Mapping[str, Any] | None, attrs: Mapping[str, Any], key
 
 def _decoder(spec: dict[str, Any] | None):
     """Decode list-valued params (stored as JSON strings) with the study's own spec."""
-    from ablate.config import study_from_dict
+    from ablate.study import study_from_dict
 
     if spec is None:
         return dict

@@ -8,7 +8,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 
-from ablate.config import Study
+from ablate.study import Study
 from ablate.run.optuna_study import close_interrupted, finished_runs, open_optuna_study, state_counts
 from ablate.run.progress import Progress
 from ablate.run.ray_tune import concurrency, fit, interruptible, ray_session

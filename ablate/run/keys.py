@@ -10,8 +10,8 @@ from typing import Any
 
 import optuna
 
-from ablate.config import Study
-from ablate.space import cell_key
+from ablate.study import Study
+from ablate.study.space import cell_key
 
 __all__ = ["config_key", "key_of", "trial_config_key", "trial_repeat", "train_identity"]
 
@@ -59,7 +59,7 @@ def train_identity(train: Mapping[str, Any] | None) -> dict[str, Any] | None:
 
 def _canonical(candidate: Mapping[str, Any]) -> Mapping[str, Any]:
     """The builder's resolved form of a candidate; the candidate itself if it does not resolve."""
-    from ablate.config import arch_api
+    from ablate.study import arch_api
     from ablate.errors import AblateError
 
     resolve, _ = arch_api("detect" if "base" in candidate else "classify")

@@ -13,7 +13,7 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from ablate.config import Study, study_to_dict
+from ablate.study import Study, study_to_dict
 from ablate.errors import ConfigError
 from ablate.run.keys import train_identity, trial_config_key, trial_repeat
 from ablate.storage import open_storage
@@ -67,7 +67,7 @@ def _frozen(spec: Mapping[str, Any], key: str) -> Any:
     if key == "scale":
         return spec.get("scale", "proxy")
     if key == "train" and spec.get("train") is not None:
-        from ablate.config import TrainSpec
+        from ablate.study import TrainSpec
 
         train = spec["train"]
         if "recipe" not in train:

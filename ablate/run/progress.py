@@ -8,7 +8,7 @@ from contextlib import contextmanager
 import optuna
 from optuna.trial import TrialState
 
-from ablate.config import Study
+from ablate.study import Study
 
 __all__ = ["Progress"]
 

@@ -14,7 +14,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
-from ablate.config import Study, study_from_dict
+from ablate.study import Study, study_from_dict
 from ablate.run.searcher import StudySearcher
 from ablate.run.trial import TrialFn
 

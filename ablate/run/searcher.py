@@ -17,12 +17,12 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from ablate.config import Study, study_to_dict
+from ablate.study import Study, study_to_dict
 from ablate.errors import ConfigError
 from ablate.run.keys import config_key, key_of, trial_config_key
 from ablate.run.optuna_study import INTERRUPTED, counts_toward_budget, finished_runs
 from ablate.run.trial import candidate_arch, finite
-from ablate.space import Param, SearchSpace, encode_params, encode_value, suggest
+from ablate.study.space import Param, SearchSpace, encode_params, encode_value, suggest
 
 __all__ = ["StudySearcher", "MAX_SKIPS"]
 
@@ -153,7 +153,7 @@ class StudySearcher:
         return None
 
     def _next_sample(self) -> tuple[optuna.Trial, dict, int] | None:
-        from ablate.config import arch_api
+        from ablate.study import arch_api
         from ablate.errors import AblateError
 
         if self.new_configs <= 0 or self.study.is_grid:

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from ablate.config import Study
+from ablate.study import Study
 
 __all__ = ["TrialFn", "candidate_arch", "paper_arch", "finite", "run_trial", "measure_costs", "study_costs"]
 

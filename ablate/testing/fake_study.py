@@ -30,7 +30,7 @@ SEED_NOISE = 0.6
 
 def fake_spec(name: str, storage: str, n_trials: int = 2000, repeats: int = 3) -> dict[str, Any]:
     """The resolved spec of a random-search study over four attention families, ``repeats`` seeds each."""
-    from ablate.config import study_from_dict, study_to_dict
+    from ablate.study import study_from_dict, study_to_dict
 
     raw = {
         "name": name,
@@ -67,8 +67,8 @@ def write_fake_study(url: str, n_trials: int = 2000, *, seed: int = 0, name: str
     import optuna
     from optuna.trial import TrialState, create_trial
 
-    from ablate.config import study_from_dict
-    from ablate.space import cell_key, suggest
+    from ablate.study import study_from_dict
+    from ablate.study.space import cell_key, suggest
     from ablate.storage import open_storage
 
     spec = fake_spec(name, url, n_trials, repeats)

@@ -1,7 +1,7 @@
 """Search spaces as typed values, and the pure functions that turn them into Optuna terms.
 
 A :class:`SearchSpace` is what a search-space YAML file (or a study's inline ``space:``)
-becomes after :func:`ablate.config.load_space` has validated it: fixed values shared by
+becomes after :func:`ablate.study.load_space` has validated it: fixed values shared by
 every candidate plus an ordered tuple of :class:`Param`. Everything here is a pure
 function of its arguments (no I/O, no globals), so the conversion to Optuna's
 distributions is tested from a table (STYLE §8) and the runner is the only place that
@@ -16,7 +16,7 @@ Conventions, all Optuna's:
   (``depths: [1, 1, 2, 1]``) is stored as a tuple here and handed to Optuna as a JSON
   string (``"[1, 1, 2, 1]"``). :func:`suggest` and :func:`decode_params` turn it back.
 
-``optuna`` is imported inside the functions that need it, so ``import ablate.config``
+``optuna`` is imported inside the functions that need it, so ``import ablate.study``
 stays fast for ``ablate --help``.
 """
 
