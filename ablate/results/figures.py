@@ -17,17 +17,15 @@ import pandas as pd
 from ablate.results import stats
 from ablate.results.aggregate import front_and_indistinguishable
 from ablate.results.pareto import hypervolume_history, nondominated
+from ablate.metrics import COSTS, metric
 from ablate.results.reader import StudyResults, trial_metric
 
 __all__ = ["axes_of", "family_of", "pareto_points", "config_points", "pareto_figure", "curve_figure",
            "parallel_figure", "hypervolume_figure", "importance_figure", "COST_KEYS", "label_of"]
 
 #: Trial attributes that are costs (lower is better) and can go on the Pareto plot's x axis.
-COST_KEYS = ("gflops", "gflops_paper", "gflops_ultralytics", "params_m", "params_m_paper", "latency_ms")
+COST_KEYS = COSTS
 
-_LABELS = {"top1": "top-1 accuracy (%)", "map50_95": "mAP50-95", "map50": "mAP50", "gflops": "GFLOPs",
-           "gflops_paper": "GFLOPs at paper resolution", "params_m_paper": "Params (M), paper scale", "gflops_ultralytics": "GFLOPs (ultralytics, 2 per MAC)",
-           "params_m": "params (M)", "latency_ms": "latency (ms)", "train_loss": "train loss"}
 #: Above this many markers the Pareto plot draws with WebGL instead of SVG.
 WEBGL_ABOVE = 5000
 #: Parallel coordinates show at most this many trials (the best by the chosen objective).
@@ -37,7 +35,8 @@ _STATE_SYMBOL = {"COMPLETE": "circle", "PRUNED": "triangle-down", "FAIL": "x", "
 
 def label_of(key: str) -> str:
     """A readable axis label for a metric or cost key."""
-    return _LABELS.get(key, key)
+    found = metric(key)
+    return found.label if found is not None else key
 
 
 def axes_of(results: StudyResults) -> tuple[str, str]:

@@ -27,6 +27,7 @@ from typing import Any
 
 import pandas as pd
 
+from ablate.metrics import METRICS
 from ablate.results import stats
 from ablate.results.reader import StudyResults, trial_metric
 
@@ -37,11 +38,12 @@ __all__ = ["AblationTable", "ablation_table", "render_report", "REPORT_FORMATS",
 REPORT_FORMATS = ("md", "latex", "csv", "html", "png")
 
 _STATE_ORDER = {"COMPLETE": 0, "PRUNED": 1, "RUNNING": 2, "FAIL": 3}
+#: The cost columns of a report, in the order a paper prints them (names from ablate.metrics).
 _COSTS = ("params_m", "gflops", "params_m_paper", "gflops_paper", "gflops_ultralytics")
 #: Which of our columns a paper's number sits beside (the paper-scale one where we have it).
 _OURS_FOR_PAPER = {"params_m": ("params_m_paper", "params_m"), "gflops": ("gflops_paper", "gflops"),
                    "gflops_paper": ("gflops_paper",), "gflops_ultralytics": ("gflops_ultralytics",)}
-_METRICS = ("top1", "map50_95", "map50")
+_METRICS = tuple(m.name for m in METRICS.values() if m.kind == "training")  # top1, map50_95, map50
 #: Suffixes of the detail columns a value column with seed statistics gets (CSV only).
 _DETAILS = (".std", ".ci95_lo", ".ci95_hi")
 #: What the front column shows for a configuration indistinguishable from the front.

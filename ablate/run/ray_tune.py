@@ -14,6 +14,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
+from ablate.metrics import TRAINING_METRICS
 from ablate.study import Study, study_from_dict
 from ablate.run.searcher import StudySearcher
 from ablate.run.trial import TrialFn
@@ -114,7 +115,7 @@ def _trainable(config: dict, trial_fn: TrialFn, device: str, threads: int) -> No
         trial_fn(study, config["params"], report, device=resolved, repeat=int(config.get("repeat", 0)))
     except Exception as err:  # recorded as FAIL with its message; the study goes on
         message = f"{type(err).__name__}: {err}".strip()
-        keep = {k: v for k, v in last.items() if k not in ("top1", "map50_95")}
+        keep = {k: v for k, v in last.items() if k not in TRAINING_METRICS}  # a failed trial has no score
         tune.report({**keep, "error": message, "wall_s": time.perf_counter() - start})
 
 

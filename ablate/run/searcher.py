@@ -19,6 +19,7 @@ from optuna.trial import TrialState
 
 from ablate.study import Study, study_to_dict
 from ablate.errors import ConfigError
+from ablate.metrics import COSTS, CURVE_KEYS
 from ablate.run.keys import config_key, key_of, trial_config_key
 from ablate.run.optuna_study import INTERRUPTED, counts_toward_budget, finished_runs
 from ablate.run.trial import candidate_arch, finite
@@ -197,8 +198,7 @@ class StudySearcher:
         curve = self.curves[trial_id]
         if curve and curve[-1]["epoch"] == result["epoch"]:
             return  # Ray repeats the last result when a trial ends
-        curve.append({k: result[k] for k in ("epoch", "train_loss", "top1", "map50_95", "map50", "lr", "epoch_s")
-                      if k in result})
+        curve.append({k: result[k] for k in CURVE_KEYS if k in result})
         otrial.set_user_attr("curve", curve)
         otrial.set_user_attr("epochs_done", int(result["epoch"]))
 
@@ -211,8 +211,7 @@ class StudySearcher:
         self.on_trial_result(trial_id, result)  # the result that made a scheduler stop the trial
         otrial = self.live.pop(trial_id)
         otrial.set_user_attr("curve", self.curves.get(trial_id, []))
-        for key in ("params_m", "gflops", "params_m_paper", "gflops_paper", "gflops_ultralytics", "latency_ms",
-                    "wall_s"):
+        for key in (*COSTS, "wall_s"):
             if key in result:
                 otrial.set_user_attr(key, result[key])
         epochs_done = int(result.get("epochs_done", len(self.curves.get(trial_id, []))))

@@ -8,7 +8,7 @@ import re
 from collections.abc import Mapping
 from typing import Any, Literal
 
-
+from ablate.metrics import OBJECTIVES, TASK_METRIC, TRAINING_METRICS
 from ablate.study.space import (
     FrozenDict,
     Param,
@@ -20,27 +20,13 @@ from ablate.study.space import (
     thaw,
 )
 
-__all__ = ["Objective", "DataSpec", "TrainSpec", "SamplerSpec", "SchedulerSpec", "Resources", "ProxySpec", "Study", "OBJECTIVES", "TRAINING_METRICS", "TRAIN_KEYS", "RECIPE_NAMES", "LABEL", "SCALES"]
+__all__ = ["Objective", "DataSpec", "TrainSpec", "SamplerSpec", "SchedulerSpec", "Resources", "ProxySpec", "Study",
+           "OBJECTIVES", "TRAINING_METRICS", "TRAIN_KEYS", "RECIPE_NAMES", "LABEL", "SCALES"]
 
 
-#: Objective name → default direction. ``gflops`` is counted at the training resolution,
-#: ``gflops_paper`` at the study's ``paper_resolution`` (multiply-adds, 1e9).
-OBJECTIVES: Mapping[str, str] = FrozenDict({
-    "top1": "maximize",
-    "map50_95": "maximize",
-    "gflops": "minimize",
-    "gflops_paper": "minimize",
-    "params_m": "minimize",
-    "latency_ms": "minimize",
-})
-
-
-#: Objectives measured by training (the others are measured on the built model).
-TRAINING_METRICS: tuple[str, ...] = ("top1", "map50_95")
-
-
-#: The metric each task trains for; an objective of the other task is rejected.
-_TASK_METRIC = {"classify": "top1", "detect": "map50_95"}
+#: Each task's metric (an objective of the other task is rejected); the objective names,
+#: their directions and the training metrics come from :mod:`ablate.metrics`.
+_TASK_METRIC = TASK_METRIC
 
 
 #: Training settings that a study may also fix, grid or search (``lr: {float: ...}``);
