@@ -40,7 +40,7 @@ from __future__ import annotations
 import math
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
@@ -48,7 +48,7 @@ from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
-__all__ = ["count_flops", "count_params", "measure_latency", "profile", "flop_breakdown"]
+__all__ = ["count_flops", "count_params", "measure_latency", "profile", "flop_breakdown", "ultralytics_gflops", "profile_yolo"]
 
 aten = torch.ops.aten
 
@@ -229,3 +229,79 @@ def measure_latency(model: nn.Module, resolution: int, device: str | torch.devic
     finally:
         model.to(home).train(was_training)
     return statistics.median(times)
+
+
+# --------------------------------------------------------------------------- YOLO: ultralytics' figure
+
+
+def _norm_ops(model: nn.Module, x: torch.Tensor) -> tuple[int, int]:
+    """``(multiply-adds, thop's normalisation count)`` of one forward pass at ``x``."""
+    total = [0]
+
+    def hook(module: nn.Module, inputs: tuple[Any, ...], output: Any) -> None:
+        ops = 2 * inputs[0].numel()  # thop: (x - mean) / std
+        if getattr(module, "affine", False) or getattr(module, "elementwise_affine", False):
+            ops *= 2  # thop: * weight + bias
+        total[0] += ops
+
+    norms = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm)
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, norms)]
+    try:
+        macs = count_flops(model, x)
+    finally:
+        for h in handles:
+            h.remove()
+    return macs, total[0]
+
+def _input(model: nn.Module, size: int) -> torch.Tensor:
+    p = next(model.parameters())
+    return torch.zeros(1, 3, size, size, device=p.device, dtype=p.dtype)  # 1, 3, S, S
+
+def ultralytics_gflops(model: nn.Module, imgsz: int = 640) -> float:
+    """GFLOPs as ultralytics prints them (``YOLO("yolov8n.yaml").info()``: 8.9 for yolov8n).
+
+    Ultralytics counts with thop on the model as built (BatchNorm not fused) and doubles
+    thop's count. thop counts a multiply-add as one and each BatchNorm / LayerNorm /
+    GroupNorm element as 2 (normalise), 4 with an affine — operations ablate's counter,
+    following fvcore and the papers, does not count, and which vanish when ultralytics
+    fuses BN into the convolutions for inference (``model.fuse()`` prints 8.7 for
+    yolov8n, exactly 2 x ablate's multiply-adds). So the printed figure is::
+
+        2 * (multiply-adds + thop's normalisation count) / 1e9
+
+    computed here with :func:`ablate.measure.count_flops` (the project's one counter)
+    and a hook per norm layer. For the stock models this equals
+    ``ultralytics.utils.torch_utils.get_flops`` exactly; with attention it is higher,
+    because thop counts a three-operand einsum (linear attention's ``q (k^T v)``
+    normaliser) as zero and ours counts every attention FLOP.
+
+    Args:
+        model: a ``DetectionModel`` (or any module taking ``(1, 3, S, S)`` images).
+        imgsz: square image side (ultralytics reports 640).
+    """
+    macs, norms = _norm_ops(model, _input(model, imgsz))
+    return 2 * (macs + norms) / 1e9
+
+def profile_yolo(arch: Mapping[str, Any], resolution: int | None = None) -> dict[str, float]:
+    """Params, multiply-adds at ``resolution`` and ultralytics' GFLOPs at 640 of a YOLO arch.
+
+    The model is built for ``img_size = resolution`` (the blocks' ``input_resolution``
+    follows, as :func:`ablate.models.build` does for the ViT).
+
+    Args:
+        arch: a YOLO arch dict.
+        resolution: image side (default: the arch's ``img_size``; presets: 640).
+
+    Returns:
+        ``{"params_m", "gflops" (multiply-adds / 1e9 at resolution), "gflops_ultralytics"
+        (:func:`ultralytics_gflops` at 640)}``.
+    """
+    from ablate.models.yolo import build_yolo, resolve_yolo_arch
+
+    r = resolve_yolo_arch(arch)
+    size = int(resolution or r["img_size"])
+    model = build_yolo({**r, "img_size": size})
+    macs_640, norms = _norm_ops(model, _input(model, 640))
+    macs = macs_640 if size == 640 else count_flops(model, _input(model, size))
+    return {"params_m": count_params(model) / 1e6, "gflops": macs / 1e9,
+            "gflops_ultralytics": 2 * (macs_640 + norms) / 1e9}

@@ -20,7 +20,7 @@ import yaml
 
 from ablate.attention import list_attention
 from ablate.errors import ConfigError, Infeasible
-from ablate.measure import count_flops, count_params
+from ablate.measure import count_flops, count_params, ultralytics_gflops
 from ablate.models import yolo
 
 from cli_helpers import run_cli
@@ -156,7 +156,9 @@ def test_sppf_insertion_fixes_every_from_index(base):
     for i, froms in enumerate(old_from):
         moved = froms if i <= s else [x + 1 if x >= s else x for x in froms]  # readers of SPPF read the block
         assert new_from[i if i <= s else i + 1] == moved
-    strides = yolo._strides(new)
+    from ablate.models.yolo.arch import _strides
+
+    strides = _strides(new)
     assert [strides[i] for i in new[-1][0]] == [8, 16, 32]  # Detect still takes P3/P4/P5
     assert [new[i][2] for i in new[-1][0]] == [old[i][2] for i in old[-1][0]]
 
@@ -272,7 +274,7 @@ def test_import_ablate_changes_no_environment_settings_or_import_hooks():
 @pytest.fixture(scope="module")
 def v8n_640():
     model = yolo.create_yolo_preset("yolov8n")
-    return model, yolo.ultralytics_gflops(model)
+    return model, ultralytics_gflops(model)
 
 
 def test_stock_yolov8n_figures_equal_ultralytics(v8n_640):
@@ -293,7 +295,7 @@ def test_yolov8n_fla_shows_the_seeds_increase(v8n_640):
 
     _, stock = v8n_640
     model = yolo.create_yolo_preset("yolov8n_fla")
-    ours = yolo.ultralytics_gflops(model)
+    ours = ultralytics_gflops(model)
     assert stock < ours and round(ours, 1) == 9.1  # the seed: 8.9 -> 9.1
     assert ours >= get_flops(model, 640)  # thop misses the three-operand einsum
     assert count_params(model) - 3_157_200 == 264_256 + 512  # the seed's FLA(256, 8 heads) + one LayerNorm
@@ -353,3 +355,20 @@ def test_cli_export(tmp_path, capsys):
     _fake_study(cls_db, {"name": "cls", "task": "classify"}, [{"arch": {"attention": "focal", "img_size": 32}}])
     code, _, err = run_cli(capsys, "export", str(cls_db), "--trial", "0", "-o", str(tmp_path / "c.yaml"))
     assert code == 2 and "'classify' study" in err and not (tmp_path / "c.yaml").exists()
+
+
+def test_layers_equal_their_stock_module_only_while_parse_model_runs():
+    from ultralytics.nn import tasks
+    from ultralytics.nn.modules.block import C2f
+
+    from ablate.models.yolo.blocks import _PARSING
+
+    layer = getattr(yolo, "C2f_flatten")
+    assert layer != C2f and C2f != layer and layer in {layer} and hash(layer) == hash(C2f)
+    token = _PARSING.set(True)
+    try:
+        assert layer == C2f and layer in frozenset({C2f})
+    finally:
+        _PARSING.reset(token)
+    assert getattr(tasks.parse_model, "_ablate_marks_parsing", False)  # the marker is set by a wrapper, not a frame
+    assert not _PARSING.get()

@@ -77,7 +77,7 @@ def _profile_rows(target: str, resolution: Optional[int]) -> list[dict]:
             arch = candidate_arch(study, cell)
             label = study.name + ("[" + ", ".join(f"{k}={v}" for k, v in cell.items()) + "]" if cell else "")
             if "base" in arch:  # a YOLO candidate
-                from ablate.models.yolo import profile_yolo
+                from ablate.measure import profile_yolo
 
                 size = _yolo_size(resolution, int(arch["img_size"]))
                 rows.append({"name": label, "resolution": size, **profile_yolo(arch, size)})
@@ -91,7 +91,8 @@ def _profile_rows(target: str, resolution: Optional[int]) -> list[dict]:
     if target not in vit_presets():
         import difflib
 
-        from ablate.models.yolo import list_yolo_presets, profile_yolo
+        from ablate.measure import profile_yolo
+        from ablate.models.yolo import list_yolo_presets
 
         if target not in list_yolo_presets():
             valid = vit_presets() + list_yolo_presets()

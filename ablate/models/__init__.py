@@ -31,10 +31,8 @@ _YOLO_NAMES = (
     "create_yolo_preset",
     "export_yolo_yaml",
     "list_yolo_presets",
-    "profile_yolo",
     "register_ultralytics",
     "resolve_yolo_arch",
-    "ultralytics_gflops",
     "yolo_model_dict",
     "yolo_preset_arch",
 )

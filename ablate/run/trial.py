@@ -85,7 +85,8 @@ def measure_costs(arch: Mapping[str, Any], *, paper: Mapping[str, Any] | None = 
 
     yolo = "base" in arch
     if yolo:
-        from ablate.models.yolo import build_yolo as build, ultralytics_gflops
+        from ablate.measure import ultralytics_gflops
+        from ablate.models.yolo import build_yolo as build
     else:
         from ablate.models import build
 
