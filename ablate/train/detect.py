@@ -6,8 +6,8 @@ augmentation, the loss, EMA, validation and mAP — is ultralytics' code, so a c
 ``map50_95`` means what it means in ultralytics. Per-epoch metrics leave through the
 ``on_fit_epoch_end`` callback as plain dicts, so this module knows nothing of Ray.
 
-Offline by construction: :func:`ablate.offline.ultralytics_offline` runs before the first
-import of ultralytics, plots are off (fonts), and the AMP check — which downloads
+Offline by construction: ultralytics comes from :mod:`ablate.models.yolo.upstream`, which
+switches its network paths off before importing it, plots are off (fonts), and the AMP check — which downloads
 ``yolo11n.pt`` on CUDA — is skipped: AMP is off unless asked for, and when asked for on
 CUDA the check is replaced by "AMP works" for the duration of the call.
 """
@@ -18,11 +18,10 @@ import contextlib
 import dataclasses
 import math
 import tempfile
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from ablate.offline import ultralytics_offline
 from ablate.train.classify import TrainingDiverged
 
 __all__ = ["DetectConfig", "train_detector"]
@@ -57,19 +56,6 @@ class DetectConfig:
     workers: int = 0
 
 
-@contextlib.contextmanager
-def _amp_check_skipped() -> Iterator[None]:
-    """Ultralytics' AMP check downloads weights to compare outputs: trust AMP instead."""
-    import ultralytics.engine.trainer as engine
-
-    original = engine.check_amp
-    engine.check_amp = lambda *args, **kwargs: True
-    try:
-        yield
-    finally:
-        engine.check_amp = original
-
-
 def _metric(metrics: Mapping[str, Any], *names: str) -> float | None:
     for name in names:
         if name in metrics:
@@ -101,8 +87,9 @@ def train_detector(arch: Mapping[str, Any], data_yaml: str | Path, cfg: DetectCo
     Raises:
         TrainingDiverged: the training loss became NaN or infinite.
     """
-    ultralytics_offline()
-    from ultralytics.models.yolo.detect import DetectionTrainer
+    from ablate.models.yolo.upstream import detection_trainer
+
+    DetectionTrainer = detection_trainer()  # noqa: N806 - a class
 
     if build is None:
         from ablate.models.yolo import build_yolo as build
@@ -141,7 +128,9 @@ def train_detector(arch: Mapping[str, Any], data_yaml: str | Path, cfg: DetectCo
         root = Path(workdir) if workdir is not None else Path(stack.enter_context(tempfile.TemporaryDirectory()))
         amp = bool(cfg.amp and cfg.device.startswith("cuda"))
         if amp:
-            stack.enter_context(_amp_check_skipped())
+            from ablate.models.yolo.upstream import amp_check_skipped
+
+            stack.enter_context(amp_check_skipped())
         overrides = dict(
             model="ablate-candidate.yaml", data=str(data_yaml), epochs=cfg.epochs, batch=cfg.batch_size,
             imgsz=cfg.image_size, optimizer="AdamW", lr0=cfg.lr, lrf=0.01, cos_lr=True,

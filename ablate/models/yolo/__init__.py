@@ -54,7 +54,7 @@ VA layer.
 
 The modules: :mod:`~ablate.models.yolo.blocks` (the layers and their registration),
 :mod:`~ablate.models.yolo.arch` (the arch dict, presets, sites, building),
-:mod:`~ablate.models.yolo.export` (the YAML), and ``_lib`` (the one import of ultralytics,
+:mod:`~ablate.models.yolo.export` (the YAML), and ``upstream`` (the one import of ultralytics,
 offline). Costs: :func:`ablate.measure.ultralytics_gflops`, :func:`ablate.measure.profile_yolo`.
 
 The arch dict

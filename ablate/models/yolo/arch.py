@@ -16,7 +16,7 @@ from torch import nn
 from ablate.attention import check_mixer, get_attention, list_attention, parse_options
 from ablate.errors import ConfigError, Infeasible
 from ablate.models.vit import _as_int, _did_you_mean
-from ablate.models.yolo._lib import tasks
+from ablate.models.yolo.upstream import tasks
 from ablate.models.yolo.blocks import attention_heads, register_ultralytics
 
 __all__ = ["YOLO_ARCH_DEFAULTS", "YOLO_BASES", "YOLO_PLACEMENTS", "YOLO_PRESET_INFO", "Site", "build_yolo",

@@ -28,7 +28,7 @@ from torch import nn
 from ablate.attention import Mixer2d, create_mixer, list_attention
 from ablate.errors import ConfigError
 from ablate.models.vit import init_weights
-from ablate.models.yolo._lib import C2PSA, Bottleneck, C2f, C3k, C3k2, tasks
+from ablate.models.yolo.upstream import C2PSA, Bottleneck, C2f, C3k, C3k2, tasks
 
 __all__ = ["LayerNorm2d", "AttnResidual", "AttnBlock", "C2fAttention", "C3k2Attention", "attention_heads",
            "register_ultralytics", "KINDS", "PACKAGE"]

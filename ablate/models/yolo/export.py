@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ablate.models.yolo._lib import tasks
+from ablate.models.yolo.upstream import tasks
 from ablate.errors import ConfigError
 from ablate.models.yolo.arch import YOLO_BASES, resolve_yolo_arch, yolo_model_dict
 
