@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ablate import metrics
-from ablate.results import figures, report
+from ablate.results import cells, figures
 from ablate.study import schema
 
 
@@ -15,7 +15,7 @@ def test_objectives_the_schema_accepts_are_the_vocabularys():
 
 
 def test_reports_and_figures_name_metrics_from_the_vocabulary():
-    assert set(report._COSTS) <= set(metrics.COSTS) and figures.COST_KEYS == metrics.COSTS
+    assert set(cells.COST_COLUMNS) <= set(metrics.COSTS) and figures.COST_KEYS == metrics.COSTS
     assert figures.label_of("top1") == metrics.METRICS["top1"].label and figures.label_of("other") == "other"
     for m in metrics.METRICS.values():
         assert m.direction in ("maximize", "minimize") and format(1.23456, m.fmt)
