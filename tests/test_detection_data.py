@@ -17,7 +17,7 @@ from ablate.data import (
     generate_synth_det,
     synth_det_cache_dir,
 )
-from ablate.data import detection
+from ablate.data import synth_det, synth_image
 from ablate.errors import ConfigError, DataError
 from cli_helpers import run_cli
 
@@ -74,14 +74,14 @@ def test_layout_and_label_format(small_set):
             assert all(len(line.split()) == 5 for line in label.read_text().splitlines())
     text = small_set.read_text()
     assert f'path: "{root}"' in text and "train: images/train" in text and "val: images/val" in text
-    assert (root / detection.MARKER).is_file()
+    assert (root / synth_det.MARKER).is_file()
 
 
 def test_boxes_are_tight_around_each_drawn_shape(small_set):
-    params = detection._params(**dict(detection._DEFAULTS, seed=3, **SMALL))
+    params = synth_det._params(**dict(synth_det._DEFAULTS, seed=3, **SMALL))
     for split, count in (("train", 24), ("val", 6)):
         for index in range(count):
-            image, objects = detection.render_image(params, split, index)
+            image, objects = synth_image.render_image(params, split, index)
             written = np.asarray(Image.open(small_set.parent / "images" / split / f"{index:06d}.png"))
             np.testing.assert_array_equal(image, written)
             rows = _labels(small_set.parent / "labels" / split / f"{index:06d}.txt")
@@ -152,20 +152,20 @@ def test_ultralytics_reads_the_set_offline(small_set):
 
 def _counting(monkeypatch) -> list[Path]:
     calls: list[Path] = []
-    real = detection._write_set
+    real = synth_det._write_set
 
     def write_set(root, final, params):
         calls.append(final)
         real(root, final, params)
 
-    monkeypatch.setattr(detection, "_write_set", write_set)
+    monkeypatch.setattr(synth_det, "_write_set", write_set)
     return calls
 
 
 def test_cache_is_generated_once_then_reused(tmp_path, monkeypatch):
     calls = _counting(monkeypatch)
     first = default_detection_data(tmp_path, n_train=4, n_val=2)
-    marker = first.parent / detection.MARKER
+    marker = first.parent / synth_det.MARKER
     stamp = marker.stat().st_mtime_ns
     assert default_detection_data(tmp_path, n_train=4, n_val=2) == first
     assert len(calls) == 1 and marker.stat().st_mtime_ns == stamp
@@ -208,14 +208,14 @@ def _ask(cache: Path, start, result: Path) -> None:
 
 def test_two_processes_asking_at_once_get_one_valid_set(tmp_path, monkeypatch):
     log = tmp_path / "generations.log"
-    real = detection._write_set
+    real = synth_det._write_set
 
     def write_set(root, final, params):  # inherited by the forked children
         with open(log, "a") as f:
             f.write(f"{os.getpid()}\n")
         real(root, final, params)
 
-    monkeypatch.setattr(detection, "_write_set", write_set)
+    monkeypatch.setattr(synth_det, "_write_set", write_set)
     ctx = multiprocessing.get_context("fork")
     start = ctx.Barrier(2)
     cache = tmp_path / "cache"
@@ -234,14 +234,14 @@ def test_two_processes_asking_at_once_get_one_valid_set(tmp_path, monkeypatch):
 
 
 def test_the_loser_of_a_rename_race_uses_the_winners_set(tmp_path, monkeypatch):
-    real = detection._write_set
+    real = synth_det._write_set
 
     def write_set(root, final, params):  # another writer (one without the lock) finishes first
         real(root, final, params)
         real(final.parent / "winner", final, params)
         os.rename(final.parent / "winner", final)
 
-    monkeypatch.setattr(detection, "_write_set", write_set)
+    monkeypatch.setattr(synth_det, "_write_set", write_set)
     path = default_detection_data(tmp_path, n_train=3, n_val=1)
     assert check_detection_data(path).n_train == 3
     assert not [p for p in tmp_path.iterdir() if ".tmp-" in p.name]
