@@ -13,6 +13,7 @@ the configuration's own value, while the costs are the same, so the readers' agg
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import math
 import random
@@ -67,6 +68,7 @@ def write_fake_study(url: str, n_trials: int = 2000, *, seed: int = 0, name: str
     import optuna
     from optuna.trial import TrialState, create_trial
 
+    from ablate.run.optuna_study import make_sampler
     from ablate.study import study_from_dict
     from ablate.study.space import cell_key, suggest
     from ablate.storage import open_storage
@@ -74,8 +76,10 @@ def write_fake_study(url: str, n_trials: int = 2000, *, seed: int = 0, name: str
     spec = fake_spec(name, url, n_trials, repeats)
     study = study_from_dict(spec, check=False)
     rng = random.Random(seed)
-    scratch = optuna.create_study(directions=["maximize", "minimize"],
-                                  sampler=optuna.samplers.RandomSampler(seed=seed))
+    # The runner's one study -> sampler mapping (a random sampler here), seeded with `seed`;
+    # the stored spec keeps its own sampler seed, so generated databases stay as they were.
+    sampler = make_sampler(dataclasses.replace(study, sampler=dataclasses.replace(study.sampler, seed=seed)))
+    scratch = optuna.create_study(directions=["maximize", "minimize"], sampler=sampler)
     target = optuna.create_study(study_name=name, storage=open_storage(url, create=True),
                                  directions=["maximize", "minimize"])
     with warnings.catch_warnings():
