@@ -41,12 +41,15 @@ import math
 import statistics
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
+
+if TYPE_CHECKING:
+    from ablate.models import Architecture
 
 __all__ = ["count_flops", "count_params", "measure_latency", "profile", "flop_breakdown", "ultralytics_gflops", "profile_yolo"]
 
@@ -282,25 +285,26 @@ def ultralytics_gflops(model: nn.Module, imgsz: int = 640) -> float:
     macs, norms = _norm_ops(model, _input(model, imgsz))
     return 2 * (macs + norms) / 1e9
 
-def profile_yolo(arch: Mapping[str, Any], resolution: int | None = None) -> dict[str, float]:
+def profile_yolo(arch: Mapping[str, Any] | Architecture, resolution: int | None = None) -> dict[str, float]:
     """Params, multiply-adds at ``resolution`` and ultralytics' GFLOPs at 640 of a YOLO arch.
 
     The model is built for ``img_size = resolution`` (the blocks' ``input_resolution``
     follows, as :func:`ablate.models.build` does for the ViT).
 
     Args:
-        arch: a YOLO arch dict.
+        arch: a detect :class:`~ablate.models.Architecture` or a YOLO arch dict.
         resolution: image side (default: the arch's ``img_size``; presets: 640).
 
     Returns:
         ``{"params_m", "gflops" (multiply-adds / 1e9 at resolution), "gflops_ultralytics"
         (:func:`ultralytics_gflops` at 640)}``.
     """
-    from ablate.models.yolo import build_yolo, resolve_yolo_arch
+    from ablate.models import build_model, resolve_architecture
 
-    r = resolve_yolo_arch(arch)
-    size = int(resolution or r["img_size"])
-    model = build_yolo({**r, "img_size": size})
+    resolved = resolve_architecture(arch, "detect")
+    size = int(resolution or resolved.img_size)
+    model = build_model(resolved if size == resolved.img_size else
+                        resolve_architecture({**resolved.to_dict(), "img_size": size}, "detect"))
     macs_640, norms = _norm_ops(model, _input(model, 640))
     macs = macs_640 if size == 640 else count_flops(model, _input(model, size))
     return {"params_m": count_params(model) / 1e6, "gflops": macs / 1e9,

@@ -43,7 +43,7 @@ def test_one_epoch_reports_finite_map_and_keeps_the_candidate(tiny_set: Path, tm
     row = history[0]
     assert row["epoch"] == 1 and math.isfinite(row["map50_95"]) and 0.0 <= row["map50_95"] <= 1.0
     assert math.isfinite(row["train_loss"]) and row["train_loss"] > 0
-    assert built and all(a["nc"] == 3 for a in built)  # nc comes from the data set
+    assert built and all(a.num_classes == 3 for a in built)  # nc comes from the data set
     weights = tmp_path / "train" / "weights" / "last.pt"
     assert weights.is_file()
 

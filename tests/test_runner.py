@@ -61,7 +61,7 @@ def _spec(tmp_path, **over) -> dict:
     return spec
 
 
-def synthetic_trial(study, params, report, *, device="cpu", repeat=0):
+def synthetic_trial(study, params, report, *, device="cpu", repeat=0, candidate=None):
     """Accuracy grows with the window, cost too; a window of 3 fails like a broken model."""
     w = study.candidate(params)["window_size"]
     if w == 3:

@@ -41,14 +41,19 @@ def export(
         error = row["attrs"].get("error")
         raise ConfigError(f"{where}: trial {trial} ({row['state']}) stored no arch"
                           + (f" (it failed: {str(error).splitlines()[0][:200]})" if error else ""))
-    if not isinstance(arch, dict) or "base" not in arch:
-        raise ConfigError(f"{where}: trial {trial}'s arch is not a YOLO candidate (no 'base' key); "
-                          "export writes ultralytics models of detection studies")
+    from ablate.models import architecture_from_json
+
+    try:
+        resolved = architecture_from_json(arch, "detect")
+    except ConfigError as err:
+        raise ConfigError(f"{where}: trial {trial}'s arch is not a YOLO candidate ({err}); "
+                          "export writes ultralytics models of detection studies") from None
     if not out.parent.is_dir():
         raise ConfigError(f"{out}: folder {out.parent} does not exist")
     from ablate.models.yolo import export_yolo_yaml
 
-    path = export_yolo_yaml(arch, out)
-    typer.echo(f"wrote {path}: trial {trial} of {results.name} ({arch['base']}, attention {arch.get('attention')!r})")
+    path = export_yolo_yaml(resolved, out)
+    typer.echo(f"wrote {path}: trial {trial} of {results.name} ({resolved.spec['base']}, "
+               f"attention {resolved.spec['attention']!r})")
     typer.echo(f"build it: python -c \"import ablate.models.yolo; from ultralytics import YOLO; YOLO('{path}')\"")
 

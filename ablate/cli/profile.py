@@ -64,26 +64,28 @@ def _yolo_size(resolution: Optional[int], default: int) -> int:
 
 def _profile_rows(target: str, resolution: Optional[int]) -> list[dict]:
     from ablate.measure import profile as measure
-    from ablate.models import build
+    from ablate.models import build_model, resolve_architecture
 
     if target.endswith((".yaml", ".yml")):
+        from ablate.run.candidate import Candidate, data_classes
         from ablate.study import load_study
-        from ablate.run.trial import candidate_arch
 
         study = load_study(target)
         cells = study.cells() if study.is_grid else [{}]
+        classes = data_classes(study)
         rows = []
         for cell in cells:
-            arch = candidate_arch(study, cell)
+            arch = Candidate.of(study, cell, classes=classes).arch
             label = study.name + ("[" + ", ".join(f"{k}={v}" for k, v in cell.items()) + "]" if cell else "")
-            if "base" in arch:  # a YOLO candidate
+            if arch.task == "detect":
                 from ablate.measure import profile_yolo
 
-                size = _yolo_size(resolution, int(arch["img_size"]))
+                size = _yolo_size(resolution, arch.img_size)
                 rows.append({"name": label, "resolution": size, **profile_yolo(arch, size)})
                 continue
-            size = resolution or int(arch["img_size"])
-            rows.append({"name": label, "resolution": size, **measure(build({**arch, "img_size": size}), size)})
+            size = resolution or arch.img_size
+            sized = arch if size == arch.img_size else resolve_architecture({**arch.to_dict(), "img_size": size})
+            rows.append({"name": label, "resolution": size, **measure(build_model(sized), size)})
         return rows
     from ablate.models.presets import list_presets as vit_presets
     from ablate.models.presets import preset_arch
@@ -103,5 +105,5 @@ def _profile_rows(target: str, resolution: Optional[int]) -> list[dict]:
         return [{"name": target, "resolution": size, **profile_yolo({"preset": target}, size)}]
     arch = preset_arch(target)
     size = resolution or int(arch.get("img_size", 224))
-    return [{"name": target, "resolution": size, **measure(build({**arch, "img_size": size}), size)}]
-
+    model = build_model(resolve_architecture({"preset": target, "img_size": size}))
+    return [{"name": target, "resolution": size, **measure(model, size)}]

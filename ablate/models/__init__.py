@@ -1,25 +1,20 @@
-"""Model builders: the hierarchical ViT behind the arch dict, the papers' presets, and YOLO.
+"""Models: the typed architecture a candidate becomes, and the builders behind it (the
+hierarchical ViT with the papers' presets for ``classify``, YOLO for ``detect``).
 
-``build(arch)`` is the one entry point a classification trial uses; ``resolve_arch`` gives
-the canonical dict it stores; ``check_arch`` rejects impossible candidates without
-building them. Detection candidates go through ``build_yolo`` / ``resolve_yolo_arch`` /
-``check_yolo_arch`` (:mod:`ablate.models.yolo`), which are imported on first use, so
-``import ablate.models`` does not import ultralytics.
+``resolve_architecture(keys, task)`` validates a candidate once and returns an
+:class:`Architecture`; ``check_architecture`` rejects impossible ones without building;
+``build_model`` constructs. The per-task functions (``resolve_arch`` / ``check_arch`` /
+``build`` for the ViT, ``*_yolo_*`` in :mod:`ablate.models.yolo`) take either form. The
+YOLO names are imported on first use, so ``import ablate.models`` does not import ultralytics.
 """
 
 from typing import Any
 
-from ablate.models.vit import ARCH_DEFAULTS, HierarchicalViT, build, check_arch, resolve_arch, stage_resolutions
-from ablate.models.presets import (
-    PRESET_INFO,
-    create_preset,
-    focal_base,
-    focal_small,
-    focal_tiny,
-    list_presets,
-    preset_arch,
-    swin_tiny,
-)
+from ablate.models.arch import TASKS, Architecture, Task
+from ablate.models.factory import architecture_from_json, build_model, check_architecture, resolve_architecture
+from ablate.models.presets import PRESET_INFO, list_presets, preset_arch
+from ablate.models.vit import HierarchicalViT, build, create_preset, focal_base, focal_small, focal_tiny, swin_tiny
+from ablate.models.vit_arch import ARCH_DEFAULTS, check_arch, resolve_arch, stage_resolutions
 
 # Public names of ablate.models.yolo, imported on first access (it imports ultralytics and
 # registers ablate's layers with it).
@@ -49,7 +44,14 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     *_YOLO_NAMES,
     "ARCH_DEFAULTS",
+    "Architecture",
     "HierarchicalViT",
+    "TASKS",
+    "Task",
+    "architecture_from_json",
+    "build_model",
+    "check_architecture",
+    "resolve_architecture",
     "PRESET_INFO",
     "build",
     "check_arch",

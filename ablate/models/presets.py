@@ -2,7 +2,8 @@
 
 Each preset is a small function returning its arch dict (timm's habit:
 ``swin_tiny_patch4_window7_224`` -> ``_create_swin_transformer``); caller overrides
-win: ``create_preset("focal_tiny", img_size=32, num_classes=10)``. The same dicts
+win: ``create_preset("focal_tiny", img_size=32, num_classes=10)`` (:mod:`ablate.models.vit`
+builds; this module is data only, so the arch resolver can read it without a cycle). The same dicts
 back the ``preset`` key of an arch (``{"preset": "focal_tiny", "depths": [2, 2, 2, 2]}``).
 
 Sources, read from the official repositories (no code copied):
@@ -33,21 +34,9 @@ import difflib
 from collections.abc import Callable
 from typing import Any
 
-from torch import nn
-
 from ablate.errors import ConfigError
-from ablate.models.vit import build
 
-__all__ = [
-    "PRESET_INFO",
-    "create_preset",
-    "focal_base",
-    "focal_small",
-    "focal_tiny",
-    "list_presets",
-    "preset_arch",
-    "swin_tiny",
-]
+__all__ = ["PRESET_INFO", "list_presets", "preset_arch"]
 
 # The officially printed numbers at 224x224 (params in millions, GFLOPs as
 # multiply-adds). ``verified``: ``tests/test_models.py`` builds the preset and finds
@@ -309,36 +298,3 @@ def preset_arch(name: str) -> dict[str, Any]:
         did = f"; did you mean {hint[0]!r}?" if hint else ""
         raise ConfigError(f"unknown preset {name!r}, allowed: {', '.join(list_presets())}{did}") from None
     return fn()
-
-
-def create_preset(name: str, **overrides: Any) -> nn.Module:
-    """Build a preset; keyword arguments override its arch keys (caller wins).
-
-    Args:
-        name: a name from :func:`list_presets`.
-        **overrides: any arch key (``img_size=32``, ``num_classes=10``, ``depths=[...]``).
-
-    Returns:
-        The model; ``model.arch`` is its resolved arch dict (with ``preset=name``).
-    """
-    return build({"preset": name, **overrides})
-
-
-def focal_tiny(**kwargs: Any) -> nn.Module:
-    """Focal-T (28.9M params, 4.9 GFLOPs at 224)."""
-    return create_preset("focal_tiny", **kwargs)
-
-
-def focal_small(**kwargs: Any) -> nn.Module:
-    """Focal-S (51.1M params, 9.4 GFLOPs at 224)."""
-    return create_preset("focal_small", **kwargs)
-
-
-def focal_base(**kwargs: Any) -> nn.Module:
-    """Focal-B (89.8M params, 16.4 GFLOPs at 224)."""
-    return create_preset("focal_base", **kwargs)
-
-
-def swin_tiny(**kwargs: Any) -> nn.Module:
-    """Swin-T (28.3M params, 4.5 GFLOPs at 224), the softmax-window baseline."""
-    return create_preset("swin_tiny", **kwargs)

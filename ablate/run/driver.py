@@ -54,7 +54,7 @@ def run_study(study: Study, *, storage: str | None = None, trials: int | None = 
     ostudy = open_optuna_study(study, url, storage=storage_)
     closed = close_interrupted(ostudy, storage_)
     budget_total = trials if trials is not None else study.trials
-    started = len(finished_runs(ostudy))
+    started = len(finished_runs(ostudy, study.task))
     summary = RunSummary(study=study.name, storage=url)
     if closed:
         summary.message = f"closed {len(closed)} interrupted trial(s) as FAIL: {closed}"

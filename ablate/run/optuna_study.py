@@ -118,14 +118,15 @@ def counts_toward_budget(t: optuna.trial.FrozenTrial) -> bool:
         t.state == TrialState.FAIL and not t.user_attrs.get("interrupted"))
 
 
-def finished_runs(ostudy: optuna.Study) -> dict[str, set[int]]:
+def finished_runs(ostudy: optuna.Study, task: str) -> dict[str, set[int]]:
     """Per configuration key, the repeats that need no more training: COMPLETE, PRUNED, or
     failed for a reason other than an interruption (a deterministic failure would only
-    fail again). Every (configuration, repeat) trains exactly once."""
+    fail again). Every (configuration, repeat) trains exactly once. ``task`` is the
+    study's (keys of trials stored before keys are computed with its builder)."""
     done: dict[str, set[int]] = {}
     for t in ostudy.get_trials(deepcopy=False):
         if counts_toward_budget(t):
-            done.setdefault(trial_config_key(t), set()).add(trial_repeat(t))
+            done.setdefault(trial_config_key(t, task), set()).add(trial_repeat(t))
     return done
 
 

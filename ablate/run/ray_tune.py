@@ -16,6 +16,7 @@ from typing import Any
 
 from ablate.metrics import TRAINING_METRICS
 from ablate.study import Study, study_from_dict
+from ablate.run.candidate import Candidate
 from ablate.run.searcher import StudySearcher
 from ablate.run.trial import TrialFn
 
@@ -111,8 +112,10 @@ def _trainable(config: dict, trial_fn: TrialFn, device: str, threads: int) -> No
 
     try:
         study = study_from_dict(config["spec"], check=False)  # schema re-checked; the driver did the model checks
+        candidate = Candidate.from_json(config["candidate"])  # its architectures re-validated, once
         resolved = _resolve_device(device, study)
-        trial_fn(study, config["params"], report, device=resolved, repeat=int(config.get("repeat", 0)))
+        trial_fn(study, config["params"], report, device=resolved, repeat=int(config.get("repeat", 0)),
+                 candidate=candidate)
     except Exception as err:  # recorded as FAIL with its message; the study goes on
         message = f"{type(err).__name__}: {err}".strip()
         keep = {k: v for k, v in last.items() if k not in TRAINING_METRICS}  # a failed trial has no score

@@ -17,12 +17,14 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from ablate.study import Study, study_to_dict
-from ablate.errors import ConfigError
+from ablate.errors import AblateError, ConfigError
 from ablate.metrics import COSTS, CURVE_KEYS
-from ablate.run.keys import config_key, key_of, trial_config_key
+from ablate.models import check_architecture
+from ablate.run.candidate import Candidate, data_classes
+from ablate.run.keys import config_key, trial_config_key
 from ablate.run.optuna_study import INTERRUPTED, counts_toward_budget, finished_runs
-from ablate.run.trial import candidate_arch, finite
+from ablate.run.trial import finite
+from ablate.study import Study, study_to_dict
 from ablate.study.space import Param, SearchSpace, encode_params, encode_value, suggest
 
 __all__ = ["StudySearcher", "MAX_SKIPS"]
@@ -77,14 +79,18 @@ class StudySearcher:
         self.finished: list[int] = []
         self.on_finish = on_finish
         self._spec = study_to_dict(study)
-        self._done = finished_runs(ostudy)  # configuration key -> repeats that need no more training
+        self._done = finished_runs(ostudy, study.task)  # configuration key -> repeats that need no more training
+        self._classes: int | None = None  # the data set's class count, read once
+        #: Configuration key -> its resolved candidate: each configuration is resolved once,
+        #: whatever number of repeats it trains.
+        self._candidates: dict[str, Candidate] = {}
         self._grid_space = SearchSpace(params=study.grid_params)  # grid cells encode like sampled values
         self._free = study.free_space
         started = set(self._done)
         #: Runs to launch before any new configuration: (key, params or raw stored params, repeat).
         self.queue: list[tuple[str, dict, int, bool]] = []
         if study.is_grid:
-            cells = [(config_key(study, c), c) for c in study.cells()]
+            cells = [(self._key(c), c) for c in study.cells()]
             fresh = [kc for kc in cells if kc[0] not in started][:max(0, budget)]
             chosen = [kc for kc in cells if kc[0] in started] + fresh
             self.new_configs = 0
@@ -95,10 +101,24 @@ class StudySearcher:
             stored: dict[str, dict] = {}
             for t in ostudy.get_trials(deepcopy=False):
                 if counts_toward_budget(t):
-                    stored.setdefault(trial_config_key(t), dict(t.params))
+                    stored.setdefault(trial_config_key(t, study.task), dict(t.params))
             self.queue = [(k, raw, r, True) for r in range(study.repeats) for k, raw in stored.items()
                           if r not in self._done.get(k, set())]
         self._claimed = {(k, r) for k, rs in self._done.items() for r in rs}
+
+    def _resolve(self, params: Mapping[str, Any]) -> Candidate:
+        """The candidate of ``params``, resolved once per configuration."""
+        if self._classes is None:
+            self._classes = data_classes(self.study)
+        candidate = Candidate.of(self.study, params, classes=self._classes)
+        return self._candidates.setdefault(candidate.key, candidate)
+
+    def _key(self, params: Mapping[str, Any]) -> str:
+        """The configuration key of ``params``; for keys the builder rejects, that of the raw keys."""
+        try:
+            return self._resolve(params).key
+        except AblateError:
+            return config_key(self.study, params)
 
     @property
     def planned(self) -> int:
@@ -111,27 +131,27 @@ class StudySearcher:
         proposal = self._next_queued() or self._next_sample()
         if proposal is None:
             return None
-        otrial, params, repeat = proposal
+        otrial, candidate, repeat = proposal
+        params = dict(candidate.params)
         self.live[trial_id] = otrial
         self.curves[trial_id] = []
         self.params[trial_id] = params
         self.launched += 1
-        return {"spec": self._spec, "params": params, "number": otrial.number, "repeat": repeat}
+        return {"spec": self._spec, "params": params, "number": otrial.number, "repeat": repeat,
+                "candidate": candidate.to_json()}
 
-    def _start(self, params: Mapping[str, Any], otrial: optuna.Trial, repeat: int) -> optuna.Trial:
-        candidate = self.study.candidate(params)
-        train = dataclasses.asdict(self.study.train_for(params, repeat=repeat))
-        key = key_of(candidate, train)
-        self._claimed.add((key, repeat))
-        otrial.set_user_attr("candidate", candidate)
+    def _start(self, candidate: Candidate, otrial: optuna.Trial, repeat: int) -> optuna.Trial:
+        train = dataclasses.asdict(self.study.train_for(candidate.params, repeat=repeat))
+        self._claimed.add((candidate.key, repeat))
+        otrial.set_user_attr("candidate", self.study.candidate(candidate.params))
         otrial.set_user_attr("train", train)
-        otrial.set_user_attr("arch", candidate_arch(self.study, params))  # nested dicts do not survive Ray's results
+        otrial.set_user_attr("arch", candidate.arch.to_json())  # nested dicts do not survive Ray's results
         otrial.set_user_attr("seed", train["seed"])
         otrial.set_user_attr("repeat", repeat)
-        otrial.set_user_attr("config_key", key)
+        otrial.set_user_attr("config_key", candidate.key)
         return otrial
 
-    def _next_queued(self) -> tuple[optuna.Trial, dict, int] | None:
+    def _next_queued(self) -> tuple[optuna.Trial, Candidate, int] | None:
         while self.queue:
             key, values, repeat, raw = self.queue.pop(0)
             if (key, repeat) in self._claimed:
@@ -145,27 +165,34 @@ class StudySearcher:
                 for p in self._grid_space.params:  # records the enqueued values as the trial's params
                     if p.name in values:  # a list-form grid's rows may set different keys
                         _record_grid_value(otrial, p, values[p.name])
-            if config_key(self.study, params) != key:  # the space changed since it was stored
+            candidate = self._candidates.get(key)
+            if candidate is None or candidate.params != params:
+                try:
+                    candidate = self._resolve(params)
+                except AblateError as err:  # a cell the builder rejects fails here, with the reason
+                    otrial.set_user_attr("skipped", "infeasible")
+                    otrial.set_user_attr("error", f"infeasible: {err}")
+                    self.ostudy.tell(otrial, state=TrialState.FAIL)
+                    continue
+            if candidate.key != key:  # the space changed since it was stored
                 otrial.set_user_attr("skipped", "stale")
                 otrial.set_user_attr("error", "its stored params no longer give the same configuration; not trained")
                 self.ostudy.tell(otrial, state=TrialState.FAIL)
                 continue
-            return self._start(params, otrial, repeat), params, repeat
+            return self._start(candidate, otrial, repeat), candidate, repeat
         return None
 
-    def _next_sample(self) -> tuple[optuna.Trial, dict, int] | None:
-        from ablate.study import arch_api
-        from ablate.errors import AblateError
-
+    def _next_sample(self) -> tuple[optuna.Trial, Candidate, int] | None:
         if self.new_configs <= 0 or self.study.is_grid:
             return None
-        _, check_arch = arch_api(self.study.task)
-
         for _ in range(MAX_SKIPS):
             otrial = self.ostudy.ask()
             params = suggest(otrial, self._free, self.study.fixed)
-            candidate = self.study.candidate(params)
-            key = config_key(self.study, params)
+            try:
+                candidate: Candidate | None = self._resolve(params)
+                key = candidate.key
+            except AblateError as err:  # keys the builder rejects: infeasible, like a failed check
+                candidate, key, reason = None, config_key(self.study, params), err
             if key in self._done or (key, 0) in self._claimed:
                 # The sampler re-proposed a configuration that is already in the storage:
                 # record it without training so the sampler learns, and ask again.
@@ -173,18 +200,21 @@ class StudySearcher:
                 otrial.set_user_attr("error", "duplicate of a configuration already in the storage; not trained")
                 self.ostudy.tell(otrial, state=TrialState.FAIL)
                 continue
-            try:
-                check_arch(candidate)
-            except AblateError as err:
+            if candidate is not None:
+                try:
+                    check_architecture(candidate.arch)
+                except AblateError as err:
+                    candidate, reason = None, err
+            if candidate is None:
                 otrial.set_user_attr("skipped", "infeasible")
-                otrial.set_user_attr("error", f"infeasible: {err}")
+                otrial.set_user_attr("error", f"infeasible: {reason}")
                 self.ostudy.tell(otrial, state=TrialState.FAIL)
                 self._done.setdefault(key, set())
                 continue
             self.new_configs -= 1
             # Its other repeats run next, with the same params.
             self.queue[0:0] = [(key, dict(otrial.params), r, True) for r in range(1, self.study.repeats)]
-            return self._start(params, otrial, 0), params, 0
+            return self._start(candidate, otrial, 0), candidate, 0
         self.exhausted = f"no new feasible configuration in {MAX_SKIPS} proposals: the search space looks exhausted"
         self.new_configs = 0
         return None

@@ -9,101 +9,68 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from typing import Any
 
 import torch
 
+from ablate.models import Architecture, build_model, resolve_architecture
+from ablate.run.candidate import Candidate, detection_data
 from ablate.study import Study
 
 __all__ = ["TrialFn", "candidate_arch", "paper_arch", "finite", "run_trial", "measure_costs", "study_costs"]
 
-#: What the runner calls for each trial: ``fn(study, params, report, device=..., repeat=...)``.
+#: What the runner calls for each trial: ``fn(study, params, report, device=..., repeat=..., candidate=...)``;
+#: ``candidate`` is what the driver resolved for ``params`` (:class:`~ablate.run.candidate.Candidate`).
 TrialFn = Callable[..., dict]
 
 
-def detection_data(study: Study) -> Path:
-    """The data YAML a detection study trains on: the user's, or the cached synthetic set."""
-    from ablate.data.detection import default_detection_data
-
-    return Path(study.data.path) if study.data.name == "yolo" else default_detection_data()
+def candidate_arch(study: Study, params: Mapping[str, Any]) -> Architecture:
+    """The architecture one candidate trains (the data set's classes included)."""
+    return Candidate.of(study, params).arch
 
 
-def candidate_arch(study: Study, params: Mapping[str, Any]) -> dict[str, Any]:
-    """The resolved architecture of one candidate, data-derived keys included."""
-    return _resolve(study, study.candidate(params), with_data=True)
-
-
-def paper_arch(study: Study, params: Mapping[str, Any]) -> dict[str, Any] | None:
-    """The resolved paper-scale model of one candidate at ``paper_resolution`` (None without one).
+def paper_arch(study: Study, params: Mapping[str, Any]) -> Architecture | None:
+    """The paper-scale model of one candidate at ``paper_resolution`` (None without one).
 
     With a ``base`` the preset keeps its own classes (the paper's cost column); without
     one it is the trained candidate at the paper's resolution.
     """
-    raw = study.paper_candidate(params)
-    return None if raw is None else _resolve(study, raw, with_data=study.base is None)
-
-
-def _resolve(study: Study, arch: dict[str, Any], *, with_data: bool) -> dict[str, Any]:
-    from ablate.data import num_classes_of
-
-    if study.task == "detect":
-        from ablate.data.detection import check_detection_data
-        from ablate.models.yolo import resolve_yolo_arch
-
-        if with_data:
-            arch.setdefault("nc", check_detection_data(detection_data(study)).nc)
-        return resolve_yolo_arch(arch)
-    from ablate.models import resolve_arch
-
-    if with_data:
-        arch.setdefault("num_classes", num_classes_of(study.data.name, study.data.path))
-    arch.setdefault("in_chans", 3)
-    return resolve_arch(arch)
+    return Candidate.of(study, params).paper
 
 
 def study_costs(study: Study, params: Mapping[str, Any], *, latency: bool = False,
                 model: "torch.nn.Module | None" = None) -> dict[str, float]:
     """Every cost figure a trial of ``study`` stores (see :func:`measure_costs`)."""
-    return measure_costs(candidate_arch(study, params), paper=paper_arch(study, params), latency=latency,
-                         model=model)
+    candidate = Candidate.of(study, params)
+    return measure_costs(candidate.arch, paper=candidate.paper, latency=latency, model=model)
 
 
-def measure_costs(arch: Mapping[str, Any], *, paper: Mapping[str, Any] | None = None,
-                  paper_resolution: int | None = None, latency: bool = False,
-                  model: "torch.nn.Module | None" = None) -> dict[str, float]:
+def measure_costs(arch: Architecture, *, paper: Architecture | None = None, paper_resolution: int | None = None,
+                  latency: bool = False, model: "torch.nn.Module | None" = None) -> dict[str, float]:
     """Params (millions) and multiply-adds (1e9) of what trains and of its paper-scale model.
 
     ``params_m`` / ``gflops``: the trained model at its ``img_size``. ``params_m_paper`` /
-    ``gflops_paper``: the resolved ``paper`` arch at its own ``img_size`` (or, given only
-    ``paper_resolution``, the trained arch at that size), the papers' cost column. YOLO
+    ``gflops_paper``: the ``paper`` architecture at its own ``img_size`` (or, given only
+    ``paper_resolution``, the trained one at that size), the papers' cost column. YOLO
     adds ``gflops_ultralytics``: what ultralytics prints for the paper-scale model at 640.
     ``latency_ms`` is a CPU batch-1 forward when asked for. Pass ``model`` (built from
     ``arch``) to measure it instead of building another.
     """
-    from ablate.measure import measure_latency, profile
+    from ablate.measure import measure_latency, profile, ultralytics_gflops
 
-    yolo = "base" in arch
-    if yolo:
-        from ablate.measure import ultralytics_gflops
-        from ablate.models.yolo import build_yolo as build
-    else:
-        from ablate.models import build
-
+    yolo = arch.task == "detect"
     if paper is None and paper_resolution:
-        paper = {**arch, "img_size": paper_resolution}
-    in_chans = 3 if yolo else int(arch.get("in_chans", 3))
-    model = model if model is not None else build(arch)
-    size = int(arch["img_size"])
-    costs = profile(model, size, in_chans=in_chans)
+        paper = resolve_architecture({**arch.to_dict(), "img_size": paper_resolution}, arch.task)
+    model = model if model is not None else build_model(arch)
+    size = arch.img_size
+    costs = profile(model, size, in_chans=arch.in_chans)
     paper_model = model
     if paper is not None:
-        same = {k: v for k, v in paper.items() if k != "img_size"} == {k: v for k, v in arch.items() if k != "img_size"}
-        paper_size = int(paper["img_size"])
         # A ViT's position tables depend on img_size, so only an identical arch reuses the model.
-        paper_model = model if same and (yolo or paper_size == size) else build(paper)
-        measured = costs if paper_model is model and paper_size == size else profile(paper_model, paper_size,
-                                                                                    in_chans=in_chans)
+        same = paper.same_model(arch) and (yolo or paper.img_size == size)
+        paper_model = model if same else build_model(paper)
+        measured = costs if paper_model is model and paper.img_size == size else profile(
+            paper_model, paper.img_size, in_chans=paper.in_chans)
         costs["params_m_paper"] = measured["params_m"]
         costs["gflops_paper"] = measured["gflops"]
     if yolo:
@@ -114,7 +81,7 @@ def measure_costs(arch: Mapping[str, Any], *, paper: Mapping[str, Any] | None = 
 
 
 def run_trial(study: Study, params: Mapping[str, Any], report: Callable[[dict], None], *,
-              device: str = "cpu", repeat: int = 0) -> dict:
+              device: str = "cpu", repeat: int = 0, candidate: Candidate | None = None) -> dict:
     """Build, measure and train one candidate; ``report`` receives one dict per epoch.
 
     ``repeat`` picks the seed (``train.seed + repeat``): initialisation, data order and
@@ -125,15 +92,15 @@ def run_trial(study: Study, params: Mapping[str, Any], report: Callable[[dict], 
 
     Each report holds the epoch's metrics, the cost figures and ``epochs_done`` (flat
     numbers only: Ray flattens nested results; the driver stores ``arch`` itself).
+    ``candidate`` is what the driver resolved for ``params`` (resolved here when not given).
     Returns the last report. Raises on failure (the runner records the message).
     """
     from ablate.data import load_classification
-    from ablate.models import build
     from ablate.train import TrainConfig, recipe_transforms, train_classifier
 
+    candidate = candidate if candidate is not None else Candidate.of(study, params)
     if study.task == "detect":
-        return _run_detect_trial(study, params, report, device=device, repeat=repeat)
-    arch = candidate_arch(study, params)
+        return _run_detect_trial(study, candidate, report, device=device, repeat=repeat)
     train = study.train_for(params, repeat=repeat)
     cfg = TrainConfig(epochs=train.epochs, batch_size=train.batch_size, lr=train.effective_lr,
                       weight_decay=train.weight_decay, warmup_epochs=train.warmup_epochs,
@@ -145,31 +112,30 @@ def run_trial(study: Study, params: Mapping[str, Any], report: Callable[[dict], 
     data = load_classification(study.data.name, path=study.data.path, image_size=study.data.image_size,
                                val_fraction=study.data.val_fraction, train_transform=train_tf, eval_transform=eval_tf)
     torch.manual_seed(train.seed)
-    model = build(arch)
+    model = build_model(candidate.arch)
     wants_latency = any(o.name == "latency_ms" for o in study.objectives)
-    costs = measure_costs(arch, paper=paper_arch(study, params), latency=wants_latency, model=model)
+    costs = measure_costs(candidate.arch, paper=candidate.paper, latency=wants_latency, model=model)
     on_epoch = _EpochReporter(report, costs)
     train_classifier(model, data, cfg, on_epoch)
     return on_epoch.last
 
 
-def _run_detect_trial(study: Study, params: Mapping[str, Any], report: Callable[[dict], None], *,
+def _run_detect_trial(study: Study, candidate: Candidate, report: Callable[[dict], None], *,
                       device: str, repeat: int = 0) -> dict:
     """A YOLO candidate through ultralytics' trainer (:mod:`ablate.train.detect`)."""
-    from ablate.models.yolo import build_yolo
     from ablate.train.detect import DetectConfig, train_detector
 
     data_yaml = detection_data(study)
-    arch = candidate_arch(study, params)
-    train = study.train_for(params, repeat=repeat)
+    train = study.train_for(candidate.params, repeat=repeat)
     cfg = DetectConfig(epochs=train.epochs, batch_size=train.batch_size, image_size=study.data.image_size,
                        lr=train.effective_lr, weight_decay=train.weight_decay, warmup_epochs=train.warmup_epochs,
                        seed=train.seed, amp=train.amp, device=device, workers=study.data.num_workers or 0)
     torch.manual_seed(train.seed)
     wants_latency = any(o.name == "latency_ms" for o in study.objectives)
-    costs = measure_costs(arch, paper=paper_arch(study, params), latency=wants_latency, model=build_yolo(arch))
+    costs = measure_costs(candidate.arch, paper=candidate.paper, latency=wants_latency,
+                          model=build_model(candidate.arch))
     on_epoch = _EpochReporter(report, costs)
-    train_detector(arch, data_yaml, cfg, on_epoch)
+    train_detector(candidate.arch, data_yaml, cfg, on_epoch)
     return on_epoch.last
 
 

@@ -1,8 +1,8 @@
 """Feasibility: a study's fixed and grid keys, and every grid cell, checked against the
 model builders before anything trains.
 
-The builders (:func:`ablate.models.resolve_arch`, :func:`ablate.models.check_arch`, and
-the YOLO ones) are imported lazily: loading a study must stay fast and torch-free.
+The builders (:func:`ablate.models.resolve_architecture`,
+:func:`ablate.models.check_architecture`) are imported lazily: loading a study must stay fast and torch-free.
 """
 
 from __future__ import annotations
@@ -24,14 +24,17 @@ __all__ = ["arch_api"]
 
 def arch_api(task: str = "classify") -> tuple[Callable[[Mapping[str, Any]], dict],
                                                Callable[[Mapping[str, Any]], None]]:
-    """``(resolve, check)`` of the task's model builder (imported here: it imports torch)."""
-    if task == "detect":
-        from ablate.models import yolo
+    """``(resolve, check)`` of builder keys for the task (:mod:`ablate.models.factory`,
+    imported here: it imports torch)."""
+    from ablate.models import check_architecture, resolve_architecture
 
-        return yolo.resolve_yolo_arch, yolo.check_yolo_arch
-    from ablate import models
+    def resolve(keys: Mapping[str, Any]) -> dict:
+        return resolve_architecture(keys, task).to_dict()  # type: ignore[arg-type]
 
-    return models.resolve_arch, models.check_arch
+    def check(keys: Mapping[str, Any]) -> None:
+        check_architecture(resolve_architecture(keys, task))  # type: ignore[arg-type]
+
+    return resolve, check
 
 
 def _strip_key(message: str, key: str) -> str:

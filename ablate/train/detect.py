@@ -22,6 +22,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from ablate.models import Architecture, build_model, resolve_architecture
 from ablate.train.classify import TrainingDiverged
 
 __all__ = ["DetectConfig", "train_detector"]
@@ -63,21 +64,21 @@ def _metric(metrics: Mapping[str, Any], *names: str) -> float | None:
     return None
 
 
-def train_detector(arch: Mapping[str, Any], data_yaml: str | Path, cfg: DetectConfig,
+def train_detector(arch: Mapping[str, Any] | Architecture, data_yaml: str | Path, cfg: DetectConfig,
                    on_epoch: Callable[[dict], None] | None = None, *,
-                   build: Callable[[Mapping[str, Any]], Any] | None = None,
+                   build: Callable[[Architecture], Any] | None = None,
                    workdir: str | Path | None = None) -> list[dict]:
     """Train a YOLO candidate on a YOLO-format data set and return one metrics dict per epoch.
 
     Args:
-        arch: a YOLO arch dict (:func:`ablate.models.yolo.resolve_yolo_arch`); ``nc`` is
-            taken from the data set.
+        arch: a detect :class:`~ablate.models.Architecture` (or YOLO arch keys, resolved
+            here once); the head's ``nc`` is taken from the data set.
         data_yaml: an ultralytics data YAML (the synthetic set's, or the user's).
         cfg: the training settings.
         on_epoch: called after each epoch's validation with ``epoch`` (1-based),
             ``map50_95``, ``map50``, ``precision``, ``recall``, ``train_loss`` (box + cls +
             dfl) and ``lr``.
-        build: ``arch -> DetectionModel`` (default :func:`ablate.models.yolo.build_yolo`).
+        build: ``Architecture -> DetectionModel`` (default :func:`ablate.models.build_model`).
         workdir: where ultralytics writes its run folder (default: a temporary directory,
             removed afterwards).
 
@@ -91,8 +92,8 @@ def train_detector(arch: Mapping[str, Any], data_yaml: str | Path, cfg: DetectCo
 
     DetectionTrainer = detection_trainer()  # noqa: N806 - a class
 
-    if build is None:
-        from ablate.models.yolo import build_yolo as build
+    resolved = resolve_architecture(arch, "detect")
+    build = build or build_model
 
     history: list[dict] = []
 
@@ -100,7 +101,7 @@ def train_detector(arch: Mapping[str, Any], data_yaml: str | Path, cfg: DetectCo
         """``get_model`` builds the candidate instead of reading a model YAML."""
 
         def get_model(self, cfg: Any = None, weights: Any = None, verbose: bool = True) -> Any:
-            return build({**arch, "nc": int(self.data["nc"])})
+            return build(resolved.with_classes(int(self.data["nc"])))
 
     def epoch_end(trainer: Any) -> None:
         if trainer.epoch + 1 > cfg.epochs or trainer.epoch + 1 <= len(history):

@@ -15,7 +15,8 @@ from torch import nn
 
 from ablate.attention import check_mixer, get_attention, list_attention, parse_options
 from ablate.errors import ConfigError, Infeasible
-from ablate.models.vit import _as_int, _did_you_mean
+from ablate.models.arch import Architecture
+from ablate.models.vit_arch import _as_int, _did_you_mean
 from ablate.models.yolo.upstream import tasks
 from ablate.models.yolo.blocks import attention_heads, register_ultralytics
 
@@ -227,7 +228,16 @@ def yolo_sites(base: str, placement: str) -> list[Site]:
 def _site_label(base: str, site: Site) -> str:
     return f"layer {site.index} of {base} ({site.module} at P{int(round(math.log2(site.stride)))}/{site.stride})"
 
-def resolve_yolo_arch(arch: Mapping[str, Any]) -> dict[str, Any]:
+def _resolved(arch: Mapping[str, Any] | Architecture) -> dict[str, Any]:
+    """The resolved keys: an :class:`Architecture`'s as they are, a dict's resolved now."""
+    if isinstance(arch, Architecture):
+        if arch.task != "detect":
+            raise ConfigError(f"the YOLO builder takes a detect architecture, got a {arch.task} one")
+        return arch.to_dict()
+    return resolve_yolo_arch(arch)
+
+
+def resolve_yolo_arch(arch: Mapping[str, Any] | Architecture) -> dict[str, Any]:
     """Validate a YOLO arch dict and return its canonical, JSON-able form.
 
     Fills the defaults (:data:`YOLO_ARCH_DEFAULTS` and every option of the family),
@@ -244,6 +254,8 @@ def resolve_yolo_arch(arch: Mapping[str, Any]) -> dict[str, Any]:
         ConfigError: an unknown key, base, family, placement or preset (with the allowed
             ones and a did-you-mean), or a value of the wrong type.
     """
+    if isinstance(arch, Architecture):
+        return _resolved(arch)
     if not isinstance(arch, Mapping):
         raise ConfigError(f"a YOLO arch must be a mapping of keys to values, got {type(arch).__name__}")
     given = dict(arch)
@@ -308,7 +320,7 @@ def _family_options(r: Mapping[str, Any]) -> dict[str, Any]:
     """The family options of a resolved arch (everything that is not a builder key)."""
     return {k: v for k, v in r.items() if k not in YOLO_ARCH_DEFAULTS}
 
-def check_yolo_arch(arch: Mapping[str, Any]) -> None:
+def check_yolo_arch(arch: Mapping[str, Any] | Architecture) -> None:
     """Raise for a YOLO arch that cannot be built; cheap (no model is constructed).
 
     Checks the keys (:func:`resolve_yolo_arch`), that the placement exists in the base
@@ -320,7 +332,10 @@ def check_yolo_arch(arch: Mapping[str, Any]) -> None:
         ConfigError: bad keys or values.
         Infeasible: a combination that cannot be built, with the reason, in one line.
     """
-    r = resolve_yolo_arch(arch)
+    _check_resolved(_resolved(arch))
+
+
+def _check_resolved(r: Mapping[str, Any]) -> None:
     family = r["attention"]
     if family == "none":
         return
@@ -377,7 +392,7 @@ def _insert_after(rows: list[list[Any]], at: int, new: list[Any]) -> list[list[A
             out.append(new)
     return out
 
-def yolo_model_dict(arch: Mapping[str, Any]) -> dict[str, Any]:
+def yolo_model_dict(arch: Mapping[str, Any] | Architecture) -> dict[str, Any]:
     """The ultralytics model dict of a YOLO arch (what a model YAML holds).
 
     The base's dict with ``nc`` set, ``scale`` set and the arch's scale listed first in
@@ -388,8 +403,8 @@ def yolo_model_dict(arch: Mapping[str, Any]) -> dict[str, Any]:
     Raises:
         ConfigError, Infeasible: as :func:`check_yolo_arch`.
     """
-    check_yolo_arch(arch)
-    r = resolve_yolo_arch(arch)
+    r = _resolved(arch)
+    _check_resolved(r)
     d = _base_dict(r["base"])
     scale = d["scale"]
     d["nc"] = r["nc"]
@@ -416,11 +431,12 @@ def yolo_model_dict(arch: Mapping[str, Any]) -> dict[str, Any]:
     d["backbone"], d["head"] = rows[:n_backbone], rows[n_backbone:]
     return d
 
-def build_yolo(arch: Mapping[str, Any], *, verbose: bool = False) -> nn.Module:
+def build_yolo(arch: Mapping[str, Any] | Architecture, *, verbose: bool = False) -> nn.Module:
     """Check a YOLO arch and build its ``ultralytics`` ``DetectionModel``.
 
     Args:
-        arch: a YOLO arch dict (module docstring); resolved here.
+        arch: a detect :class:`Architecture` (already resolved), or a YOLO arch dict
+            (module docstring), resolved here once.
         verbose: print ultralytics' layer table.
 
     Returns:
@@ -430,8 +446,9 @@ def build_yolo(arch: Mapping[str, Any], *, verbose: bool = False) -> nn.Module:
     Raises:
         ConfigError, Infeasible: as :func:`check_yolo_arch`.
     """
-    r = resolve_yolo_arch(arch)
-    d = yolo_model_dict(r)
+    resolved = arch if isinstance(arch, Architecture) else Architecture("detect", resolve_yolo_arch(arch))
+    r = resolved.to_dict()
+    d = yolo_model_dict(resolved)
     register_ultralytics()  # families registered since import
     model = tasks.DetectionModel(d, ch=3, nc=r["nc"], verbose=verbose)
     model.arch = r

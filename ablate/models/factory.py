@@ -1,0 +1,82 @@
+"""Resolve, check and build an :class:`~ablate.models.arch.Architecture`, per task.
+
+The one place that maps a task to its builder: the hierarchical ViT for ``classify``,
+ultralytics' YOLO with ablate's layers for ``detect``. The YOLO side is imported on first
+use (it imports ultralytics), so resolving a ViT never pays for it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from torch import nn
+
+from ablate.errors import ConfigError
+from ablate.models import vit, vit_arch
+from ablate.models.arch import TASKS, Architecture, Task
+
+__all__ = ["architecture_from_json", "build_model", "check_architecture", "resolve_architecture"]
+
+
+def resolve_architecture(arch: Mapping[str, Any] | Architecture, task: Task = "classify") -> Architecture:
+    """Validate builder keys once and return the typed, fully resolved architecture.
+
+    Args:
+        arch: builder keys (:data:`ablate.models.ARCH_DEFAULTS` or
+            :data:`ablate.models.YOLO_ARCH_DEFAULTS` plus family options); an
+            ``Architecture`` is returned as it is when its task matches.
+        task: which builder the keys are for.
+
+    Raises:
+        ConfigError: unknown task or key, a value of the wrong type (the builder's message).
+    """
+    if isinstance(arch, Architecture):
+        if arch.task != task:
+            raise ConfigError(f"a {arch.task} architecture was given where a {task} one is needed")
+        return arch
+    if task not in TASKS:
+        raise ConfigError(f"task must be one of {', '.join(TASKS)}, got {task!r}")
+    if task == "detect":
+        from ablate.models.yolo import resolve_yolo_arch
+
+        return Architecture("detect", resolve_yolo_arch(arch))
+    return Architecture("classify", vit_arch.resolve_arch(arch))
+
+
+def architecture_from_json(data: Mapping[str, Any], task: Task | None = None) -> Architecture:
+    """An architecture from its stored form (:meth:`Architecture.to_json`), validated again.
+
+    This is the check at every boundary a plain dict crosses (a Ray worker, a database):
+    the keys are resolved as if they were new. ``task`` is for trials stored before the
+    task was part of the stored form; a stored task must agree with it.
+    """
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"a stored architecture must be a mapping, got {type(data).__name__}")
+    keys = dict(data)
+    stored = keys.pop("task", None)
+    if stored is not None and task is not None and stored != task:
+        raise ConfigError(f"the stored architecture is for task {stored!r}, not {task!r}")
+    chosen = stored or task
+    if chosen is None:
+        raise ConfigError("the stored architecture names no task (stored before tasks were; pass the study's task)")
+    return resolve_architecture(keys, chosen)
+
+
+def check_architecture(arch: Architecture) -> None:
+    """Raise :class:`~ablate.errors.Infeasible` for a model that cannot be built (cheap: nothing is built)."""
+    if arch.task == "detect":
+        from ablate.models.yolo import check_yolo_arch
+
+        check_yolo_arch(arch)
+    else:
+        vit_arch.check_arch(arch)
+
+
+def build_model(arch: Architecture) -> nn.Module:
+    """Check and construct the model of ``arch`` (training mode; ``model.arch`` holds its keys)."""
+    if arch.task == "detect":
+        from ablate.models.yolo import build_yolo
+
+        return build_yolo(arch)
+    return vit.build(arch)
