@@ -27,7 +27,8 @@ from ablate.study.space import (
     grid_cells,
     thaw,
 )
-from ablate.study.schema import Resources, SCALES, Study, TRAIN_KEYS, _DATA_KEYS, _NAME_RE, _STUDY_KEYS, _TASKS, _TRAIN_SECTION_KEYS
+from ablate.study.schema import Resources, SCALES, Study, TRAIN_KEYS, _NAME_RE, _TASKS
+from ablate.study.declaration import _DATA_KEYS, _RESOURCE_KEYS, _STUDY_KEYS, _STUDY_REQUIRED, _TRAIN_SECTION_KEYS
 from ablate.study.doc import _Doc, _check_not_reserved, _check_train_value, _float, _int, _json, _mapping, _one_of, _read_yaml, _str
 from ablate.study.space_file import space_to_dict
 from ablate.study.sections import _Redirect, _storage, _study_baseline, _study_data, _study_grid, _study_objectives, _study_proxy, _study_sampler, _study_scheduler, _study_space, _study_train
@@ -144,7 +145,7 @@ def validate_study(study: Study) -> None:
 def _parse_study(doc: _Doc, data: Any, source: str | None, scale: str = "proxy") -> tuple[Study, _Doc]:
     if data is None:
         raise doc.error((), "is empty, allowed: a study mapping with at least name, objectives and a grid or trials")
-    m = _mapping(doc, (), data, _STUDY_KEYS, required=("name",))
+    m = _mapping(doc, (), data, _STUDY_KEYS, required=_STUDY_REQUIRED)
 
     name = _str(doc, ("name",), m["name"])
     if not _NAME_RE.fullmatch(name):
@@ -217,7 +218,7 @@ def _parse_study(doc: _Doc, data: Any, source: str | None, scale: str = "proxy")
     if max_concurrent is not None:
         max_concurrent = _int(doc, ("max_concurrent",), max_concurrent, 1)
 
-    res = _mapping(doc, ("resources",), m.get("resources") or {}, ("cpu", "gpu"))
+    res = _mapping(doc, ("resources",), m.get("resources") or {}, _RESOURCE_KEYS)
     resources = Resources(cpu=_float(doc, ("resources", "cpu"), res.get("cpu", 1), 0, open_low=True),
                           gpu=_float(doc, ("resources", "gpu"), res.get("gpu", 0), 0))
 

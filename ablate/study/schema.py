@@ -91,15 +91,9 @@ _NAME_RE = re.compile(r"[A-Za-z0-9_.-]+")
 _URL_RE = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
 
 
-_STUDY_KEYS = ("name", "description", "task", "base", "space", "fixed", "grid", "proxy", "objectives", "data",
-               "train", "sampler", "scheduler", "trials", "max_concurrent", "resources", "storage", "seed",
-               "paper_resolution", "reference", "repeats", "baseline")
-_DATA_KEYS = ("name", "path", "image_size", "val_fraction", "num_workers")
-_TRAIN_SECTION_KEYS = ("epochs", "batch_size", "lr", "weight_decay", "warmup_epochs", "seed", "amp", "label_smoothing",
-                       "recipe", "lr_batch", "randaugment", "random_erasing", "mixup", "cutmix", "clip_grad",
-                       "ema_decay")
-#: Defaults of the keys no recipe decides; the recipe's keys default to its table.
-_TRAIN_DEFAULTS: Mapping[str, Any] = FrozenDict(dict(epochs=3, batch_size=128))
+# The keys each section of a study file accepts, and the training defaults, come from the
+# declaration of the file as written (ablate.study.declaration: _STUDY_KEYS, _DATA_KEYS,
+# _TRAIN_SECTION_KEYS, _TRAIN_DEFAULTS, ...), which also gives the JSON Schema.
 
 
 @dataclasses.dataclass(frozen=True)

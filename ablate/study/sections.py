@@ -16,7 +16,8 @@ from ablate.study.space import (
     same_value,
     thaw,
 )
-from ablate.study.schema import DataSpec, LABEL, OBJECTIVES, Objective, ProxySpec, SamplerSpec, SchedulerSpec, TRAINING_METRICS, TRAIN_KEYS, TrainSpec, _DATASETS, _DATA_KEYS, _FOLDER_DATASETS, _SAMPLERS, _SCHEDULERS, _TASK_DATASETS, _TASK_IMAGE_SIZE, _TASK_METRIC, _TRAIN_DEFAULTS, _TRAIN_SECTION_KEYS, _URL_RE
+from ablate.study.schema import DataSpec, LABEL, OBJECTIVES, Objective, ProxySpec, SamplerSpec, SchedulerSpec, TRAINING_METRICS, TRAIN_KEYS, TrainSpec, _DATASETS, _FOLDER_DATASETS, _SAMPLERS, _SCHEDULERS, _TASK_DATASETS, _TASK_IMAGE_SIZE, _TASK_METRIC, _URL_RE
+from ablate.study.declaration import _DATA_KEYS, _OBJECTIVE_KEYS, _OBJECTIVE_REQUIRED, _PROXY_SPECIAL, _SAMPLER_KEYS, _SCHEDULER_KEYS, _TRAIN_DEFAULTS, _TRAIN_SECTION_KEYS
 from ablate.study.doc import _Doc, _bool, _check_not_reserved, _check_train_value, _float, _int, _json, _mapping, _one_of, _read_yaml, _show, _str
 from ablate.study.space_file import _describe_domain, _parse_space
 
@@ -37,9 +38,6 @@ class _Redirect:
             if path[:len(old)] == old:
                 return self.doc.error(new + path[len(old):], what)
         return self.doc.error(path, what)
-
-
-_PROXY_SPECIAL = ("image_size", "epochs", "grid", "repeats")
 
 
 def _study_proxy(doc: _Doc, raw: Any, grid: Mapping[str, tuple],
@@ -207,7 +205,7 @@ def _study_objectives(doc: _Doc, raw: Any, task: str, paper_resolution: int | No
         path = ("objectives", i)
         if isinstance(item, str):
             item = {"name": item}
-        m = _mapping(doc, path, item, ("name", "direction"), required=("name",))
+        m = _mapping(doc, path, item, _OBJECTIVE_KEYS, required=_OBJECTIVE_REQUIRED)
         name = _one_of(doc, path + ("name",), m["name"], names)
         direction = _one_of(doc, path + ("direction",), m.get("direction", OBJECTIVES[name]), ("maximize", "minimize"))
         if any(o.name == name for o in out):
@@ -323,7 +321,7 @@ def _study_baseline(doc: _Doc, raw: Any, cells: Sequence[Mapping[str, Any]]) -> 
 
 
 def _study_sampler(doc: _Doc, raw: Any, grid: Mapping[str, Any], seed: int) -> SamplerSpec:
-    m = _mapping(doc, ("sampler",), raw, ("name", "seed", "population_size"))
+    m = _mapping(doc, ("sampler",), raw, _SAMPLER_KEYS)
     name = _one_of(doc, ("sampler", "name"), m.get("name", "grid" if grid else "tpe"), _SAMPLERS)
     if name == "grid" and not grid:
         raise doc.error(("sampler", "name"), "'grid' needs a grid, allowed: add grid: {key: [values]}, "
@@ -344,7 +342,7 @@ def _study_sampler(doc: _Doc, raw: Any, grid: Mapping[str, Any], seed: int) -> S
 def _study_scheduler(doc: _Doc, raw: Any, train: TrainSpec, objectives: tuple[Objective, ...]) -> SchedulerSpec | None:
     if raw is None:
         return None
-    m = _mapping(doc, ("scheduler",), raw, ("name", "grace_period", "reduction_factor"))
+    m = _mapping(doc, ("scheduler",), raw, _SCHEDULER_KEYS)
     name = _one_of(doc, ("scheduler", "name"), m.get("name", "asha"), _SCHEDULERS)
     if not any(o.name in TRAINING_METRICS for o in objectives):
         raise doc.error(("scheduler",), "early stopping needs a training objective to watch, "

@@ -19,14 +19,10 @@ from ablate.study.space import (
     thaw,
 )
 from ablate.study.doc import _Doc, _bool, _check_not_reserved, _did_you_mean, _json, _mapping, _read_yaml, _show, _str
+# The keys of a space file and of one param come from its declaration (the JSON Schema's too).
+from ablate.study.declaration import _PARAM_KEYS, _SPACE_KEYS
 
 __all__ = ["load_space", "space_from_dict", "space_to_dict"]
-
-
-_SPACE_KEYS = ("name", "fixed", "params")
-
-
-_PARAM_KEYS = ("choice", "int", "float", "step", "log", "when")
 
 
 def load_space(path: str | os.PathLike[str]) -> SearchSpace:
