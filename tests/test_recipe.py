@@ -451,3 +451,19 @@ def test_cuda_trains_under_autocast_channels_last_with_workers(tmp_path: Path) -
     history = train_classifier(model, data, cfg)
     assert math.isfinite(history[0]["train_loss"]) and 0.0 <= history[0]["top1"] <= 100.0
     assert next(model.parameters()).is_cuda
+
+
+def test_one_table_of_training_defaults():
+    """A study file's train: defaults, TrainConfig's defaults and the proxy recipe agree."""
+    import dataclasses
+
+    from ablate.study.declaration import TrainSection
+    from ablate.train import TrainConfig
+    from ablate.train.recipes import BUDGET, RECIPES
+
+    config = TrainConfig()
+    for key, value in BUDGET.items():
+        assert getattr(config, key) == value == TrainSection.model_fields[key].default
+    proxy = {k: v for k, v in RECIPES["proxy"].items() if k != "lr_batch"}
+    assert {k: getattr(config, k) for k in proxy} == proxy and config.recipe == "proxy"
+    assert {f.name for f in dataclasses.fields(TrainConfig)} >= set(proxy) | set(BUDGET)

@@ -67,7 +67,7 @@ def test_warmup_cosine_is_monotone_in_each_phase():
 
 def test_two_epochs_report_twice_and_learn(digits8):
     seen: list[dict] = []
-    cfg = TrainConfig(epochs=2, batch_size=64, lr=1e-2, seed=0)
+    cfg = TrainConfig(epochs=2, batch_size=64, lr=1e-2, warmup_epochs=1.0, seed=0)
     history = train_classifier(_linear(), digits8, cfg, on_epoch=seen.append)
     assert seen == history and len(history) == 2
     for i, metrics in enumerate(history, start=1):

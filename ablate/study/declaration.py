@@ -61,7 +61,7 @@ from ablate.study.schema import (
     TRAIN_KEYS,
 )
 from ablate.study.space import FrozenDict
-from ablate.train.recipes import RECIPES
+from ablate.train.recipes import BUDGET, RECIPES
 
 __all__ = ["SCHEMA_KINDS", "DataSection", "ObjectiveEntry", "ParamSpec", "ProxySection", "ResourcesSection",
            "SamplerSection", "SchedulerSection", "SpaceFile", "StudyFile", "TrainSection", "json_schema",
@@ -191,8 +191,9 @@ class TrainSection(_Section):
     Keys left out or null that a recipe decides come from the recipe (train.recipe).
     """
 
-    epochs: int = Field(3, ge=1, description="Training epochs, >= 1. proxy.epochs replaces it at --scale proxy.")
-    batch_size: int = Field(128, ge=1, description="Images per optimiser step, >= 1.")
+    epochs: int = Field(BUDGET["epochs"], ge=1,
+                        description="Training epochs, >= 1. proxy.epochs replaces it at --scale proxy.")
+    batch_size: int = Field(BUDGET["batch_size"], ge=1, description="Images per optimiser step, >= 1.")
     lr: float | None = Field(None, gt=0, description=(
         "Peak learning rate (> 0) of AdamW for a batch of lr_batch images, scaled linearly to batch_size "
         "(as given when lr_batch is unset). " + _recipe_default("lr")))

@@ -43,6 +43,7 @@ from torch.utils.data import DataLoader
 
 from ablate.data import ClassificationData, classification_transforms, loader_workers
 from ablate.errors import AblateError
+from ablate.train.recipes import BUDGET, RECIPES
 
 __all__ = ["TrainConfig", "TrainingDiverged", "autocast_dtype", "recipe_transforms", "train_classifier",
            "warmup_cosine"]
@@ -56,11 +57,16 @@ class TrainingDiverged(AblateError, ArithmeticError):
     """The loss became NaN or infinite: the trial is recorded as failed with this message."""
 
 
+#: The recipe a config without one trains with.
+_PROXY = RECIPES["proxy"]
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """The training budget, recipe and data-path settings of one trial.
 
-    The defaults are the ``proxy`` recipe's behaviour (no augmentation, no mixing).
+    The defaults are the ``proxy`` recipe's table and the budget a study file defaults to
+    (:data:`ablate.train.recipes.BUDGET`): one set of training defaults for the project.
 
     Attributes:
         epochs: Passes over the training split.
@@ -86,22 +92,22 @@ class TrainConfig:
         channels_last: Channels-last memory format; None means on CUDA only.
     """
 
-    epochs: int = 3
-    batch_size: int = 128
-    lr: float = 2e-3
-    weight_decay: float = 0.05
-    warmup_epochs: float = 1.0
-    label_smoothing: float = 0.0
+    epochs: int = BUDGET["epochs"]
+    batch_size: int = BUDGET["batch_size"]
+    lr: float = _PROXY["lr"]
+    weight_decay: float = _PROXY["weight_decay"]
+    warmup_epochs: float = _PROXY["warmup_epochs"]
+    label_smoothing: float = _PROXY["label_smoothing"]
     seed: int = 0
-    amp: bool = True
+    amp: bool = _PROXY["amp"]
     device: str = "cpu"
     recipe: str = "proxy"
-    randaugment: str = ""
-    random_erasing: float = 0.0
-    mixup: float = 0.0
-    cutmix: float = 0.0
-    clip_grad: float = 0.0
-    ema_decay: float = 0.0
+    randaugment: str = _PROXY["randaugment"]
+    random_erasing: float = _PROXY["random_erasing"]
+    mixup: float = _PROXY["mixup"]
+    cutmix: float = _PROXY["cutmix"]
+    clip_grad: float = _PROXY["clip_grad"]
+    ema_decay: float = _PROXY["ema_decay"]
     num_workers: int | None = None
     cpus: float = 1.0
     channels_last: bool | None = None

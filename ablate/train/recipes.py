@@ -49,7 +49,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["RECIPES", "RECIPE_KEYS", "resolve_recipe"]
+__all__ = ["BUDGET", "RECIPES", "RECIPE_KEYS", "resolve_recipe"]
+
+#: The training defaults no recipe decides: the one table a study file's ``train:``
+#: (:mod:`ablate.study.declaration`) and :class:`ablate.train.TrainConfig` both default to.
+BUDGET: Mapping[str, Any] = {"epochs": 3, "batch_size": 128}
 
 #: Each recipe's value for every key it decides (a study's explicit value wins).
 RECIPES: Mapping[str, Mapping[str, Any]] = {
