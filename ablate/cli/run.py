@@ -43,9 +43,12 @@ def run(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or per-trial lines."),
 ) -> None:
     """Run (or resume) a study: every trial builds, measures and trains one candidate."""
-    from ablate.study import load_study
+    from ablate.cli.validate import checked_study
 
-    study = load_study(study_file, scale=scale.value)
+    # The check `ablate validate --scale SCALE` makes, through the same function: one verdict.
+    study = checked_study(study_file, scale.value, storage)
+    if study is None:
+        raise typer.Exit(2)
     if repeats is not None:
         import dataclasses
 
@@ -87,16 +90,22 @@ def _dry_run(study, trials: Optional[int]) -> None:
     from ablate.run.trial import study_costs
 
     if study.is_grid:
-        cells = study.cells()
+        cells = study.cells()  # a grid is enumerated, not sampled
     else:
+        import warnings
+
         import optuna
 
+        from ablate.run.optuna_study import make_sampler
         from ablate.study.space import suggest
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-        sampler = optuna.samplers.RandomSampler(seed=study.sampler.seed)
-        scratch = optuna.create_study(sampler=sampler)
-        cells = [suggest(scratch.ask(), study.free_space, study.fixed) for _ in range(trials or study.trials)]
+        with warnings.catch_warnings():  # TPE's multivariate/constant_liar are experimental: no noise here
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            # The runner's sampler on an empty in-memory study: the first candidates a run would propose.
+            scratch = optuna.create_study(directions=[o.direction for o in study.objectives],
+                                          sampler=make_sampler(study))
+            cells = [suggest(scratch.ask(), study.free_space, study.fixed) for _ in range(trials or study.trials)]
     columns = ["params_m", "gflops"]
     if study.paper_resolution:
         columns += ["params_m_paper", "gflops_paper"]

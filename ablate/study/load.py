@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Mapping
+import re
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +35,7 @@ from ablate.study.space_file import space_to_dict
 from ablate.study.sections import _Redirect, _storage, _study_baseline, _study_data, _study_grid, _study_objectives, _study_proxy, _study_sampler, _study_scheduler, _study_space, _study_train
 from ablate.study.feasibility import _check_against_models
 
-__all__ = ["load_study", "study_from_dict", "study_to_dict", "validate_study"]
+__all__ = ["check_study", "load_study", "study_from_dict", "study_to_dict", "validate_study"]
 
 
 
@@ -58,6 +59,42 @@ def load_study(path: str | os.PathLike[str], *, check: bool = True, scale: str =
     Raises:
         ConfigError: one line ``file:line: key.path: what is wrong, allowed: ...``.
     """
+    return _load(path, check=check, scale=scale)[0]
+
+
+def check_study(path: str | os.PathLike[str], *, scale: str = "proxy", storage: str | None = None) -> Study:
+    """Every check ``ablate run`` makes before it starts, without writing anything: the one
+    verdict of ``ablate validate`` and ``ablate run`` (``--dry-run`` or not) at ``scale``.
+
+    That is :func:`load_study` with ``check=True`` (the schema, the search space, every
+    fixed/grid/proxy key against the model builder, every grid cell and its paper-scale
+    model for feasibility, the data path) at ``scale``, then the storage the run would open
+    (``storage``, the ``--storage`` override, else the study's):
+
+    - the URL parses and names an installed SQLAlchemy dialect (``sqlite://host/x.db``,
+      a host in a SQLite URL, is refused as SQLAlchemy would refuse it);
+    - for SQLite, the file is a SQLite database (or empty) that can be written, or, when
+      missing, its nearest existing folder can hold it (nothing is created here).
+
+    Left to the run, because they are a database's or a machine's state rather than the
+    file's: whether a database already holds this study with another spec (the run checks
+    that when it opens the study; validate never opens a database), whether a server is
+    reachable with these credentials and its driver (psycopg, ...) is installed, and the
+    Ray address and devices.
+
+    Raises:
+        ConfigError: one line ``file:line: key.path: what is wrong, allowed: ...``
+            (``file: --storage: ...`` for the override).
+    """
+    study, doc = _load(path, check=True, scale=scale)
+    if storage is None:
+        _check_storage(study.storage, lambda what: doc.error(("storage",), what))
+    else:
+        _check_storage(storage, lambda what: ConfigError(f"{doc.source}: --storage: {what}"))
+    return study
+
+
+def _load(path: str | os.PathLike[str], *, check: bool, scale: str) -> tuple[Study, _Doc]:
     display = os.fspath(path)
     data, lines = _read_yaml(Path(path), display)
     doc = _Doc(display, lines, Path(path).resolve().parent)
@@ -67,7 +104,56 @@ def load_study(path: str | os.PathLike[str], *, check: bool = True, scale: str =
     study, space_doc = _parse_study(doc, data, source=display, scale=_scale_arg(scale))
     if check:
         _check_against_models(study, doc, space_doc)
-    return study
+    return study, doc
+
+
+_STORAGE_ALLOWED = "allowed: an SQLAlchemy URL, e.g. sqlite:///runs/x.db, postgresql://host/db"
+_SQLITE_ALLOWED = "allowed: a SQLite database file, or a path in a writable folder where one can be created"
+
+
+def _check_storage(url: str, error: Callable[[str], ConfigError]) -> None:
+    """What opening ``url`` for a run would refuse, found without connecting or writing."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    from ablate.storage import display_url, sqlite_path
+
+    shown = display_url(url)
+    if shown == url:  # not parsed: mask a password by hand before quoting the URL
+        shown = re.sub(r"(://[^/@:]*:)[^/@]*@", r"\1***@", url)
+    try:
+        parsed = make_url(url)
+        parsed.get_dialect()  # loads the dialect; its driver is imported when the run connects
+    except (ArgumentError, ValueError) as err:  # also NoSuchModuleError; ValueError: e.g. a port that is no number
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise error(f"cannot be opened: {shown!r}: {first}, {_STORAGE_ALLOWED}") from None
+    if parsed.get_backend_name() == "sqlite" and (parsed.host or parsed.port):
+        raise error(f"a SQLite URL has no host, got {shown!r}, "
+                    f"allowed: sqlite:///relative/path.db or sqlite:////absolute/path.db")
+    path = sqlite_path(url)
+    if path is None:
+        return
+    path = Path(os.path.abspath(path))
+    if path.is_dir():
+        raise error(f"{str(path)!r} is a folder, {_SQLITE_ALLOWED}")
+    if path.exists():
+        try:
+            with path.open("rb") as f:
+                head = f.read(16)
+        except OSError as err:
+            raise error(f"{str(path)!r} cannot be read ({err.strerror}), {_SQLITE_ALLOWED}") from None
+        if head and head != b"SQLite format 3\x00":
+            raise error(f"{str(path)!r} is not a SQLite database, {_SQLITE_ALLOWED}")
+        if not os.access(path, os.W_OK):
+            raise error(f"{str(path)!r} is read-only and a run writes to it, {_SQLITE_ALLOWED}")
+        return
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise error(f"{str(path)!r} cannot be created: {str(folder)!r} is a file, {_SQLITE_ALLOWED}")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise error(f"{str(path)!r} cannot be created: {str(folder)!r} is not writable, {_SQLITE_ALLOWED}")
 
 
 def _scale_arg(scale: str) -> str:
