@@ -9,14 +9,13 @@ registry, so Ray workers that import the package see the same names as the drive
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import typing
 from typing import Any, ClassVar, TypeVar
 
 import torch
 from torch import nn
 
-from ablate.errors import ConfigError, Infeasible
+from ablate.errors import ConfigError, Infeasible, unknown_name
 
 __all__ = [
     "BlockContext",
@@ -143,9 +142,7 @@ def get_attention(name: str) -> type[TokenMixer]:
 
 
 def _unknown_message(what: str, name: object, valid: list[str]) -> str:
-    hint = difflib.get_close_matches(str(name), valid, n=1)
-    did = f"; did you mean {hint[0]!r}?" if hint else ""
-    return f"unknown {what} {name!r}, allowed: {', '.join(valid)}{did}"
+    return unknown_name(what, name, valid)
 
 
 def _coerce(name: str, value: Any, annotation: Any) -> Any:

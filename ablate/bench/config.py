@@ -8,14 +8,13 @@ checked values.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 from collections.abc import Sequence
 from typing import Any
 
 import torch
 
 from ablate.attention import list_attention
-from ablate.errors import ConfigError
+from ablate.errors import ConfigError, unknown_name
 
 __all__ = ["BASELINE", "VARIANTS", "BenchConfig", "bench_families", "make_config"]
 
@@ -95,9 +94,7 @@ def make_config(families: str | Sequence[str] | None = None, resolutions: str | 
             if not item:
                 continue
             if item not in known:
-                hint = difflib.get_close_matches(item, known, n=1)
-                raise ConfigError(f"--families: unknown attention family {item!r}, allowed: {', '.join(known)}"
-                                  + (f"; did you mean {hint[0]!r}?" if hint else ""))
+                raise ConfigError("--families: " + unknown_name("attention family", item, known))
             if item not in names:
                 names.append(item)
         if not names:

@@ -7,7 +7,7 @@ from typing import Optional
 import typer
 
 from ablate.cli.common import ProfileFormat, app, echo_json
-from ablate.errors import ConfigError
+from ablate.errors import ConfigError, unknown_name
 
 
 @app.command()
@@ -91,16 +91,13 @@ def _profile_rows(target: str, resolution: Optional[int]) -> list[dict]:
     from ablate.models.presets import preset_arch
 
     if target not in vit_presets():
-        import difflib
 
         from ablate.measure import profile_yolo
         from ablate.models.yolo import list_yolo_presets
 
         if target not in list_yolo_presets():
             valid = vit_presets() + list_yolo_presets()
-            hint = difflib.get_close_matches(target, valid, n=1)
-            raise ConfigError(f"unknown preset {target!r}, allowed: {', '.join(valid)}"
-                              + (f"; did you mean {hint[0]!r}?" if hint else ""))
+            raise ConfigError(unknown_name("preset", target, valid))
         size = _yolo_size(resolution, 640)
         return [{"name": target, "resolution": size, **profile_yolo({"preset": target}, size)}]
     arch = preset_arch(target)

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import difflib
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from ablate.cli.common import app
-from ablate.errors import ConfigError
+from ablate.errors import ConfigError, did_you_mean
 
 _KINDS = ("study", "space")
 
@@ -28,9 +27,8 @@ def schema(
     if kind is None:
         raise ConfigError(f"schema: give the kind of file, allowed: {', '.join(_KINDS)}")
     if kind not in _KINDS:
-        hint = difflib.get_close_matches(kind, _KINDS, n=1)
         raise ConfigError(f"schema: must be one of {', '.join(map(repr, _KINDS))}, got {kind!r}"
-                          + (f"; did you mean {hint[0]!r}?" if hint else ""))
+                          + did_you_mean(kind, _KINDS))
     from ablate.study.declaration import json_schema_text
 
     text = json_schema_text(kind)

@@ -30,11 +30,10 @@ The presets: ``focal_{tiny,small,base}``, ``swin_tiny``, ``pvt_tiny``, ``deit_ti
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Callable
 from typing import Any
 
-from ablate.errors import ConfigError
+from ablate.errors import ConfigError, unknown_name
 
 __all__ = ["PRESET_INFO", "list_presets", "preset_arch"]
 
@@ -294,7 +293,5 @@ def preset_arch(name: str) -> dict[str, Any]:
     try:
         fn = _PRESETS[name]
     except (KeyError, TypeError):
-        hint = difflib.get_close_matches(str(name), list_presets(), n=1)
-        did = f"; did you mean {hint[0]!r}?" if hint else ""
-        raise ConfigError(f"unknown preset {name!r}, allowed: {', '.join(list_presets())}{did}") from None
+        raise ConfigError(unknown_name("preset", name, list_presets())) from None
     return fn()

@@ -14,13 +14,12 @@ one value per stage. ``preset`` starts from a named preset; the other keys overr
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import typing
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ablate.attention import check_mixer, get_attention, list_attention, parse_options
-from ablate.errors import ConfigError, Infeasible
+from ablate.errors import ConfigError, Infeasible, did_you_mean
 from ablate.models.arch import Architecture
 from ablate.models.presets import preset_arch
 
@@ -62,11 +61,6 @@ _POS_EMBED = ("none", "absolute")
 _FINAL_NORM = ("layer", "batch")
 
 
-def _did_you_mean(name: str, valid: Sequence[str]) -> str:
-    hint = difflib.get_close_matches(name, list(valid), n=1)
-    return f"; did you mean {hint[0]!r}?" if hint else ""
-
-
 def _jsonable(value: Any) -> Any:
     """Tuples to lists, recursively, so the resolved dict survives a JSON round trip."""
     if isinstance(value, (list, tuple)):
@@ -96,7 +90,7 @@ def _as_float(key: str, value: Any, low: float, high: float | None = None, *, op
 def _as_choice(key: str, value: Any, allowed: Sequence[str]) -> str:
     if value not in allowed:
         raise ConfigError(f"{key} must be one of {', '.join(map(repr, allowed))}, got {value!r}"
-                          + _did_you_mean(str(value), allowed))
+                          + did_you_mean(str(value), allowed))
     return value
 
 
@@ -241,7 +235,7 @@ def resolve_arch(arch: Mapping[str, Any]) -> dict[str, Any]:
     out["use_conv_embed"] = _as_bool("use_conv_embed", raw["use_conv_embed"])
     if raw["downsample"] not in _DOWNSAMPLE:
         raise ConfigError(f"downsample must be one of {', '.join(map(repr, _DOWNSAMPLE))}, "
-                          f"got {raw['downsample']!r}" + _did_you_mean(str(raw["downsample"]), _DOWNSAMPLE))
+                          f"got {raw['downsample']!r}" + did_you_mean(str(raw["downsample"]), _DOWNSAMPLE))
     out["downsample"] = raw["downsample"]
     out["stem"] = _as_choice("stem", raw["stem"], _STEMS)
     if out["stem"] == "convs" and out["patch_size"] != 4:
@@ -308,7 +302,7 @@ def _resolve_options(given: Mapping[str, Any], families: list[str], builder: Map
             owners = [f for f in list_attention() if f not in families and key in _option_fields(f)]
             owned = f" ({key!r} is an option of attention {', '.join(map(repr, owners))})" if owners else ""
             raise ConfigError(f"unknown arch key {key!r} for attention {fams}{owned}; allowed: {', '.join(allowed)}"
-                              + _did_you_mean(key, allowed))
+                              + did_you_mean(key, allowed))
 
     per_stage: list[dict[str, Any]] = [{k: builder[k] for k in f if k in builder} for f in fields]
     for key, value in given.items():

@@ -4,7 +4,7 @@ against the model builders."""
 
 from ablate.study.declaration import SpaceFile, StudyFile, json_schema
 from ablate.study.feasibility import arch_api
-from ablate.study.load import load_study, study_from_dict, study_to_dict, validate_study
+from ablate.study.load import check_study, load_study, study_from_dict, study_to_dict, validate_study
 from ablate.study.schema import (
     LABEL,
     OBJECTIVES,
@@ -26,4 +26,4 @@ from ablate.study.space_file import load_space, space_from_dict, space_to_dict
 __all__ = ["OBJECTIVES", "TRAINING_METRICS", "TRAIN_KEYS", "RECIPE_NAMES", "LABEL", "SCALES", "Objective", "DataSpec",
            "TrainSpec", "SamplerSpec", "SchedulerSpec", "Resources", "ProxySpec", "Study", "load_space",
            "space_from_dict", "space_to_dict", "load_study", "study_from_dict", "study_to_dict", "validate_study",
-           "arch_api", "StudyFile", "SpaceFile", "json_schema"]
+           "arch_api", "check_study", "StudyFile", "SpaceFile", "json_schema"]

@@ -9,7 +9,6 @@ name and no line."""
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import math
 import re
 from collections.abc import Mapping, Sequence
@@ -18,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from ablate.errors import ConfigError
+from ablate.errors import ConfigError, did_you_mean
 from ablate.study.space import (
     dotted,
     thaw,
@@ -117,11 +116,6 @@ def _index_lines(node: yaml.Node, path: tuple, lines: dict[tuple, int], display:
             _index_lines(item, path + (i,), lines, display, depth + 1)
 
 
-def _did_you_mean(name: object, valid: Sequence[str]) -> str:
-    hint = difflib.get_close_matches(str(name), list(valid), n=1)
-    return f"; did you mean {hint[0]!r}?" if hint else ""
-
-
 def _mapping(doc: _Doc, path: tuple, value: Any, allowed: Sequence[str] | None = None,
              required: Sequence[str] = (), what: str = "a mapping") -> dict[str, Any]:
     """Check that ``value`` is a mapping with string keys, only ``allowed`` ones, all ``required``."""
@@ -133,7 +127,7 @@ def _mapping(doc: _Doc, path: tuple, value: Any, allowed: Sequence[str] | None =
             raise doc.error(path + (str(key),), f"keys must be strings, got {key!r}")
         if allowed is not None and key not in allowed:
             raise doc.error(path + (key,), f"unknown key {key!r}, allowed: {', '.join(allowed)}"
-                            + _did_you_mean(key, allowed))
+                            + did_you_mean(key, allowed))
     for key in required:
         if key not in value:
             raise doc.error(path + (key,), "required key is missing")
@@ -188,7 +182,7 @@ def _str(doc: _Doc, path: tuple, value: Any) -> str:
 
 def _one_of(doc: _Doc, path: tuple, value: Any, allowed: Sequence[str]) -> str:
     if not isinstance(value, str) or value not in allowed:
-        hint = _did_you_mean(value, allowed) if isinstance(value, str) else ""
+        hint = did_you_mean(value, allowed) if isinstance(value, str) else ""
         raise doc.error(path, f"must be one of {', '.join(map(repr, allowed))}, got {_show(value)}{hint}")
     return value
 

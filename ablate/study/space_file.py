@@ -18,9 +18,10 @@ from ablate.study.space import (
     same_value,
     thaw,
 )
-from ablate.study.doc import _Doc, _bool, _check_not_reserved, _did_you_mean, _json, _mapping, _read_yaml, _show, _str
+from ablate.study.doc import _Doc, _bool, _check_not_reserved, _json, _mapping, _read_yaml, _show, _str
 # The keys of a space file and of one param come from its declaration (the JSON Schema's too).
 from ablate.study.declaration import _PARAM_KEYS, _SPACE_KEYS
+from ablate.errors import did_you_mean
 
 __all__ = ["load_space", "space_from_dict", "space_to_dict"]
 
@@ -118,7 +119,7 @@ def _parse_param(doc: _Doc, path: tuple, name: str, spec: Any, earlier: list[Par
                          else " (declared later; move it up)" if key in all_names else "")
                 allowed = sorted(set(known) | set(fixed))
                 raise doc.error(kpath, f"unknown key {key!r}{later}, allowed: an earlier param or a fixed key: "
-                                       f"{', '.join(allowed) or '(none)'}" + _did_you_mean(key, allowed))
+                                       f"{', '.join(allowed) or '(none)'}" + did_you_mean(key, allowed))
             values = values if isinstance(values, list) else [values]
             _json(doc, kpath, values)
             if not values:

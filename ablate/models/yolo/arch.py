@@ -14,9 +14,9 @@ from typing import Any
 from torch import nn
 
 from ablate.attention import check_mixer, get_attention, list_attention, parse_options
-from ablate.errors import ConfigError, Infeasible
+from ablate.errors import ConfigError, Infeasible, did_you_mean
 from ablate.models.arch import Architecture
-from ablate.models.vit_arch import _as_int, _did_you_mean
+from ablate.models.vit_arch import _as_int
 from ablate.models.yolo.upstream import tasks
 from ablate.models.yolo.blocks import attention_heads, register_ultralytics
 
@@ -126,7 +126,7 @@ def yolo_preset_arch(name: str) -> dict[str, Any]:
     except (KeyError, TypeError):
         valid = list_yolo_presets()
         raise ConfigError(f"unknown YOLO preset {name!r}, allowed: {', '.join(valid)}"
-                          + _did_you_mean(name, valid)) from None
+                          + did_you_mean(name, valid)) from None
     return fn()
 
 def create_yolo_preset(name: str, **overrides: Any) -> nn.Module:
@@ -268,7 +268,7 @@ def resolve_yolo_arch(arch: Mapping[str, Any] | Architecture) -> dict[str, Any]:
 
     base = raw["base"]
     if base not in YOLO_BASES:
-        raise ConfigError(f"unknown base {base!r}, allowed: {', '.join(YOLO_BASES)}" + _did_you_mean(base, YOLO_BASES))
+        raise ConfigError(f"unknown base {base!r}, allowed: {', '.join(YOLO_BASES)}" + did_you_mean(base, YOLO_BASES))
     out: dict[str, Any] = {"preset": preset, "base": base}
     out["nc"] = _as_int("nc", raw["nc"], 1)
     size = _as_int("img_size", raw["img_size"], _MAX_STRIDE)
@@ -282,14 +282,14 @@ def resolve_yolo_arch(arch: Mapping[str, Any] | Architecture) -> dict[str, Any]:
     if attention != "none" and attention not in families:
         valid = ["none", *families]
         raise ConfigError(f"unknown attention {attention!r}, allowed: {', '.join(valid)}"
-                          + _did_you_mean(attention, valid))
+                          + did_you_mean(attention, valid))
     out["attention"] = attention
     placement = raw["placement"]
     allowed_placements = YOLO_PLACEMENTS + (("none",) if attention == "none" else ())
     if placement not in allowed_placements:
         extra = "" if attention == "none" or placement != "none" else " ('none' only with attention: none)"
         raise ConfigError(f"placement must be one of {', '.join(map(repr, YOLO_PLACEMENTS))}{extra}, "
-                          f"got {placement!r}" + _did_you_mean(placement, YOLO_PLACEMENTS))
+                          f"got {placement!r}" + did_you_mean(placement, YOLO_PLACEMENTS))
     places = raw["places"]
     if places is not None:
         places = _as_int("places", places, 0 if attention == "none" else 1)
@@ -305,7 +305,7 @@ def resolve_yolo_arch(arch: Mapping[str, Any] | Architecture) -> dict[str, Any]:
             owned = f" ({key!r} is an option of attention {', '.join(map(repr, owners))})" if owners else ""
             allowed = sorted(set(YOLO_ARCH_DEFAULTS) | set(fields))
             raise ConfigError(f"unknown arch key {key!r} for attention {attention!r}{owned}; allowed: "
-                              f"{', '.join(allowed)}" + _did_you_mean(key, allowed))
+                              f"{', '.join(allowed)}" + did_you_mean(key, allowed))
     if attention == "none":
         out.update(placement="none", places=0, head_dim=None)
         return out
