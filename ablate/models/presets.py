@@ -38,7 +38,7 @@ from ablate.errors import ConfigError, unknown_name
 __all__ = ["PRESET_INFO", "list_presets", "preset_arch"]
 
 # The officially printed numbers at 224x224 (params in millions, GFLOPs as
-# multiply-adds). ``verified``: ``tests/test_models.py`` builds the preset and finds
+# multiply-adds). ``verified``: ``tests/models/test_models.py`` builds the preset and finds
 # params within 1 % and FLOPs within 3 % of these (``truncated``: the paper cuts to one
 # decimal, so the count must lie in [printed, printed + 0.1)). An unverified preset's
 # figures are our own counts, kept as a regression check.

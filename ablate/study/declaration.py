@@ -13,7 +13,7 @@ its type, its bounds, its default and what it means. Three things come from it:
 The loader (:mod:`ablate.study.load`) stays the authority: it checks what a schema cannot
 say (a key in ``fixed`` or in ``grid``, ``warmup_epochs <= epochs``, a data set of the
 task, ...) and writes the ``file:line: key.path`` errors. The declaration must never
-refuse a file the loader accepts; ``tests/test_schema_declaration.py`` holds both to that.
+refuse a file the loader accepts; ``tests/study/test_schema_declaration.py`` holds both to that.
 
 Arch keys (under ``fixed``, ``grid``, ``proxy`` and a space's ``fixed``/``params``) stay
 free-form: each attention family has its own options, checked against the model builders

@@ -91,7 +91,7 @@ def _yolov8n_fla() -> dict[str, Any]:
             "focusing_factor": 3.0, "kernel_size": 5, "pos_encoding": False}
 
 # Figures at 640x640. ``params`` and ``gflops_ultralytics`` for the stock models are what
-# this ultralytics (8.4) prints (``YOLO("yolov8n.yaml").info()``); ``tests/test_yolo.py``
+# this ultralytics (8.4) prints (``YOLO("yolov8n.yaml").info()``); ``tests/models/test_yolo.py``
 # checks our count equals ``ultralytics.utils.torch_utils.get_flops`` exactly.
 # ``gflops`` is multiply-adds (ablate's convention). yolov8n_fla: our own count; the
 # seed's blog reports 8.9 -> 9.1 GFLOPs (ultralytics' convention) for the same change.

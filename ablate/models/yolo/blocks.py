@@ -10,7 +10,7 @@ runs*, to the stock module it extends (``C2PSA`` for ``AttnBlock_F``, ``C2f``, `
 for the stock ones. :func:`register_ultralytics` wraps ``tasks.parse_model`` so that a
 context variable says when it runs; no frame is inspected. Everywhere else the classes
 compare as usual (only the hash equals the stock class's). If a future ultralytics
-changes ``parse_model``, ``tests/test_yolo.py`` fails first.
+changes ``parse_model``, ``tests/models/test_yolo.py`` fails first.
 """
 
 from __future__ import annotations

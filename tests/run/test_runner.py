@@ -1,7 +1,7 @@
 """The runner through a real local Ray: grid, ASHA → PRUNED, failures, resume.
 
 Trials here are synthetic (they report made-up epochs at once) so that the runner's
-bookkeeping is tested in seconds; tests/test_end_to_end.py trains real models.
+bookkeeping is tested in seconds; tests/run/test_end_to_end.py trains real models.
 """
 
 from __future__ import annotations

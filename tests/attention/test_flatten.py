@@ -8,7 +8,7 @@ calls. They share only the weights with the mixer, so float64 agreement shows th
 layout, the focusing function, the normaliser, the spatial reduction, the 1-D
 interpolation of V and the shared DWC are the official ones. The official code runs only
 on maps equal to its build-time map (and divisible by the window), so the transcriptions
-do too; other sizes are covered by fast == reference below and by tests/test_attention.py.
+do too; other sizes are covered by fast == reference below and by tests/attention/test_attention.py.
 
 The parameter counts are derived by hand from the official constructors (see each test).
 """

@@ -31,8 +31,8 @@ from ablate.study import (
 from ablate.errors import ConfigError, Infeasible
 from ablate.study.space import suggest
 
-ROOT = Path(__file__).resolve().parents[1]
-DATA = Path(__file__).resolve().parent / "data"
+ROOT = Path(__file__).resolve().parents[2]
+DATA = Path(__file__).resolve().parents[1] / "fixtures"
 
 # --------------------------------------------------------------------------- model stand-in
 
@@ -518,7 +518,7 @@ def test_repeats_baseline_and_recipes(fake_models: None, in_tmp: Path) -> None:
 
 
 def test_proxy_repeats_apply_at_proxy_scale_only() -> None:
-    path = Path(__file__).parents[1] / "studies" / "window_size.yaml"
+    path = Path(__file__).parents[2] / "studies" / "window_size.yaml"
     proxy, paper = load_study(path, check=False), load_study(path, check=False, scale="paper")
     assert (proxy.repeats, paper.repeats) == (5, 3)
     assert study_from_dict(study_to_dict(proxy), check=False).repeats == 5

@@ -23,7 +23,7 @@ from ablate.study import LABEL, load_study
 from ablate.study.space import thaw
 from ablate.run.trial import measure_costs, paper_arch
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 #: The papers' ablations are the study files that name a ``base`` preset (as in
 #: benchmarks/paper_tables.py); the others are searches, checked below to be searches.
 ALL_STUDIES = sorted((ROOT / "studies").glob("*.yaml"))

@@ -23,7 +23,7 @@ from typer.testing import CliRunner
 
 from ablate.cli import app
 
-ROOT = Path(__file__).parents[1]
+ROOT = Path(__file__).parents[2]
 STUDIES = sorted(ROOT.joinpath("studies").glob("*.yaml"))
 SCALES = ("proxy", "paper")
 

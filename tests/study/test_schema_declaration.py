@@ -48,7 +48,7 @@ from ablate.study.doc import _read_yaml
 from ablate.study.space import dotted
 from tests.cli_helpers import run_cli
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 STUDIES = sorted((ROOT / "studies").glob("*.yaml"))
 SPACES = sorted((ROOT / "search_spaces").glob("*.yaml"))
 REGENERATE = "python -m ablate schema {kind} -o schemas/{kind}.schema.json"

@@ -368,7 +368,7 @@ def test_dry_run_prints_the_repeats_the_measured_noise_needs(tmp_path, capsys):
     from ablate.study import load_study, study_to_dict
     from cli_helpers import run_cli
 
-    path = Path(__file__).parents[1] / "studies" / "flatten_focusing.yaml"
+    path = Path(__file__).parents[2] / "studies" / "flatten_focusing.yaml"
     study = load_study(path, check=False)
     url = f"sqlite:///{tmp_path / 'f.db'}"
     ostudy = optuna.create_study(study_name=study.name, storage=url, directions=["maximize", "minimize"])

@@ -64,7 +64,7 @@ TINY: dict[str, list[dict]] = {
         {"topk": -2, "side_dwconv": 3},
         {},
     ],
-    "lavit": [  # built alone (context=None) a lavit mixer is a VA layer; tests/test_lavit.py covers LA layers
+    "lavit": [  # built alone (context=None) a lavit mixer is a VA layer; tests/attention/test_lavit.py covers LA layers
         {},
         {"qkv_bias": False, "qk_scale": 0.5, "dp_loss_weight": 0.0},
         {"va_layers": 2, "attention_residual": False, "layer_scale_init": 0.1},

@@ -28,7 +28,7 @@ from ablate.study.space import Param, active_params, same_value, suggest
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 STUDY = ROOT / "studies" / "attention_search.yaml"
 SPACE = ROOT / "search_spaces" / "attention.yaml"
 #: The shortened run: trials (what `ablate run --trials` sets) and epochs per trial.

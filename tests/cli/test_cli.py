@@ -62,7 +62,7 @@ def test_bad_study_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys, case,
 
 
 def test_validate_ok_and_the_repository_studies(tmp_path, capsys):
-    studies = sorted(str(p) for p in Path(__file__).parents[1].joinpath("studies").glob("*.yaml"))
+    studies = sorted(str(p) for p in Path(__file__).parents[2].joinpath("studies").glob("*.yaml"))
     code, out, err = run_cli(capsys, "validate", str(_write(tmp_path, GOOD)), *studies)
     assert code == 0, err
     assert out.count("ok: ") == 1 + len(studies)

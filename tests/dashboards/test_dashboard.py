@@ -28,7 +28,7 @@ from ablate.dashboards.app import _parse
 from tests.cli_helpers import run_cli
 
 ABLATE = str(Path(sys.executable).with_name("ablate"))
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")

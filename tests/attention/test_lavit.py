@@ -1,6 +1,6 @@
 """LaViT (less-attention) specifics: VA / LA roles, the attention residual, the DP loss.
 
-The generic contract (tests/test_attention.py) sees a lavit mixer built alone, i.e. a VA
+The generic contract (tests/attention/test_attention.py) sees a lavit mixer built alone, i.e. a VA
 layer; here blocks are built with a :class:`BlockContext` and chained through one state,
 as the model builder does.
 """
