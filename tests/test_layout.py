@@ -150,3 +150,13 @@ def test_modules_outside_attention_stay_small(name):
 def test_every_package_says_its_job(name):
     doc = ast.get_docstring(ast.parse(MODULES[name].read_text(encoding="utf-8")))
     assert doc and len(doc.split()) >= 6, f"{name}/__init__.py needs a docstring saying what the package is for"
+
+
+def test_tests_mirror_the_packages():
+    """Each folder of tests/ is a package's (``fixtures/`` holds input files); each package with
+    more than its ``__init__`` has one."""
+    folders = {p.name for p in (ROOT / "tests").iterdir() if p.is_dir() and not p.name.startswith((".", "__"))}
+    packages = {m.split(".")[1] for m, p in MODULES.items() if p.name == "__init__.py" and m.count(".") == 1}
+    assert folders - {"fixtures"} <= packages, folders - packages
+    substantial = {m.split(".")[1] for m, p in MODULES.items() if m.count(".") == 2 and p.name != "__init__.py"}
+    assert substantial - {"testing"} <= folders, substantial - folders

@@ -7,7 +7,7 @@ from typing import Optional
 import typer
 
 from ablate.cli.common import ProfileFormat, app, echo_json
-from ablate.errors import ConfigError, unknown_name
+from ablate.errors import ConfigError
 
 
 @app.command()
@@ -47,12 +47,10 @@ def profile(
 
 def _preset_list() -> list[dict]:
     """Every preset (ViT, then YOLO) with its published figures."""
-    from ablate.models.presets import PRESET_INFO
-    from ablate.models.presets import list_presets as names
-    from ablate.models.yolo import YOLO_PRESET_INFO, list_yolo_presets
+    from ablate.models.presets import PRESET_INFO, YOLO_PRESET_INFO, list_presets
 
-    return ([{"name": n, **PRESET_INFO.get(n, {})} for n in names()]
-            + [{"name": n, **YOLO_PRESET_INFO.get(n, {})} for n in list_yolo_presets()])
+    return ([{"name": n, **PRESET_INFO.get(n, {})} for n in list_presets("classify")]
+            + [{"name": n, **YOLO_PRESET_INFO.get(n, {})} for n in list_presets("detect")])
 
 
 def _yolo_size(resolution: Optional[int], default: int) -> int:
@@ -64,7 +62,7 @@ def _yolo_size(resolution: Optional[int], default: int) -> int:
 
 def _profile_rows(target: str, resolution: Optional[int]) -> list[dict]:
     from ablate.measure import profile as measure
-    from ablate.models import build_model, resolve_architecture
+    from ablate.models import build_model, preset_arch, resolve_architecture
 
     if target.endswith((".yaml", ".yml")):
         from ablate.run.candidate import Candidate, data_classes
@@ -87,20 +85,13 @@ def _profile_rows(target: str, resolution: Optional[int]) -> list[dict]:
             sized = arch if size == arch.img_size else resolve_architecture({**arch.to_dict(), "img_size": size})
             rows.append({"name": label, "resolution": size, **measure(build_model(sized), size)})
         return rows
-    from ablate.models.presets import list_presets as vit_presets
-    from ablate.models.presets import preset_arch
+    from ablate.models import preset_task
 
-    if target not in vit_presets():
-
+    if preset_task(target) == "detect":  # unknown -> every preset listed, with a did-you-mean
         from ablate.measure import profile_yolo
-        from ablate.models.yolo import list_yolo_presets
 
-        if target not in list_yolo_presets():
-            valid = vit_presets() + list_yolo_presets()
-            raise ConfigError(unknown_name("preset", target, valid))
         size = _yolo_size(resolution, 640)
         return [{"name": target, "resolution": size, **profile_yolo({"preset": target}, size)}]
-    arch = preset_arch(target)
-    size = resolution or int(arch.get("img_size", 224))
+    size = resolution or int(preset_arch(target).get("img_size", 224))
     model = build_model(resolve_architecture({"preset": target, "img_size": size}))
     return [{"name": target, "resolution": size, **measure(model, size)}]

@@ -11,8 +11,14 @@ YOLO names are imported on first use, so ``import ablate.models`` does not impor
 from typing import Any
 
 from ablate.models.arch import TASKS, Architecture, Task
-from ablate.models.factory import architecture_from_json, build_model, check_architecture, resolve_architecture
-from ablate.models.presets import PRESET_INFO, list_presets, preset_arch
+from ablate.models.factory import (
+    architecture_from_json,
+    build_model,
+    check_architecture,
+    create_model,
+    resolve_architecture,
+)
+from ablate.models.presets import PRESET_INFO, list_presets, preset_arch, preset_task
 from ablate.models.vit import HierarchicalViT, build, create_preset, focal_base, focal_small, focal_tiny, swin_tiny
 from ablate.models.vit_arch import ARCH_DEFAULTS, check_arch, resolve_arch, stage_resolutions
 
@@ -51,6 +57,8 @@ __all__ = [
     "architecture_from_json",
     "build_model",
     "check_architecture",
+    "create_model",
+    "preset_task",
     "resolve_architecture",
     "PRESET_INFO",
     "build",

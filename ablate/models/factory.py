@@ -15,8 +15,9 @@ from torch import nn
 from ablate.errors import ConfigError
 from ablate.models import vit, vit_arch
 from ablate.models.arch import TASKS, Architecture, Task
+from ablate.models.presets import preset_task
 
-__all__ = ["architecture_from_json", "build_model", "check_architecture", "resolve_architecture"]
+__all__ = ["architecture_from_json", "build_model", "check_architecture", "create_model", "resolve_architecture"]
 
 
 def resolve_architecture(arch: Mapping[str, Any] | Architecture, task: Task = "classify") -> Architecture:
@@ -80,3 +81,15 @@ def build_model(arch: Architecture) -> nn.Module:
 
         return build_yolo(arch)
     return vit.build(arch)
+
+
+def create_model(name: str, **overrides: Any) -> nn.Module:
+    """Build any named preset, ViT or YOLO (timm's ``create_model``); keyword arguments
+    override its arch keys, caller wins: ``create_model("focal_tiny", img_size=32, num_classes=10)``.
+
+    Raises:
+        ConfigError: an unknown preset (every preset listed, with a did-you-mean) or key.
+        Infeasible: overrides that cannot be built.
+    """
+    task = preset_task(name)
+    return build_model(resolve_architecture({"preset": name, **overrides}, task))  # type: ignore[arg-type]

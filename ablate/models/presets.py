@@ -35,7 +35,7 @@ from typing import Any
 
 from ablate.errors import ConfigError, unknown_name
 
-__all__ = ["PRESET_INFO", "list_presets", "preset_arch"]
+__all__ = ["PRESET_INFO", "YOLO_PRESET_INFO", "list_presets", "preset_arch", "preset_task"]
 
 # The officially printed numbers at 224x224 (params in millions, GFLOPs as
 # multiply-adds). ``verified``: ``tests/models/test_models.py`` builds the preset and finds
@@ -84,13 +84,21 @@ PRESET_INFO: dict[str, dict[str, Any]] = {
                       source="Swin Transformer (ICCV 2021), Table 1 and microsoft/Swin-Transformer README, Swin-T"),
 }
 
-# Registry of preset name -> arch function (filled at import by decorator).
-_PRESETS: dict[str, Callable[[], dict[str, Any]]] = {}
+# The one registry of named models: preset name -> (task, arch function), filled at import
+# by decorator. ViT presets are ``classify``, YOLO presets ``detect``.
+_PRESETS: dict[str, tuple[str, Callable[[], dict[str, Any]]]] = {}
 
 
-def _register(fn: Callable[[], dict[str, Any]]) -> Callable[[], dict[str, Any]]:
-    _PRESETS[fn.__name__.removeprefix("_")] = fn
+def _register(fn: Callable[[], dict[str, Any]], task: str = "classify") -> Callable[[], dict[str, Any]]:
+    name = fn.__name__.removeprefix("_")
+    if name in _PRESETS:
+        raise ValueError(f"preset {name!r} is registered twice")
+    _PRESETS[name] = (task, fn)
     return fn
+
+
+def _detector(fn: Callable[[], dict[str, Any]]) -> Callable[[], dict[str, Any]]:
+    return _register(fn, "detect")
 
 
 def _focal(embed_dim: int, depths: list[int], num_heads: int, drop_path_rate: float) -> dict[str, Any]:
@@ -279,19 +287,92 @@ def _lavit_swin_tiny() -> dict[str, Any]:
     )
 
 
-def list_presets() -> list[str]:
-    """Names of every preset, sorted."""
-    return sorted(_PRESETS)
+# ---------------------------------------------------------------------------- YOLO presets
+# Arch dicts of ablate.models.yolo (YOLO_ARCH_DEFAULTS' keys); building them imports ultralytics.
 
 
-def preset_arch(name: str) -> dict[str, Any]:
-    """A fresh copy of a preset's arch dict (not resolved; see ``resolve_arch``).
+@_detector
+def _yolov8n() -> dict[str, Any]:
+    return {"base": "yolov8n"}
+
+
+@_detector
+def _yolov8s() -> dict[str, Any]:
+    return {"base": "yolov8s"}
+
+
+@_detector
+def _yolo11n() -> dict[str, Any]:
+    return {"base": "yolo11n"}
+
+
+@_detector
+def _yolo11s() -> dict[str, Any]:
+    return {"base": "yolo11s"}
+
+
+@_detector
+def _yolov8n_fla() -> dict[str, Any]:
+    """The seed's yolov8n: focused linear attention (8 heads at 256 channels, focusing
+    factor 3, 5x5 DWC, no positional encoding) right after SPPF."""
+    return {"base": "yolov8n", "attention": "flatten", "placement": "sppf", "places": 1, "head_dim": 32,
+            "focusing_factor": 3.0, "kernel_size": 5, "pos_encoding": False}
+
+
+# Figures at 640x640. ``params`` and ``gflops_ultralytics`` for the stock models are what
+# this ultralytics (8.4) prints (``YOLO("yolov8n.yaml").info()``); ``tests/models/test_yolo.py``
+# checks our count equals ``ultralytics.utils.torch_utils.get_flops`` exactly.
+# ``gflops`` is multiply-adds (ablate's convention). yolov8n_fla: our own count; the
+# seed's blog reports 8.9 -> 9.1 GFLOPs (ultralytics' convention) for the same change.
+YOLO_PRESET_INFO: dict[str, dict[str, Any]] = {
+    "yolov8n": dict(params_m=3.1572, gflops=4.372, gflops_ultralytics=8.9, resolution=640, verified=True,
+                    source="ultralytics 8.4 cfg/models/v8/yolov8.yaml, scale n (3,157,200 params, 8.9 GFLOPs)"),
+    "yolov8s": dict(params_m=11.1666, gflops=14.301, gflops_ultralytics=28.8, resolution=640, verified=True,
+                    source="ultralytics 8.4 cfg/models/v8/yolov8.yaml, scale s (11,166,560 params, 28.8 GFLOPs)"),
+    "yolo11n": dict(params_m=2.6241, gflops=3.271, gflops_ultralytics=6.7, resolution=640, verified=True,
+                    source="ultralytics 8.4 cfg/models/11/yolo11.yaml, scale n (2,624,080 params, 6.7 GFLOPs; "
+                           "the YAML comment's 6.6 is an older count)"),
+    "yolo11s": dict(params_m=9.4588, gflops=10.795, gflops_ultralytics=21.8, resolution=640, verified=True,
+                    source="ultralytics 8.4 cfg/models/11/yolo11.yaml, scale s (9,458,752 params, 21.8 GFLOPs; "
+                           "the YAML comment's 21.7 is an older count)"),
+    "yolov8n_fla": dict(params_m=3.4220, gflops=4.486, gflops_ultralytics=9.1, resolution=640, verified=False,
+                        source="yolov8n + focused linear attention after SPPF (the seed's blog: 8.9 -> 9.1 "
+                               "GFLOPs); our own count"),
+}
+
+
+def list_presets(task: str | None = "classify") -> list[str]:
+    """Names of the presets of ``task`` (``None``: every task), sorted."""
+    return sorted(n for n, (t, _) in _PRESETS.items() if task is None or t == task)
+
+
+def preset_task(name: str) -> str:
+    """The task a preset is for (``classify`` or ``detect``).
 
     Raises:
-        ConfigError: unknown name, listing the presets with a did-you-mean.
+        ConfigError: unknown name, listing every preset with a did-you-mean.
     """
     try:
-        fn = _PRESETS[name]
+        return _PRESETS[name][0]
     except (KeyError, TypeError):
-        raise ConfigError(unknown_name("preset", name, list_presets())) from None
-    return fn()
+        raise ConfigError(unknown_name("preset", name, list_presets(None))) from None
+
+
+def preset_arch(name: str, task: str | None = "classify") -> dict[str, Any]:
+    """A fresh copy of a preset's arch dict (not resolved; see ``resolve_architecture``).
+
+    Args:
+        name: a name from :func:`list_presets`.
+        task: the task the caller builds (``None``: any); a preset of another task is
+            refused, naming its task.
+
+    Raises:
+        ConfigError: unknown name (or one of another task), listing the task's presets
+            with a did-you-mean.
+    """
+    entry = _PRESETS.get(name) if isinstance(name, str) else None
+    what = "YOLO preset" if task == "detect" else "preset"
+    if entry is None or (task is not None and entry[0] != task):
+        other = f" ({name!r} is a {entry[0]} preset)" if entry is not None else ""
+        raise ConfigError(unknown_name(what, name, list_presets(task)) + other)
+    return entry[1]()

@@ -142,3 +142,23 @@ def test_builders_check_an_architecture_before_building():
     fine = resolve_architecture({**arch.to_dict(), "window_size": 2})
     model = build_model(fine)
     assert model.arch == fine.to_dict()
+
+
+def test_one_preset_registry_for_both_tasks():
+    from ablate.models import create_model, list_presets, preset_arch, preset_task
+    from ablate.models.presets import PRESET_INFO, YOLO_PRESET_INFO
+
+    every = list_presets(None)
+    assert sorted(list_presets("classify") + list_presets("detect")) == every
+    assert set(list_presets("classify")) == set(PRESET_INFO) and set(list_presets("detect")) == set(YOLO_PRESET_INFO)
+    assert preset_task("focal_tiny") == "classify" and preset_task("yolov8n_fla") == "detect"
+    with pytest.raises(ConfigError, match=r"unknown preset 'focal_tiy'.*did you mean 'focal_tiny'"):
+        preset_task("focal_tiy")
+    with pytest.raises(ConfigError, match=r"\('yolov8n' is a detect preset\)"):
+        preset_arch("yolov8n")  # a ViT builder asked for a detector
+    with pytest.raises(ConfigError, match=r"\('yolov8n' is a detect preset\)"):
+        resolve_architecture({"preset": "yolov8n"})
+    vit = create_model("focal_tiny", img_size=32, num_classes=10, depths=[1, 1, 1, 1])
+    assert vit.arch["preset"] == "focal_tiny" and vit.arch["num_classes"] == 10
+    det = create_model("yolov8n", img_size=64, nc=3)
+    assert det.arch["base"] == "yolov8n" and det.arch["nc"] == 3

@@ -7,7 +7,7 @@ import copy
 import dataclasses
 import functools
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +16,7 @@ from torch import nn
 from ablate.attention import check_mixer, get_attention, list_attention, parse_options
 from ablate.errors import ConfigError, Infeasible, did_you_mean
 from ablate.models.arch import Architecture
+from ablate.models.presets import YOLO_PRESET_INFO, list_presets, preset_arch
 from ablate.models.vit_arch import _as_int
 from ablate.models.yolo.upstream import tasks
 from ablate.models.yolo.blocks import attention_heads, register_ultralytics
@@ -61,59 +62,10 @@ def _jsonable(value: Any) -> Any:
 def _option_fields(family: str) -> list[str]:
     return [f.name for f in dataclasses.fields(get_attention(family).Options)]
 
-_PRESETS: dict[str, Callable[[], dict[str, Any]]] = {}
-
-def _preset(fn: Callable[[], dict[str, Any]]) -> Callable[[], dict[str, Any]]:
-    _PRESETS[fn.__name__.removeprefix("_")] = fn
-    return fn
-
-@_preset
-def _yolov8n() -> dict[str, Any]:
-    return {"base": "yolov8n"}
-
-@_preset
-def _yolov8s() -> dict[str, Any]:
-    return {"base": "yolov8s"}
-
-@_preset
-def _yolo11n() -> dict[str, Any]:
-    return {"base": "yolo11n"}
-
-@_preset
-def _yolo11s() -> dict[str, Any]:
-    return {"base": "yolo11s"}
-
-@_preset
-def _yolov8n_fla() -> dict[str, Any]:
-    """The seed's yolov8n: focused linear attention (8 heads at 256 channels, focusing
-    factor 3, 5x5 DWC, no positional encoding) right after SPPF."""
-    return {"base": "yolov8n", "attention": "flatten", "placement": "sppf", "places": 1, "head_dim": 32,
-            "focusing_factor": 3.0, "kernel_size": 5, "pos_encoding": False}
-
-# Figures at 640x640. ``params`` and ``gflops_ultralytics`` for the stock models are what
-# this ultralytics (8.4) prints (``YOLO("yolov8n.yaml").info()``); ``tests/models/test_yolo.py``
-# checks our count equals ``ultralytics.utils.torch_utils.get_flops`` exactly.
-# ``gflops`` is multiply-adds (ablate's convention). yolov8n_fla: our own count; the
-# seed's blog reports 8.9 -> 9.1 GFLOPs (ultralytics' convention) for the same change.
-YOLO_PRESET_INFO: dict[str, dict[str, Any]] = {
-    "yolov8n": dict(params_m=3.1572, gflops=4.372, gflops_ultralytics=8.9, resolution=640, verified=True,
-                    source="ultralytics 8.4 cfg/models/v8/yolov8.yaml, scale n (3,157,200 params, 8.9 GFLOPs)"),
-    "yolov8s": dict(params_m=11.1666, gflops=14.301, gflops_ultralytics=28.8, resolution=640, verified=True,
-                    source="ultralytics 8.4 cfg/models/v8/yolov8.yaml, scale s (11,166,560 params, 28.8 GFLOPs)"),
-    "yolo11n": dict(params_m=2.6241, gflops=3.271, gflops_ultralytics=6.7, resolution=640, verified=True,
-                    source="ultralytics 8.4 cfg/models/11/yolo11.yaml, scale n (2,624,080 params, 6.7 GFLOPs; "
-                           "the YAML comment's 6.6 is an older count)"),
-    "yolo11s": dict(params_m=9.4588, gflops=10.795, gflops_ultralytics=21.8, resolution=640, verified=True,
-                    source="ultralytics 8.4 cfg/models/11/yolo11.yaml, scale s (9,458,752 params, 21.8 GFLOPs; "
-                           "the YAML comment's 21.7 is an older count)"),
-    "yolov8n_fla": dict(params_m=3.4220, gflops=4.486, gflops_ultralytics=9.1, resolution=640, verified=False,
-                        source="yolov8n + focused linear attention after SPPF (the seed's blog: 8.9 -> 9.1 "
-                               "GFLOPs); our own count"),
-}
-
 def list_yolo_presets() -> list[str]:
-    """Names of the YOLO presets, sorted."""
-    return sorted(_PRESETS)
+    """Names of the YOLO presets, sorted (the ``detect`` part of :mod:`ablate.models.presets`)."""
+    return list_presets("detect")
+
 
 def yolo_preset_arch(name: str) -> dict[str, Any]:
     """A fresh copy of a YOLO preset's arch dict (not resolved).
@@ -121,13 +73,8 @@ def yolo_preset_arch(name: str) -> dict[str, Any]:
     Raises:
         ConfigError: unknown name, listing the presets with a did-you-mean.
     """
-    try:
-        fn = _PRESETS[name]
-    except (KeyError, TypeError):
-        valid = list_yolo_presets()
-        raise ConfigError(f"unknown YOLO preset {name!r}, allowed: {', '.join(valid)}"
-                          + did_you_mean(name, valid)) from None
-    return fn()
+    return preset_arch(name, "detect")
+
 
 def create_yolo_preset(name: str, **overrides: Any) -> nn.Module:
     """Build a YOLO preset; keyword arguments override its arch keys (``img_size=128``, ``nc=3``)."""
