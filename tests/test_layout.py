@@ -160,3 +160,20 @@ def test_tests_mirror_the_packages():
     assert folders - {"fixtures"} <= packages, folders - packages
     substantial = {m.split(".")[1] for m, p in MODULES.items() if m.count(".") == 2 and p.name != "__init__.py"}
     assert substantial - {"testing"} <= folders, substantial - folders
+
+
+def test_importing_every_module_outside_yolo_changes_no_environment_or_import_hook():
+    """Only ablate.models.yolo (which imports ultralytics) applies settings, when it is imported."""
+    import json
+    import subprocess
+    import sys
+
+    names = sorted(m for m in MODULES if not m.startswith("ablate.models.yolo") and m != "ablate.__main__")
+    code = ("import importlib, json, os, sys; env, hooks = dict(os.environ), list(sys.meta_path)\n"
+            f"for name in {names!r}: importlib.import_module(name)\n"
+            "changed = sorted(k for k in set(env) | set(os.environ) if env.get(k) != os.environ.get(k))\n"
+            "print(json.dumps({'changed': changed, 'hooks': sys.meta_path == hooks, "
+            "'ultralytics': 'ultralytics' in sys.modules}))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert json.loads(out.stdout.splitlines()[-1]) == {"changed": [], "hooks": True, "ultralytics": False}
