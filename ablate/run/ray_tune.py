@@ -58,7 +58,9 @@ def ray_session(address: str | None = None, *, num_cpus: int | None = None,
         if address:
             ray.init(address=address, **kwargs)
         else:
-            ray.init(num_cpus=num_cpus, num_gpus=num_gpus, _node_ip_address="127.0.0.1", **kwargs)
+            # address="local": always a new local Ray, never a cluster that `ray start` (or a
+            # stale /tmp/ray/ray_current_cluster) happens to advertise on this machine.
+            ray.init(address="local", num_cpus=num_cpus, num_gpus=num_gpus, _node_ip_address="127.0.0.1", **kwargs)
         started = True
     try:
         yield
