@@ -9,7 +9,8 @@ import time
 from dataclasses import dataclass, field
 
 from ablate.study import Study
-from ablate.run.optuna_study import close_interrupted, finished_runs, open_optuna_study, state_counts
+from ablate.run.claims import Claims, Heartbeat
+from ablate.run.optuna_study import open_optuna_study, state_counts
 from ablate.run.progress import Progress
 from ablate.run.ray_tune import concurrency, fit, interruptible, ray_session
 from ablate.run.searcher import StudySearcher
@@ -34,7 +35,7 @@ class RunSummary:
 
 def run_study(study: Study, *, storage: str | None = None, trials: int | None = None, address: str | None = None,
               device: str = "auto", trial_fn: TrialFn = run_trial, progress: bool = True,
-              num_cpus: int | None = None) -> RunSummary:
+              num_cpus: int | None = None, max_retries: int = 1, heartbeat_grace_s: float = 60.0) -> RunSummary:
     """Run (or resume) ``study`` until its budget is met and every configuration has its repeats.
 
     Args:
@@ -48,34 +49,45 @@ def run_study(study: Study, *, storage: str | None = None, trials: int | None = 
         trial_fn: What each trial runs (tests substitute cheap synthetic trials).
         progress: Show a progress bar and one line per finished trial.
         num_cpus: CPUs of a local Ray (default: all of the machine's).
+        max_retries: How often a run whose process died (SIGKILL, OOM kill, lost node, a
+            driver gone silent) is trained again; a run that fails by its own error is not.
+        heartbeat_grace_s: How long another driver's silent runs are kept before they are
+            treated as dead, closed and re-queued (this driver beats every quarter of it).
+
+    Any number of drivers may run one study on one storage at once: each run is claimed in
+    the storage (:mod:`ablate.run.claims`) before it trains, and a driver with nothing left
+    to claim waits until the runs in flight elsewhere are finished (or taken over).
     """
     url = storage or study.storage
     storage_ = open_storage(url, create=True)
     ostudy = open_optuna_study(study, url, storage=storage_)
-    closed = close_interrupted(ostudy, storage_)
+    claims = Claims(url, study.name)
     budget_total = trials if trials is not None else study.trials
-    started = len(finished_runs(ostudy, study.task))
     summary = RunSummary(study=study.name, storage=url)
+    reporter = Progress(study, enabled=progress)
+    searcher = StudySearcher(study, ostudy, budget_total, on_finish=reporter.trial_done, storage=storage_,
+                             claims=claims, max_retries=max_retries, grace_s=heartbeat_grace_s)
+    closed = searcher.take_over()
     if closed:
         summary.message = f"closed {len(closed)} interrupted trial(s) as FAIL: {closed}"
-
-    reporter = Progress(study, enabled=progress)
-    searcher = StudySearcher(study, ostudy, max(0, budget_total - started), on_finish=reporter.trial_done)
+    searcher.replan()
     remaining = searcher.planned
     start = time.perf_counter()
-    if remaining == 0:
+    if remaining == 0 and not claims.in_flight(heartbeat_grace_s):
         summary.message = (summary.message + "; " if summary.message else "") + "nothing to do: the budget is met"
         summary.states = state_counts(ostudy)
+        claims.close()
         return summary
     workdir = tempfile.mkdtemp(prefix="ablate-ray-")
     try:
-        with ray_session(address, num_cpus=num_cpus), reporter.running(remaining):
+        with ray_session(address, num_cpus=num_cpus), reporter.running(remaining), \
+                Heartbeat(claims, max(0.5, heartbeat_grace_s / 4)):
             import ray
 
             summary.concurrency = concurrency(study, ray.cluster_resources())
             try:
                 with interruptible(searcher):
-                    fit(study, searcher, trial_fn, device, workdir, remaining)
+                    fit(study, searcher, trial_fn, device, workdir, -1)  # until the searcher says FINISHED
                 if searcher.stopping:  # Tune caught the interrupt and returned
                     raise KeyboardInterrupt
             except BaseException:
@@ -84,6 +96,7 @@ def run_study(study: Study, *, storage: str | None = None, trials: int | None = 
                 raise
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+        claims.close()
     summary.wall_s = time.perf_counter() - start
     summary.new_trials = searcher.finished
     summary.states = state_counts(ostudy)

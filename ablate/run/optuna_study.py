@@ -16,23 +16,30 @@ from optuna.trial import TrialState
 from ablate.study import Study, study_to_dict
 from ablate.errors import ConfigError
 from ablate.run.keys import train_identity, trial_config_key, trial_repeat
-from ablate.storage import open_storage
+from ablate.storage import display_url, open_storage
 
-__all__ = ["INTERRUPTED", "open_optuna_study", "make_sampler", "close_interrupted", "counts_toward_budget",
+__all__ = ["BUDGET_KEYS", "INTERRUPTED", "open_optuna_study", "spec_differences", "make_sampler", "close_interrupted", "counts_toward_budget",
            "finished_runs", "state_counts"]
 
 INTERRUPTED = "interrupted: the run that owned this trial stopped before it finished"
 
 
-#: Keys of a study spec that must not change once a database holds trials of it.
-_FROZEN_SPEC_KEYS = ("scale", "task", "data", "train", "objectives", "paper_resolution")
+#: Keys of a study spec that a driver may set differently from the stored one: how much to
+#: run and where, never what a trial is (DESIGN.md: the stored spec is the truth).
+BUDGET_KEYS = ("trials", "repeats", "max_concurrent", "resources", "storage", "description")
 
 
 def open_optuna_study(study: Study, storage_url: str | None = None, *,
                       storage: optuna.storages.BaseStorage | None = None) -> optuna.Study:
-    """Create or load the Optuna study for ``study`` and check that its spec still matches.
+    """Create or load the Optuna study for ``study``; the spec stored first is the truth.
 
-    ``storage`` is the opened ``storage_url`` when the caller holds it already.
+    A driver whose study differs from the stored spec in anything but :data:`BUDGET_KEYS`
+    (and a grid that only grows) is refused, naming the keys; nothing is overwritten, so
+    drivers started together or later all train the same study. ``storage`` is the
+    opened ``storage_url`` when the caller holds it already.
+
+    Raises:
+        ConfigError: the stored study differs (exit 2 at the command line).
     """
     url = storage_url or study.storage
     storage = storage if storage is not None else open_storage(url, create=True)
@@ -40,25 +47,59 @@ def open_optuna_study(study: Study, storage_url: str | None = None, *,
     ostudy = optuna.create_study(study_name=study.name, storage=storage, directions=directions,
                                  load_if_exists=True, sampler=make_sampler(study))
     spec = study_to_dict(study)
-    old = ostudy.user_attrs.get("spec")
-    if old is None or not ostudy.trials:
+    if ostudy.user_attrs.get("spec") is None:
         ostudy.set_user_attr("spec", spec)
         with warnings.catch_warnings():  # experimental since Optuna 3.2, but what optuna-dashboard reads
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             ostudy.set_metric_names([o.name for o in study.objectives])
-    else:
-        changed = [k for k in _FROZEN_SPEC_KEYS if _frozen(old, k) != _frozen(spec, k)]
-        if "scale" in changed:
-            raise ConfigError(f"{study.source or study.name}: {url} holds this study's {old.get('scale', 'proxy')}-"
-                              f"scale run, allowed: --storage with another database for the {study.scale}-scale run")
-        if changed:
-            raise ConfigError(f"{study.source or study.name}: {', '.join(changed)} differ from the study already "
-                              f"stored in {url} (its trials would not be comparable); use a new `name` or "
-                              f"`--storage`")
-        ostudy.set_user_attr("spec", spec)
+    old = optuna.load_study(study_name=study.name, storage=storage).user_attrs["spec"]  # who wrote first
+    where = f"{study.source or study.name}"
+    if old.get("scale", "proxy") != spec.get("scale", "proxy"):
+        raise ConfigError(f"{where}: {display_url(url)} holds this study's {old.get('scale', 'proxy')}-scale run, "
+                          f"allowed: --storage with another database for the {study.scale}-scale run")
+    changed = spec_differences(old, spec)
+    if changed:
+        raise ConfigError(f"{where}: {', '.join(changed)} differ from the study stored in {display_url(url)} "
+                          f"(its trials would not be comparable; only {', '.join(BUDGET_KEYS)} and added grid "
+                          f"values may change), allowed: the stored values, a new `name` or `--storage`")
+    if old.get("grid") != spec.get("grid") and _grid_grows(old.get("grid"), spec.get("grid")):
+        ostudy.set_user_attr("spec", {**old, "grid": spec["grid"]})  # a grid only ever grows
     if list(ostudy.directions) != [_direction(d) for d in directions]:
-        raise ConfigError(f"{study.source or study.name}: objectives' directions differ from the stored study")
+        raise ConfigError(f"{where}: objectives' directions differ from the stored study")
     return ostudy
+
+
+def spec_differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    """The keys (dotted for ``train`` and ``proxy``) in which ``new`` differs from the stored ``old``.
+
+    Keys a spec from an older ablate does not have are not compared; budget keys never are;
+    a grid that keeps every stored value (and adds some) does not differ.
+    """
+    out = []
+    for key in new:
+        if key in BUDGET_KEYS or key not in old or key == "scale":
+            continue
+        if key == "grid":
+            if old["grid"] != new["grid"] and not _grid_grows(old["grid"], new["grid"]):
+                out.append("grid")
+        elif key == "proxy" and isinstance(old["proxy"], Mapping) and isinstance(new["proxy"], Mapping):
+            keys = sorted(set(old["proxy"]) | set(new["proxy"]))
+            out += [f"proxy.{k}" for k in keys if k != "repeats" and old["proxy"].get(k) != new["proxy"].get(k)]
+        elif key == "train":
+            a, b = _frozen(old, "train"), _frozen(new, "train")
+            out += [f"train.{k}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+        elif _frozen(old, key) != _frozen(new, key):
+            out.append(key)
+    return out
+
+
+def _grid_grows(old: Any, new: Any) -> bool:
+    """Whether ``new`` keeps every cell of ``old`` (same keys, every stored value or row still there)."""
+    if isinstance(old, Mapping) and isinstance(new, Mapping):
+        return set(old) == set(new) and all(all(v in new[k] for v in vs) for k, vs in old.items())
+    if isinstance(old, list) and isinstance(new, list):
+        return all(row in new for row in old)
+    return False
 
 
 def _frozen(spec: Mapping[str, Any], key: str) -> Any:

@@ -292,8 +292,9 @@ class SamplerSection(_Section):
     name: Sampler | MISSING = Field(MISSING, description=(
         "grid (every grid cell, in order), random, tpe or nsga2 (multi-objective). Left out: grid for a grid "
         "study, tpe otherwise. A grid study takes only grid."))
-    seed: int | MISSING = Field(MISSING, ge=0, le=_SEED_MAX, description=(
-        "The sampler's seed, 0 to 2**32 - 1. Left out: the study's seed."))
+    seed: int | None | MISSING = Field(MISSING, ge=0, le=_SEED_MAX, description=(
+        "The sampler's seed, 0 to 2**32 - 1; null: unseeded (several drivers on one study then propose "
+        "different candidates). Left out: the study's seed."))
     population_size: int | None = Field(None, ge=2, le=10_000, description=(
         "NSGA-II only: COMPLETE trials per generation, 2 to 10000 (Optuna's default 50 is large for a small "
         "budget with early stopping)."))

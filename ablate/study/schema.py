@@ -170,7 +170,7 @@ class TrainSpec:
 
 @dataclasses.dataclass(frozen=True)
 class SamplerSpec:
-    """Which Optuna sampler proposes candidates, and its seed.
+    """Which Optuna sampler proposes candidates, and its seed (None: unseeded).
 
     ``population_size`` (NSGA-II only; Optuna's default is 50) is what a small budget
     needs: a generation is that many COMPLETE trials, so with ASHA stopping most trials a
@@ -178,7 +178,7 @@ class SamplerSpec:
     """
 
     name: Literal["grid", "random", "tpe", "nsga2"]
-    seed: int
+    seed: int | None
     population_size: int | None = None
 
 

@@ -335,8 +335,10 @@ def _study_sampler(doc: _Doc, raw: Any, grid: Mapping[str, Any], seed: int) -> S
             raise doc.error(("sampler", "population_size"), f"only NSGA-II has a population, got sampler {name!r}, "
                                                             "allowed: name: nsga2, or drop population_size")
         population = _int(doc, ("sampler", "population_size"), population, 2, 10_000)
-    return SamplerSpec(name=name, seed=_int(doc, ("sampler", "seed"), m.get("seed", seed), 0, 2**32 - 1),  # type: ignore[arg-type]
-                       population_size=population)
+    # `seed: null` is an unseeded sampler: drivers sharing a study then propose different candidates.
+    chosen = m.get("seed", seed)
+    sampler_seed = None if chosen is None else _int(doc, ("sampler", "seed"), chosen, 0, 2**32 - 1)
+    return SamplerSpec(name=name, seed=sampler_seed, population_size=population)  # type: ignore[arg-type]
 
 
 def _study_scheduler(doc: _Doc, raw: Any, train: TrainSpec, objectives: tuple[Objective, ...]) -> SchedulerSpec | None:

@@ -158,20 +158,18 @@ def test_report_puts_paper_numbers_beside_ours(study_file: Path) -> None:
     from ablate.results.report import ablation_table
     from ablate.results import load_results
     from ablate.run import open_optuna_study
-    from ablate.run.searcher import _record_grid_value
-    from ablate.study.space import SearchSpace, encode_params
+    import optuna
+
+    from ablate.run.searcher import grid_distribution
 
     study = load_study(study_file)
     ostudy = open_optuna_study(study)
     for i, cell in enumerate(study.cells()):
-        ostudy.enqueue_trial(encode_params(SearchSpace(params=study.grid_params), cell))
-        trial = ostudy.ask()
-        for param in study.grid_params:  # as the runner records a grid row
-            _record_grid_value(trial, param, cell[param.name])
-        for key, value in {"params_m": 0.05, "gflops": 0.001, "params_m_paper": 1.0 + i, "gflops_paper": 0.2,
-                           "epochs_done": 1}.items():
-            trial.set_user_attr(key, value)
-        ostudy.tell(trial, [60.0 + i, 0.2])
+        stored = {p.name: grid_distribution(p, cell[p.name]) for p in study.grid_params}  # as the runner stores a row
+        attrs = {"params_m": 0.05, "gflops": 0.001, "params_m_paper": 1.0 + i, "gflops_paper": 0.2, "epochs_done": 1}
+        ostudy.add_trial(optuna.trial.create_trial(
+            params={k: v for k, (v, _) in stored.items()}, distributions={k: d for k, (_, d) in stored.items()},
+            values=[60.0 + i, 0.2], user_attrs=attrs))
     table = ablation_table(load_results(study.storage, study.name))
     columns = list(table.frame.columns)
     assert columns.index("paper.params_m") == columns.index("params_m_paper") + 1
