@@ -1,6 +1,6 @@
 """The Optuna side of a run: open (or create) a study's storage and check it still holds the
-same study, build its sampler, close what a killed driver left running, and count what
-is already done. Only Optuna's public API is used.
+same study (the stored spec is the truth), build its sampler, and say which stored trials
+count as done. Only Optuna's public API is used; claims are :mod:`ablate.run.claims`'.
 """
 
 from __future__ import annotations
@@ -15,11 +15,11 @@ from optuna.trial import TrialState
 
 from ablate.study import Study, study_to_dict
 from ablate.errors import ConfigError
-from ablate.run.keys import train_identity, trial_config_key, trial_repeat
+from ablate.run.keys import train_identity
 from ablate.storage import display_url, open_storage
 
-__all__ = ["BUDGET_KEYS", "INTERRUPTED", "open_optuna_study", "spec_differences", "make_sampler", "close_interrupted", "counts_toward_budget",
-           "finished_runs", "state_counts"]
+__all__ = ["BUDGET_KEYS", "INTERRUPTED", "open_optuna_study", "spec_differences", "make_sampler",
+           "counts_toward_budget", "state_counts"]
 
 INTERRUPTED = "interrupted: the run that owned this trial stopped before it finished"
 
@@ -134,41 +134,12 @@ def make_sampler(study: Study) -> optuna.samplers.BaseSampler:
     return optuna.samplers.RandomSampler(seed=seed)  # grid cells are enqueued; random for the rest
 
 
-def close_interrupted(ostudy: optuna.Study, storage: optuna.storages.BaseStorage) -> list[int]:
-    """Close trials a killed run left RUNNING or WAITING as FAIL (Optuna's heartbeat does not
-    cover ask/tell), so that they run again. Returns their numbers.
-
-    ``storage`` is the one ``ostudy`` was opened on: its public API writes the states.
-    """
-    closed = []
-    study_id = storage.get_study_id_from_name(ostudy.study_name)
-    for t in ostudy.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING)):
-        trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, t.number)
-        storage.set_trial_user_attr(trial_id, "error", INTERRUPTED)
-        storage.set_trial_user_attr(trial_id, "interrupted", True)
-        storage.set_trial_state_values(trial_id, TrialState.FAIL)
-        closed.append(t.number)
-    return closed
-
-
 def counts_toward_budget(t: optuna.trial.FrozenTrial) -> bool:
     """A trial that was trained to an end: not skipped (duplicate, infeasible), not interrupted."""
     if "candidate" not in t.user_attrs or t.user_attrs.get("skipped"):
         return False
     return t.state in (TrialState.COMPLETE, TrialState.PRUNED) or (
         t.state == TrialState.FAIL and not t.user_attrs.get("interrupted"))
-
-
-def finished_runs(ostudy: optuna.Study, task: str) -> dict[str, set[int]]:
-    """Per configuration key, the repeats that need no more training: COMPLETE, PRUNED, or
-    failed for a reason other than an interruption (a deterministic failure would only
-    fail again). Every (configuration, repeat) trains exactly once. ``task`` is the
-    study's (keys of trials stored before keys are computed with its builder)."""
-    done: dict[str, set[int]] = {}
-    for t in ostudy.get_trials(deepcopy=False):
-        if counts_toward_budget(t):
-            done.setdefault(trial_config_key(t, task), set()).add(trial_repeat(t))
-    return done
 
 
 def state_counts(ostudy: optuna.Study) -> dict[str, int]:
