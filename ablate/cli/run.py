@@ -41,6 +41,12 @@ def run(
     scale: Scale = typer.Option(Scale.proxy, "--scale", help="proxy: train the study's `proxy:` overrides "
                                                              "(laptop scale); paper: the papers' models."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or per-trial lines."),
+    max_retries: int = typer.Option(1, "--max-retries", min=0, max=100,
+                                    help="How often a run whose process died (killed, out of memory, a lost node "
+                                         "or driver) trains again; a run that fails by its own error does not."),
+    heartbeat_grace: float = typer.Option(60.0, "--heartbeat-grace", min=1.0, max=86400.0,
+                                          help="Seconds another driver's silent runs are kept before this one "
+                                               "treats them as dead and takes them over."),
 ) -> None:
     """Run (or resume) a study: every trial builds, measures and trains one candidate."""
     from ablate.cli.validate import checked_study
@@ -61,7 +67,7 @@ def run(
 
     try:
         summary = run_study(study, storage=storage, trials=trials, address=address, device=device.value,
-                            progress=not quiet)
+                            progress=not quiet, max_retries=max_retries, heartbeat_grace_s=heartbeat_grace)
     except KeyboardInterrupt:
         typer.echo("interrupted: finished trials are kept, running ones are recorded as FAIL (interrupted); "
                    "run the same command again to resume", err=True)
