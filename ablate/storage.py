@@ -9,6 +9,7 @@ without Optuna's tables is a one-line StorageError.
 from __future__ import annotations
 
 import sqlite3
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -70,11 +71,18 @@ def open_storage(url: str, *, create: bool) -> "optuna.storages.RDBStorage":
     if not create:
         _require_optuna_tables(url, sqlalchemy)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    try:
-        return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, skip_table_creation=not create)
-    except Exception as err:  # sqlalchemy/driver errors have long, multi-line texts
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise StorageError(f"storage {url!r} cannot be opened: {first}") from None
+    for attempt in range(4):
+        try:
+            return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, skip_table_creation=not create)
+        except Exception as err:  # sqlalchemy/driver errors have long, multi-line texts
+            # Drivers that open a new database together race to create its tables; the
+            # losers find them made a moment later.
+            if create and attempt < 3 and ("already exists" in str(err) or "duplicate key" in str(err)):
+                time.sleep(0.2 * (attempt + 1))
+                continue
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise StorageError(f"storage {display_url(url)!r} cannot be opened: {first}") from None
+    raise AssertionError("unreachable")
 
 
 def _enable_wal(path: Path, url: str) -> None:

@@ -44,7 +44,7 @@ def run(
     max_retries: int = typer.Option(1, "--max-retries", min=0, max=100,
                                     help="How often a run whose process died (killed, out of memory, a lost node "
                                          "or driver) trains again; a run that fails by its own error does not."),
-    heartbeat_grace: float = typer.Option(60.0, "--heartbeat-grace", min=1.0, max=86400.0,
+    heartbeat_grace: float = typer.Option(60.0, "--heartbeat-grace", min=5.0, max=86400.0,
                                           help="Seconds another driver's silent runs are kept before this one "
                                                "treats them as dead and takes them over."),
 ) -> None:
@@ -63,15 +63,20 @@ def run(
         _dry_run(study, trials)
         _dry_run_power(study, storage)
         return
-    from ablate.run import run_study
+    from contextlib import nullcontext
+
+    from ablate.run import ray_session, run_study
 
     try:
-        summary = run_study(study, storage=storage, trials=trials, address=address, device=device.value,
-                            progress=not quiet, max_retries=max_retries, heartbeat_grace_s=heartbeat_grace)
-    except KeyboardInterrupt:
+        # A cluster is joined before the storage is opened: one that cannot be reached or
+        # joined exits 2 with one line and writes nothing. run_study uses that connection.
+        with ray_session(address) if address else nullcontext():
+            summary = run_study(study, storage=storage, trials=trials, address=address, device=device.value,
+                                progress=not quiet, max_retries=max_retries, heartbeat_grace_s=heartbeat_grace)
+    except KeyboardInterrupt as err:  # SIGINT: 130, SIGTERM: 143 (ablate.run.ray_cluster.Interrupted)
         typer.echo("interrupted: finished trials are kept, running ones are recorded as FAIL (interrupted); "
                    "run the same command again to resume", err=True)
-        raise typer.Exit(130) from None
+        raise typer.Exit(getattr(err, "exit_code", 130)) from None
     if summary.message:
         typer.echo(summary.message)
     states = ", ".join(f"{k} {v}" for k, v in sorted(summary.states.items()))

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
-__all__ = ["SLOT", "INTERRUPTED_DETAIL", "Claim", "Claims", "Heartbeat", "iter_free_slots", "owner_id"]
+__all__ = ["MAX_BEAT_S", "SLOT", "INTERRUPTED_DETAIL", "Claim", "Claims", "Heartbeat", "iter_free_slots", "owner_id"]
 
 #: The key of a sampled study's configuration slots.
 SLOT = "#slot"
@@ -81,7 +81,19 @@ class Claims:
         self.engine = sa.create_engine(url, **kwargs)
         self.study = study
         self.owner = owner or owner_id()
-        _metadata.create_all(self.engine, checkfirst=True)
+        self._create_table()
+
+    def _create_table(self) -> None:
+        """Create the table once; drivers starting together race for it, and the losers see it exist."""
+        for _ in range(5):
+            try:
+                _metadata.create_all(self.engine, checkfirst=True)
+                return
+            except sa.exc.SQLAlchemyError:
+                if sa.inspect(self.engine).has_table(_table.name):
+                    return
+                time.sleep(0.2)
+        _metadata.create_all(self.engine, checkfirst=True)  # the error, if it persists
 
     def close(self) -> None:
         self.engine.dispose()
@@ -177,10 +189,15 @@ class Claims:
         return any(c.state == RUNNING and c.trial_number is None and c.key != SLOT and c.heartbeat >= cutoff
                    for c in self.rows())
 
-    def in_flight(self, grace_s: float) -> int:
-        """How many runs (not slots) are running anywhere with a fresh heartbeat."""
-        cutoff = time.time() - grace_s
-        return sum(1 for c in self.rows() if c.key != SLOT and c.state == RUNNING and c.heartbeat >= cutoff)
+    def in_flight(self) -> int:
+        """How many runs (not slots) are claimed as running anywhere, fresh or silent (a silent
+        one is reaped and re-queued by the next look, so a driver waits for it either way)."""
+        return sum(1 for c in self.rows() if c.key != SLOT and c.state == RUNNING)
+
+
+#: The most seconds between two heartbeats, whatever a driver's own grace: drivers with
+#: different ``--heartbeat-grace`` share a study, and each must look alive to the others.
+MAX_BEAT_S = 2.0
 
 
 class Heartbeat:

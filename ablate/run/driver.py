@@ -9,7 +9,7 @@ import time
 from dataclasses import dataclass, field
 
 from ablate.study import Study
-from ablate.run.claims import Claims, Heartbeat
+from ablate.run.claims import MAX_BEAT_S, Claims, Heartbeat
 from ablate.run.optuna_study import open_optuna_study, state_counts
 from ablate.run.progress import Progress
 from ablate.run.ray_tune import concurrency, fit, interruptible, ray_session
@@ -52,7 +52,8 @@ def run_study(study: Study, *, storage: str | None = None, trials: int | None = 
         max_retries: How often a run whose process died (SIGKILL, OOM kill, lost node, a
             driver gone silent) is trained again; a run that fails by its own error is not.
         heartbeat_grace_s: How long another driver's silent runs are kept before they are
-            treated as dead, closed and re-queued (this driver beats every quarter of it).
+            treated as dead, closed and re-queued (every driver beats at least every
+            :data:`~ablate.run.claims.MAX_BEAT_S` seconds, so keep it well above that).
 
     Any number of drivers may run one study on one storage at once: each run is claimed in
     the storage (:mod:`ablate.run.claims`) before it trains, and a driver with nothing left
@@ -73,7 +74,7 @@ def run_study(study: Study, *, storage: str | None = None, trials: int | None = 
     searcher.replan()
     remaining = searcher.planned
     start = time.perf_counter()
-    if remaining == 0 and not claims.in_flight(heartbeat_grace_s):
+    if remaining == 0 and not claims.in_flight() and not searcher.unfinished():
         summary.message = (summary.message + "; " if summary.message else "") + "nothing to do: the budget is met"
         summary.states = state_counts(ostudy)
         claims.close()
@@ -81,7 +82,7 @@ def run_study(study: Study, *, storage: str | None = None, trials: int | None = 
     workdir = tempfile.mkdtemp(prefix="ablate-ray-")
     try:
         with ray_session(address, num_cpus=num_cpus), reporter.running(remaining), \
-                Heartbeat(claims, max(0.5, heartbeat_grace_s / 4)):
+                Heartbeat(claims, min(MAX_BEAT_S, heartbeat_grace_s / 4)):
             import ray
 
             summary.concurrency = concurrency(study, ray.cluster_resources())

@@ -166,8 +166,9 @@ def ray_searcher(inner: StudySearcher):
             return self.inner
 
         def suggest(self, trial_id: str):  # noqa: D102
-            config = self._live().suggest(trial_id)
-            return Searcher.FINISHED if config is None else config
+            # None: nothing to start now (runs are in flight here or with other drivers);
+            # the searcher returns Searcher.FINISHED ("FINISHED") itself when the study is complete.
+            return self._live().suggest(trial_id)
 
         def on_trial_result(self, trial_id: str, result: dict) -> None:  # noqa: D102
             self._live().on_trial_result(trial_id, result)

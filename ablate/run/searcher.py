@@ -209,13 +209,17 @@ class StudySearcher:
             self.queue = self._missing()
             started = self._next_queued() or self._next_sample()
             if started is None:
-                if self.live or self.claims.in_flight(self.grace_s) or self._free_slot() is not None:
+                if self.live or self.claims.in_flight() or self._free_slot() is not None or self.unfinished():
                     return None  # wait: runs are in flight here or elsewhere, or a slot is being filled
                 return FINISHED
         self.live[trial_id] = started
         self.launched += 1
         return {"spec": self._spec, "params": dict(started.candidate.params), "number": started.number,
                 "repeat": started.repeat, "candidate": started.candidate.to_json()}
+
+    def unfinished(self) -> bool:
+        """Whether the storage still has a RUNNING or WAITING trial (closed by its driver, or taken over)."""
+        return bool(self.ostudy.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING)))
 
     def _free_slot(self) -> int | None:
         if self.study.is_grid or self.exhausted:
