@@ -77,7 +77,8 @@ def open_storage(url: str, *, create: bool) -> "optuna.storages.RDBStorage":
         except Exception as err:  # sqlalchemy/driver errors have long, multi-line texts
             # Drivers that open a new database together race to create its tables; the
             # losers find them made a moment later.
-            if create and attempt < 3 and ("already exists" in str(err) or "duplicate key" in str(err)):
+            racing = ("already exists", "duplicate key", "UNIQUE constraint failed", "database is locked")
+            if create and attempt < 3 and any(r in str(err) for r in racing):
                 time.sleep(0.2 * (attempt + 1))
                 continue
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
