@@ -197,6 +197,7 @@ def test_two_drivers_train_each_grid_cell_once_and_a_rerun_has_nothing_to_do(sto
     _assert_rerun_has_nothing_to_do(fleet, spec, storage_url, storage)
 
 
+@pytest.mark.slow  # the default run keeps the grid and the kill cases; these add a minute
 def test_two_drivers_train_each_cell_and_repeat_once(storage_url, fleet, storages):
     spec = _spec("two-drivers-repeats", storage_url, repeats=2)
     drivers = (fleet("a", spec, storage_url, "--sleep", SLEEP), fleet("b", spec, storage_url, "--sleep", SLEEP))
@@ -208,6 +209,7 @@ def test_two_drivers_train_each_cell_and_repeat_once(storage_url, fleet, storage
     _assert_each_run_once(trials, drivers, cells=CELLS, repeats=2)
 
 
+@pytest.mark.slow  # the default run keeps the grid and the kill cases; these add a minute
 def test_two_drivers_of_a_sampled_study_train_the_budget_of_distinct_configurations_once(
         storage_url, fleet, storages):
     # 9 configurations, a budget of 4; both drivers' samplers share one seed, so they propose
