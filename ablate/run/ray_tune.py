@@ -9,18 +9,25 @@ from __future__ import annotations
 import math
 import os
 import signal
+import sys
+import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
+from ablate.errors import ConfigError
 from ablate.metrics import TRAINING_METRICS
 from ablate.study import Study, study_from_dict
 from ablate.run.candidate import Candidate
+from ablate.run.ray_cluster import (CONNECT_TIMEOUT_S, PROBE_TIMEOUT_S, Interrupted, SessionRecord, auth_env, bounded,
+                                    check_address, clean_stale_sessions, connect_hint, interrupt_on_signals,
+                                    is_loopback, parse_address, ray_temp_root, record_dir, token_advice)
 from ablate.run.searcher import StudySearcher
 from ablate.run.trial import TrialFn
 
-__all__ = ["ray_session", "ray_searcher", "interruptible", "fit", "concurrency"]
+__all__ = ["ray_session", "ray_searcher", "interruptible", "fit", "concurrency", "check_resources", "node_resources",
+           "Interrupted"]
 
 
 def _env_for_ray() -> None:
@@ -34,64 +41,193 @@ def _env_for_ray() -> None:
 
 
 @contextmanager
-def ray_session(address: str | None = None, *, num_cpus: int | None = None,
-                num_gpus: int | None = None) -> Iterator[None]:
-    """Start (or join) Ray for the duration of a run, and shut it down if we started it.
+def ray_session(address: str | None = None, *, num_cpus: int | None = None, num_gpus: int | None = None,
+                connect_timeout_s: float = CONNECT_TIMEOUT_S) -> Iterator[None]:
+    """Start a local Ray, or join the cluster at ``address``, for the duration of a run.
 
-    A local Ray binds 127.0.0.1 with no dashboard and usage stats off; the ``finally``
-    shuts it down on every exit path (Ctrl-C included), so no Ray process lingers.
+    A local Ray binds 127.0.0.1 with no dashboard and usage stats off, in its own short
+    session directory, with a per-process auth token that is never written to
+    ``~/.ray``; the ``finally`` shuts it down on every exit path and removes what it left.
+    Before starting, what killed predecessors left on this machine is cleaned up
+    (:func:`ablate.run.ray_cluster.clean_stale_sessions`). Joining (``HOST:PORT`` or
+    ``auto``) is bounded by ``connect_timeout_s`` and passes a known token on when the
+    cluster wants one (:func:`ablate.run.ray_cluster.auth_env`). SIGINT and
+    SIGTERM raise :class:`~ablate.run.ray_cluster.Interrupted` (exit code 130 or 143) while
+    starting, connecting and inside the session. If Ray is already initialised, it is used
+    as is and left running.
+
+    Raises:
+        ConfigError: an address that cannot work or answer (one line, what to check).
+        Interrupted: SIGINT or SIGTERM.
     """
     import logging
 
+    begin = time.monotonic()
     _env_for_ray()
-    if not address:
+    imported = "ray" in sys.modules
+    if imported:
+        import ray
+
+        if ray.is_initialized():
+            yield
+            return
+    address = None if address in (None, "", "local") else address
+    if address is not None:
+        check_address(address, min(PROBE_TIMEOUT_S, connect_timeout_s))
+        parsed = parse_address(address)
+        if parsed is not None and is_loopback(parsed[0]):
+            os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # see below
+    else:
         # "Local Ray only": Ray then advertises 127.0.0.1 instead of the machine's routable
         # address (it rewrites an explicit _node_ip_address of 127.0.0.1 otherwise). Read
         # when Ray is imported, so callers that import Ray first should set it too.
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    with interrupt_on_signals():  # it may ask the cluster (`ray status`)
+        session_env, process_env = auth_env(address, min(PROBE_TIMEOUT_S, connect_timeout_s))
+    os.environ.update(process_env)
+    saved = {k: os.environ.get(k) for k in (*session_env, "RAY_TMPDIR", "RAY_AUTH_MODE")}
+    os.environ.update(session_env)
     import ray
 
-    started = False
-    if not ray.is_initialized():
-        kwargs: dict[str, Any] = dict(include_dashboard=False, log_to_driver=False, configure_logging=True,
-                                      logging_level=logging.ERROR)
-        if address:
-            ray.init(address=address, **kwargs)
-        else:
-            # address="local": always a new local Ray, never a cluster that `ray start` (or a
-            # stale /tmp/ray/ray_current_cluster) happens to advertise on this machine.
-            ray.init(address="local", num_cpus=num_cpus, num_gpus=num_gpus, _node_ip_address="127.0.0.1", **kwargs)
-        started = True
+    if imported:
+        _reload_auth_mode(ray)
+    logging.getLogger("ray").setLevel(logging.ERROR)  # not "SIGTERM handler not set" from the connect thread
+    kwargs: dict[str, Any] = dict(include_dashboard=False, log_to_driver=False, configure_logging=True,
+                                  logging_level=logging.ERROR)
+    record: SessionRecord | None = None
+    connected = False
     try:
-        yield
+        try:
+            clean_stale_sessions()
+        except Exception:  # never in the way of a run; the next one tries again
+            pass
+        if address is None:
+            root = ray_temp_root()
+            os.environ["RAY_TMPDIR"] = root  # Ray's session dir and sockets go under it
+            record = SessionRecord([root])
+            with interrupt_on_signals():
+                try:
+                    # address="local": always a new local Ray, never a cluster that `ray start` (or a
+                    # stale ray_current_cluster file) happens to advertise on this machine.
+                    ray.init(address="local", num_cpus=num_cpus, num_gpus=num_gpus, _node_ip_address="127.0.0.1",
+                             **kwargs)
+                except SystemExit as err:  # Ray's own SIGTERM handler while it starts: sys.exit(15)
+                    if err.code == signal.SIGTERM:
+                        raise Interrupted(signal.SIGTERM) from None
+                    raise
+            connected = True
+            record.track()
+        else:
+            record = SessionRecord([])
+            _join(ray, address, kwargs, connect_timeout_s - (time.monotonic() - begin))
+            connected = True
+        with interrupt_on_signals():
+            yield
     finally:
-        if started:
+        if connected or address is None:  # a local Ray that failed to start is shut down too
             ray.shutdown()
+        if record is not None:
+            record.close()
+        _restore(saved)  # a new local Ray sets RAY_AUTH_MODE=token for the process
+        if connected:  # (not while an abandoned connect may still be running)
+            _reload_auth_mode(ray)
+
+
+def _reload_auth_mode(ray: Any) -> None:
+    """Make Ray's cached config follow ``RAY_AUTH_MODE`` again: Ray reads it when imported
+    and when it starts a local cluster, and a driver whose mode differs from its cluster's
+    loses its trials. Ray's own token setup refreshes it this way; no public API does."""
+    ray._raylet.Config.initialize("")
+
+
+def _join(ray: Any, address: str, kwargs: dict[str, Any], timeout_s: float) -> None:
+    """``ray.init(address=address)`` in a thread the caller abandons after ``timeout_s`` or on a signal."""
+    connect_timeout = max(1.0, timeout_s)
+
+    def timed_out() -> ConfigError:
+        return ConfigError(f"no answer from the Ray cluster at {address} within {connect_timeout:.0f} s; "
+                           f"{connect_hint(address, ray.__version__)}")
+
+    # Ray's C++ client logs one warning per failed attempt on fd 2: kept off the terminal
+    # (the error is one line) and read to stop early on a refused token or a non-Ray port.
+    with captured_stderr() as log:
+        try:
+            with interrupt_on_signals():
+                bounded(lambda: ray.init(address=address, **kwargs), connect_timeout, timed_out,
+                        watch=lambda: connect_failure(address, log()))
+        except ConfigError:
+            raise
+        except (ConnectionError, RuntimeError, ValueError, OSError) as err:
+            known = connect_failure(address, log())
+            if known is not None:
+                raise known from err
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise ConfigError(f"cannot join the Ray cluster at {address}: {first}; "
+                              f"{connect_hint(address, ray.__version__)}") from err
+
+
+@contextmanager
+def captured_stderr() -> Iterator[Callable[[], str]]:
+    """File descriptor 2 goes to a temporary file while inside (Ray's C++ client logs a
+    warning per retry there); yields a function that returns what was written so far."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as tmp:
+        os.dup2(tmp.fileno(), 2)
+
+        def text() -> str:
+            size = os.fstat(tmp.fileno()).st_size
+            return os.pread(tmp.fileno(), min(size, 1 << 16), max(0, size - (1 << 16))).decode(errors="replace")
+
+        try:
+            yield text
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
+#: What Ray's C++ client logs on each failed attempt to reach the GCS.
+_GCS_RETRY = "Failed to get cluster ID from GCS server:"
+
+
+def connect_failure(address: str, log: str) -> ConfigError | None:
+    """A one-line error when Ray's client log shows that joining cannot succeed: the token
+    was refused or missing, or the port answers but is no Ray GCS (three failed attempts)."""
+    if "InvalidAuthToken" in log or "Unauthenticated" in log:
+        return ConfigError(f"the Ray cluster at {address} {token_advice()}")
+    tries = [line.split(_GCS_RETRY, 1)[1].strip() for line in log.splitlines() if _GCS_RETRY in line]
+    if len(tries) >= 3:
+        return ConfigError(f"cannot join the Ray cluster at {address}: its port answers but not as a Ray GCS "
+                           f"({tries[-1]}); check that the address is the head's GCS address (`ray start --head` "
+                           f"prints it, port 6379 by default)")
+    return None
+
+
+def _restore(saved: dict[str, str | None]) -> None:
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
 
 
 @contextmanager
 def interruptible(searcher: "StudySearcher") -> Iterator[None]:
-    """Ctrl-C and SIGTERM mark the searcher as stopping, then raise KeyboardInterrupt.
+    """Ctrl-C and SIGTERM mark the searcher as stopping, then raise
+    :class:`~ablate.run.ray_cluster.Interrupted` (a KeyboardInterrupt).
 
-    Ray Tune may swallow the KeyboardInterrupt and stop its trials itself; the flag makes
-    the searcher record those trials as interrupted (not PRUNED) and lets the caller
-    re-raise once Tune returns.
+    Ray Tune may swallow the interrupt and stop its trials itself; the flag makes the
+    searcher record those trials as interrupted (not PRUNED), and leaving the block raises
+    the interrupt again, with its signal, once Tune returns.
     """
-    def handler(signum, frame):  # noqa: ANN001
+    def stop(signum: int) -> None:
         searcher.stopping = True
-        raise KeyboardInterrupt(f"signal {signum}")
 
-    previous = {}
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        try:
-            previous[sig] = signal.signal(sig, handler)
-        except ValueError:  # not the main thread (e.g. a test runner's worker thread)
-            break
-    try:
+    with interrupt_on_signals(stop) as received:
         yield
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
+    if received:  # Tune caught it and returned
+        raise Interrupted(received[-1])
 
 
 def _trainable(config: dict, trial_fn: TrialFn, device: str, threads: int) -> None:
@@ -179,20 +315,65 @@ def ray_searcher(inner: StudySearcher):
     return _Forward(inner)
 
 
-def concurrency(study: Study, resources: Mapping[str, float]) -> int:
-    limits = []
-    if study.resources.cpu > 0:
-        limits.append(int(resources.get("CPU", 1) // study.resources.cpu))
-    if study.resources.gpu > 0:
-        limits.append(int(resources.get("GPU", 0) // study.resources.gpu))
-    n = max(1, min(limits) if limits else 1)
+def _times(have: float, need: float) -> int:
+    """How many ``need`` fit in ``have``, in Ray's resource units of 1/10000 (so 1 CPU holds
+    ten trials of 0.1 CPU, where ``1 // 0.1`` says 9)."""
+    return int(round(have * 10_000)) // max(1, int(round(need * 10_000)))
+
+
+def _demand(study: Study) -> dict[str, float]:
+    return {key: amount for key, amount in (("CPU", study.resources.cpu), ("GPU", study.resources.gpu)) if amount > 0}
+
+
+def concurrency(study: Study, resources: Mapping[str, float] | None = None,
+                nodes: list[Mapping[str, float]] | None = None) -> int:
+    """Trials that run at once: per node, the fewest of ``resource // per-trial`` over the
+    resources a trial reserves (fractions included: 2 GPUs at ``gpu: 0.5`` run 4), summed
+    over ``nodes`` when given (a trial runs on one node), else over the cluster's totals
+    ``resources``; capped by ``max_concurrent``; at least 1."""
+    demand = _demand(study)
+    pools = nodes if nodes is not None else [resources or {}]
+    n = sum(min((_times(pool.get(key, 0.0), need) for key, need in demand.items()), default=1) for pool in pools)
+    n = max(1, n)
     return min(n, study.max_concurrent) if study.max_concurrent else n
 
 
+def check_resources(study: Study, nodes: list[Mapping[str, float]]) -> None:
+    """Refuse a study whose trial fits on no node of the cluster (Ray Tune would wait forever).
+
+    Raises:
+        ConfigError: naming what a trial reserves and the largest node.
+    """
+    demand = _demand(study)
+    if any(all(pool.get(key, 0.0) + 1e-9 >= need for key, need in demand.items()) for pool in nodes):
+        return
+    want = ", ".join(f"{key.lower()}: {need:g}" for key, need in demand.items())
+    have = "; ".join(", ".join(f"{key} {pool.get(key, 0.0):g}" for key in demand) for pool in nodes) or "no nodes"
+    raise ConfigError(f"resources: each trial reserves {want}, which no Ray node has (nodes: {have}); lower "
+                      f"`resources:` in the study, or run where the node declares them (a local Ray finds the "
+                      f"machine's GPUs; `ray start --num-gpus N` declares them on a cluster node)")
+
+
+def node_resources() -> list[dict[str, float]]:
+    """Each alive Ray node's total resources (Ray's public ``ray.nodes()``)."""
+    import ray
+
+    return [dict(n.get("Resources", {})) for n in ray.nodes() if n.get("Alive", n.get("alive"))]
+
+
 def fit(study: Study, searcher: StudySearcher, trial_fn: TrialFn, device: str, workdir: str, samples: int) -> None:
+    """Run ``samples`` trials (``-1``: until the searcher says FINISHED) with Ray Tune, each
+    reserving the study's ``resources`` (Ray gives a GPU trial its own ``CUDA_VISIBLE_DEVICES``)."""
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
+    nodes = node_resources()
+    check_resources(study, nodes)
+    # Tune keeps one trial pending at a time for a custom searcher unless max_concurrent_trials
+    # is set: trials would start one by one and a node would rarely fill. So ask for as many
+    # as the nodes hold (GPUs ÷ gpu-per-trial, fractions included), and Tune keeps them coming.
+    at_once = concurrency(study, nodes=nodes)
+    record_dir(workdir)  # a killed driver's Tune directory is removed by the next run
     metric = study.scheduler_metric
     scheduler = FIFOScheduler()
     if study.scheduler is not None and metric is not None:
@@ -207,7 +388,7 @@ def fit(study: Study, searcher: StudySearcher, trial_fn: TrialFn, device: str, w
         trainable,
         tune_config=tune.TuneConfig(
             search_alg=ray_searcher(searcher), scheduler=scheduler,
-            num_samples=samples, max_concurrent_trials=study.max_concurrent, reuse_actors=True),
+            num_samples=samples, max_concurrent_trials=at_once, reuse_actors=True),
         run_config=tune.RunConfig(name=study.name, storage_path=workdir, verbose=0, log_to_file=False,
                                   failure_config=tune.FailureConfig(max_failures=0, fail_fast=False)),
     )
