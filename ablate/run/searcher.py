@@ -110,6 +110,7 @@ class StudySearcher:
         self._scratch: optuna.Study | None = None
         self._mirrored: set[int] = set()
         self._next_refill = 0.0
+        self._slots_open = not study.is_grid
         stored = self._stored()
         started = set(stored) | {c.key for c in self.claims.rows() if c.key != SLOT}
         if study.is_grid:
@@ -201,6 +202,8 @@ class StudySearcher:
         if self.stopping:
             return FINISHED
         started = self._next_queued()
+        if started is None and self._slots_open:
+            started = self._next_sample()  # sampling needs no refill while slots are free
         if started is None:
             if time.monotonic() < self._next_refill:
                 return None
@@ -244,6 +247,7 @@ class StudySearcher:
 
     def _next_sample(self) -> _Live | None:
         slot = self._free_slot()
+        self._slots_open = slot is not None
         while slot is not None:
             slot_attempt = self.claims.claim(SLOT, slot, max_retries=1_000_000)
             if slot_attempt is not None:

@@ -346,10 +346,14 @@ def test_the_dry_run_proposes_what_the_runner_proposes(tmp_path, monkeypatch):
                         _cheap_costs(study, params))
     code, out, err = _invoke("run", str(path), "--dry-run", "--trials", "4")
     assert code == 0 and "4 candidate(s), not trained" in out, err
-    study = dataclasses.replace(check_study(path), repeats=1)
-    searcher = StudySearcher(study, open_optuna_study(study, "sqlite:///:memory:"), 4)
+    assert not any(tmp_path.iterdir())  # the dry run wrote nothing
+    from ablate.storage import open_storage
+
+    url = f"sqlite:///{tmp_path / 'runner.db'}"
+    study = dataclasses.replace(check_study(path), repeats=1, storage=url)
+    storage = open_storage(url, create=True)
+    searcher = StudySearcher(study, open_optuna_study(study, url, storage=storage), 4, storage=storage)
     assert seen == [searcher.suggest(str(i))["params"] for i in range(4)]
-    assert not any(tmp_path.iterdir())
 
 
 @pytest.mark.slow

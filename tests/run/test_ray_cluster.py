@@ -348,7 +348,21 @@ def node_trial(study, params, report, *, device="cpu", repeat=0, candidate=None,
     report({"epoch": 1, "top1": 1.0, "epochs_done": 1})
 
 
-def test_a_two_node_cluster_on_loopback_spreads_trials(tmp_path):
+def test_a_two_node_cluster_on_loopback_spreads_trials_in_a_fresh_driver_process(tmp_path):
+    """The driver is a process of its own, as `ablate run` is: Ray keeps the auth token of a
+    process's first session (a local run's) for the life of the process, and an earlier test's
+    local Ray in this pytest process would make a cluster without auth cancel every trial."""
+    if os.environ.get("ABLATE_TWO_NODE_CHILD"):
+        pytest.skip("the child process runs the test body itself")
+    target = f"{__file__}::_two_node_cluster_spreads_trials"
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-o",
+                           "python_functions=_two_node_*", target, "--basetemp", str(tmp_path / "child")],
+                          env={**os.environ, "ABLATE_TWO_NODE_CHILD": "1"}, capture_output=True, text=True,
+                          timeout=300, cwd=Path(__file__).resolve().parents[2])
+    assert done.returncode == 0 and " passed" in done.stdout, (done.stdout + done.stderr)[-4000:]
+
+
+def _two_node_cluster_spreads_trials(tmp_path):
     root = tempfile.mkdtemp(prefix="ablate-ray-test-", dir="/tmp")
     out = tmp_path / "trials.jsonl"
     begin = time.monotonic()
