@@ -18,7 +18,7 @@ from ablate.errors import ConfigError
 from ablate.run.keys import train_identity
 from ablate.storage import display_url, open_storage
 
-__all__ = ["BUDGET_KEYS", "INTERRUPTED", "open_optuna_study", "spec_differences", "make_sampler",
+__all__ = ["BUDGET_KEYS", "INTERRUPTED", "open_optuna_study", "spec_differences", "stored_spec", "make_sampler",
            "counts_toward_budget", "state_counts"]
 
 INTERRUPTED = "interrupted: the run that owned this trial stopped before it finished"
@@ -46,7 +46,7 @@ def open_optuna_study(study: Study, storage_url: str | None = None, *,
     directions = [o.direction for o in study.objectives]
     ostudy = optuna.create_study(study_name=study.name, storage=storage, directions=directions,
                                  load_if_exists=True, sampler=make_sampler(study))
-    spec = study_to_dict(study)
+    spec = stored_spec(study)
     if ostudy.user_attrs.get("spec") is None:
         ostudy.set_user_attr("spec", spec)
         with warnings.catch_warnings():  # experimental since Optuna 3.2, but what optuna-dashboard reads
@@ -67,6 +67,12 @@ def open_optuna_study(study: Study, storage_url: str | None = None, *,
     if list(ostudy.directions) != [_direction(d) for d in directions]:
         raise ConfigError(f"{where}: objectives' directions differ from the stored study")
     return ostudy
+
+
+def stored_spec(study: Study) -> dict[str, Any]:
+    """The study as the database and Ray's trial configs hold it: resolved, with any password
+    in the storage URL masked (a secret is never stored; the driver connects with its own URL)."""
+    return {**study_to_dict(study), "storage": display_url(study.storage)}
 
 
 def spec_differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:

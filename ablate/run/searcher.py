@@ -30,9 +30,9 @@ from ablate.models import check_architecture
 from ablate.run.candidate import Candidate, data_classes
 from ablate.run.claims import DEAD, DONE, FAILED, INTERRUPTED_DETAIL, SLOT, Claims, iter_free_slots
 from ablate.run.keys import config_key, trial_config_key, trial_repeat
-from ablate.run.optuna_study import INTERRUPTED, counts_toward_budget, make_sampler
+from ablate.run.optuna_study import INTERRUPTED, counts_toward_budget, make_sampler, stored_spec
 from ablate.run.trial import finite
-from ablate.study import Study, study_to_dict
+from ablate.study import Study
 from ablate.study.space import Param, SearchSpace, decode_params, encode_value, suggest
 
 __all__ = ["StudySearcher", "MAX_SKIPS", "FINISHED", "grid_distribution"]
@@ -102,7 +102,7 @@ class StudySearcher:
         self.stopping = False  # set on Ctrl-C / SIGTERM: trials ending now were interrupted
         self.finished: list[int] = []
         self.on_finish = on_finish
-        self._spec = study_to_dict(study)
+        self._spec = stored_spec(study)  # what Ray carries to the worker: no password
         self._grid_space = SearchSpace(params=study.grid_params)
         self._free = study.free_space
         self._classes: int | None = None

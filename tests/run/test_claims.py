@@ -171,3 +171,19 @@ def test_an_exhausted_space_stops_without_junk_rows(tmp_path, ray_local):
     assert "space exhausted: 3 distinct configurations" in summary.message
     assert len(trials) == 3 and {t.state for t in trials} == {TrialState.COMPLETE}
     assert [t.number for t in trials] == [0, 1, 2]  # no gaps
+
+
+def test_a_storage_password_is_never_stored_nor_sent_to_workers(tmp_path):
+    from ablate.run.searcher import StudySearcher
+    from ablate.storage import open_storage
+
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    study = study_from_dict(_spec(tmp_path, storage="postgresql://ablate:s3cret-pw@db-host/studies"), check=False)
+    storage = open_storage(url, create=True)
+    ostudy = open_optuna_study(study, url, storage=storage)
+    stored = optuna.load_study(study_name=study.name, storage=url).user_attrs["spec"]
+    assert "s3cret" not in json.dumps(stored) and stored["storage"] == "postgresql://ablate:***@db-host/studies"
+    searcher = StudySearcher(study, ostudy, 1, storage=storage, claims=Claims(url, study.name))
+    config = searcher.suggest("t0")
+    assert "s3cret" not in json.dumps(config, default=str)
+    open_optuna_study(study, url, storage=storage)  # the masked stored spec still matches the study
