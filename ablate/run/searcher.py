@@ -111,7 +111,7 @@ class StudySearcher:
         self._mirrored: set[int] = set()
         self._next_refill = 0.0
         self._slots_open = not study.is_grid
-        stored = self._stored()
+        stored = self._stored(self._trials())
         started = set(stored) | {c.key for c in self.claims.rows() if c.key != SLOT}
         if study.is_grid:
             cells = [(self._key(c), c) for c in study.cells()]
@@ -128,10 +128,14 @@ class StudySearcher:
         self.planned_new = sum(1 for _ in iter_free_slots(latest, self.slots))
 
     # -- what the storage says
-    def _stored(self) -> dict[str, optuna.trial.FrozenTrial]:
+    def _trials(self) -> list[optuna.trial.FrozenTrial]:
+        """The stored trials, read once per look at the storage."""
+        return self.ostudy.get_trials(deepcopy=False)
+
+    def _stored(self, trials: list[optuna.trial.FrozenTrial]) -> dict[str, optuna.trial.FrozenTrial]:
         """A stored trial of each configuration that trained to an end (or is being trained)."""
         out: dict[str, optuna.trial.FrozenTrial] = {}
-        for t in self.ostudy.get_trials(deepcopy=False):
+        for t in trials:
             if "candidate" in t.user_attrs and not t.user_attrs.get("skipped"):
                 out.setdefault(trial_config_key(t, self.study.task), t)
         return out
@@ -139,10 +143,10 @@ class StudySearcher:
     def _slot_keys(self) -> set[str]:
         return {c.detail for c in self.claims.rows(SLOT) if c.state == DONE and c.detail}
 
-    def _done(self) -> dict[str, set[int]]:
+    def _done(self, trials: list[optuna.trial.FrozenTrial]) -> dict[str, set[int]]:
         """Per configuration, the repeats that need no more training (stored or claimed)."""
         done: dict[str, set[int]] = {}
-        for t in self.ostudy.get_trials(deepcopy=False):
+        for t in trials:
             if counts_toward_budget(t):
                 done.setdefault(trial_config_key(t, self.study.task), set()).add(trial_repeat(t))
         attempts: dict[tuple[str, int], list] = {}
@@ -161,11 +165,12 @@ class StudySearcher:
 
     def _missing(self) -> list[tuple[str, dict, int]]:
         """Runs still to train: (key, params, repeat), every configuration's repeat 0 first."""
-        done = self._done()
+        trials = self._trials()
+        done = self._done(trials)
         if self.study.is_grid:
             configs = [(k, c) for k, c in self._cells]
         else:
-            stored = self._stored()
+            stored = self._stored(trials)
             configs = [(k, decode_params(self._free, t.params)) for k, t in stored.items()]
         return [(k, p, r) for r in range(self.study.repeats) for k, p in configs if r not in done.get(k, set())]
 
@@ -260,7 +265,8 @@ class StudySearcher:
     def _fill_slot(self, slot: int, slot_attempt: int) -> _Live | None:
         """Sample until a configuration nobody has is claimed; the slot then names it."""
         scratch = self._mirror()
-        known = set(self._done()) | set(self._stored())
+        trials = self._trials()
+        known = set(self._done(trials)) | set(self._stored(trials))
         for _ in range(MAX_SKIPS):
             strial = scratch.ask()
             params = suggest(strial, self._free, self.study.fixed)
@@ -290,7 +296,7 @@ class StudySearcher:
             self.planned_new = max(0, self.planned_new - 1)
             self.queue[0:0] = [(key, dict(params), r) for r in range(1, self.study.repeats)]
             return self._start(candidate, 0, attempt, template=frozen)
-        distinct = len(self._stored())
+        distinct = len(self._stored(self._trials()))
         self.exhausted = (f"space exhausted: {distinct} distinct configurations (no new feasible one in "
                           f"{MAX_SKIPS} proposals)")
         self.claims.update(SLOT, slot, slot_attempt, state=DONE, detail="exhausted")
@@ -330,7 +336,7 @@ class StudySearcher:
         if frozen is not None:
             return dict(frozen.params), dict(frozen.distributions)
         if not self.study.is_grid:
-            stored = next((t for t in self._stored().values()
+            stored = next((t for t in self._stored(self._trials()).values()
                            if decode_params(self._free, t.params) == dict(params)), None)
             if stored is not None:
                 return dict(stored.params), dict(stored.distributions)
