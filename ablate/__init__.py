@@ -6,8 +6,9 @@ sub-packages that need them, so ``import ablate`` and ``ablate --help`` stay ins
 ``import ablate.models.yolo`` is what registers ablate's blocks with ultralytics.
 """
 
-from ablate.errors import AblateError, ConfigError, DataError, Infeasible, StorageError
+from ablate.errors import AblateError, ConfigError, DataError, EnvironmentProblem, Infeasible, StorageError
 
 __version__ = "0.1.0"
 
-__all__ = ["AblateError", "ConfigError", "DataError", "Infeasible", "StorageError", "__version__"]
+__all__ = ["AblateError", "ConfigError", "DataError", "EnvironmentProblem", "Infeasible", "StorageError",
+           "__version__"]

@@ -14,9 +14,11 @@ run before the first ``import ultralytics`` in a process (Ray workers included),
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from pathlib import Path
+
+from ablate.atomic import write_atomic
+from ablate.cache import cache_dir
+from ablate.errors import environment_errors
 
 __all__ = ["ultralytics_offline", "config_dir"]
 
@@ -24,10 +26,10 @@ _FONTS = ("Arial.ttf", "Arial.Unicode.ttf")
 
 
 def config_dir() -> Path:
-    """Where ablate keeps ultralytics' settings and fonts (``$ABLATE_HOME/ultralytics`` or a temp dir)."""
-    home = os.environ.get("ABLATE_HOME")
-    base = Path(home) if home else Path(tempfile.gettempdir()) / f"ablate-{os.getuid()}"
-    return base / "ultralytics"
+    """Where ablate keeps ultralytics' settings and fonts: ``<ablate cache>/ultralytics``
+    (:func:`ablate.cache.cache_dir`: private to this user, created and checked, since
+    ultralytics trusts the settings file it reads there)."""
+    return cache_dir("ultralytics")
 
 
 def _bundled_font() -> Path | None:
@@ -49,18 +51,22 @@ def ultralytics_offline() -> Path:
     os.environ["YOLO_OFFLINE"] = "1"
     os.environ["YOLO_AUTOINSTALL"] = "0"
     os.environ.setdefault("YOLO_VERBOSE", "False")
-    cfg = Path(os.environ.setdefault("YOLO_CONFIG_DIR", str(config_dir())))
+    if not os.environ.get("YOLO_CONFIG_DIR"):  # a folder the user chose is theirs to keep
+        os.environ["YOLO_CONFIG_DIR"] = str(config_dir())
+    cfg = Path(os.environ["YOLO_CONFIG_DIR"])
     fonts = cfg / "Ultralytics"
-    fonts.mkdir(parents=True, exist_ok=True)
+    todo = "free space there, or set YOLO_CONFIG_DIR or ABLATE_HOME to a writable folder of yours"
+    with environment_errors(fonts, todo):
+        fonts.mkdir(parents=True, exist_ok=True)
     source = _bundled_font()
     for name in _FONTS:
         target = fonts / name
         if source is not None and not target.exists():
-            shutil.copyfile(source, target)
+            write_atomic(target, source.read_bytes(), todo=todo)  # a cut-off font would break plots
     settings = fonts / "settings.json"
     if not settings.exists():
         # Read by ultralytics at import; the keys it lacks are filled with its defaults.
-        settings.write_text('{"sync": false, "hub": false, "clearml": false, "comet": false, "dvc": false, '
-                            '"mlflow": false, "neptune": false, "raytune": false, "tensorboard": false, '
-                            '"wandb": false}\n')
+        write_atomic(settings, '{"sync": false, "hub": false, "clearml": false, "comet": false, "dvc": false, '
+                               '"mlflow": false, "neptune": false, "raytune": false, "tensorboard": false, '
+                               '"wandb": false}\n', todo=todo)
     return cfg

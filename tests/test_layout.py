@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 #: Layer of each part, lowest first (DESIGN.md). The longest matching prefix decides.
 LAYERS: dict[str, int] = {
-    "ablate": 0, "ablate.errors": 0, "ablate.metrics": 0, "ablate.offline": 0,
+    "ablate": 0, "ablate.errors": 0, "ablate.metrics": 0, "ablate.offline": 0, "ablate.cache": 0, "ablate.atomic": 0,
     "ablate.attention": 1,
     "ablate.models": 2,
     "ablate.measure": 3, "ablate.data": 3, "ablate.train": 3, "ablate.storage": 3, "ablate.bench": 3,

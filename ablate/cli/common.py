@@ -66,7 +66,11 @@ def resolve_target(target: str, storage: Optional[str]) -> tuple[str, Optional[s
 
 
 def main() -> None:
-    """Console-script entry: one line and exit 2 for bad input, tracebacks only for bugs."""
+    """Console-script entry: one line and exit 2 for bad input and for what the environment
+    refuses (a full disk, a read-only folder, a path too long: ``ablate.errors.
+    environment_problem_in``), tracebacks only for bugs; ``ABLATE_DEBUG=1`` keeps them all."""
+    from ablate.errors import environment_problem_in
+
     try:
         app()
     except AblateError as err:
@@ -74,4 +78,9 @@ def main() -> None:
             raise
         typer.echo(f"error: {err}", err=True)
         sys.exit(2)
-
+    except Exception as err:
+        problem = environment_problem_in(err)
+        if problem is None or os.environ.get("ABLATE_DEBUG"):
+            raise
+        typer.echo(f"error: {problem}", err=True)
+        sys.exit(2)

@@ -50,10 +50,9 @@ def report(
     if output is None:
         typer.echo(out, nl=False)
         return
-    if isinstance(out, bytes):
-        output.write_bytes(out)
-    else:
-        output.write_text(out, encoding="utf-8")
+    from ablate.atomic import write_atomic
+
+    write_atomic(output, out)  # whole or not at all: a full disk leaves no cut-off report
     from ablate.results.report import front_text
 
     typer.echo(f"wrote {output} ({chosen}, {len(results.trials)} trial(s), {len(results.configs)} configuration(s), "

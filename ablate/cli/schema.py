@@ -35,9 +35,7 @@ def schema(
     if output is None:
         typer.echo(text, nl=False)
         return
-    try:
-        output.write_text(text, encoding="utf-8")
-    except OSError as err:
-        raise ConfigError(f"{output}: cannot write: {err.strerror or err}, allowed: a file in an existing, "
-                          f"writable folder") from None
+    from ablate.atomic import write_atomic
+
+    write_atomic(output, text, todo="allowed: a file in an existing, writable folder")
     typer.echo(f"wrote {output}", err=True)

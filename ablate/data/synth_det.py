@@ -9,8 +9,8 @@ parameters, writes the set in the layout ultralytics reads, and caches it::
     OUT/synth-det.json                 the parameters, written last: a set without it is incomplete
 
 Everything is a pure function of the parameters: the same seed gives byte-identical files.
-:func:`default_detection_data` caches the set under ``$ABLATE_HOME/data`` (or a per-user temp
-dir), keyed by a hash of the parameters and the generator version. A set is written into a
+:func:`default_detection_data` caches the set in ablate's private cache folder (``data``, see
+:mod:`ablate.cache`), keyed by a hash of the parameters and the generator version. A set is written into a
 temporary sibling folder and renamed into place, so no reader ever sees half a set.
 """
 
@@ -21,7 +21,6 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 import uuid
 from pathlib import Path
 from typing import Any, Iterator, Mapping
@@ -29,7 +28,8 @@ from typing import Any, Iterator, Mapping
 import numpy as np
 
 from ablate.data.synth_image import SHAPES, SynthObject, render_image
-from ablate.errors import ConfigError, DataError
+from ablate.cache import cache_dir as ablate_cache_dir
+from ablate.errors import ConfigError, DataError, environment_errors
 
 __all__ = [
     "SHAPES",
@@ -97,16 +97,14 @@ def generate_synth_det(out: str | os.PathLike[str], *, seed: int = 0, n_train: i
 def synth_det_cache_dir(cache_dir: str | os.PathLike[str] | None = None, **params: Any) -> Path:
     """Folder of the cached synthetic set for ``params`` (not created): ``BASE/synth-det-<hash>``.
 
-    ``BASE`` is ``cache_dir``, else ``$ABLATE_HOME/data``, else ``<tmp>/ablate-<uid>/data``.
+    ``BASE`` is ``cache_dir``, else ablate's private cache folder ``data``
+    (:func:`ablate.cache.cache_dir`: ``$ABLATE_HOME/data``, ``~/.cache/ablate/data``, ...;
+    created and checked for its owner, since the set found there is trained on).
     """
     resolved = _params(**dict(_DEFAULTS, **params))
     key = json.dumps({**resolved, "version": GENERATOR_VERSION}, sort_keys=True)
     digest = hashlib.sha256(key.encode()).hexdigest()[:12]
-    if cache_dir is None:
-        home = os.environ.get("ABLATE_HOME")
-        base = Path(home) / "data" if home else Path(tempfile.gettempdir()) / f"ablate-{os.getuid()}" / "data"
-    else:
-        base = Path(cache_dir)
+    base = ablate_cache_dir("data") if cache_dir is None else Path(cache_dir)
     return base.expanduser().absolute() / f"synth-det-{digest}"
 
 
@@ -120,7 +118,7 @@ def default_detection_data(cache_dir: str | os.PathLike[str] | None = None, **pa
     winner's set.
 
     Args:
-        cache_dir: Base folder of the cache (default ``$ABLATE_HOME/data`` or a per-user temp dir).
+        cache_dir: Base folder of the cache (default: ``data`` in :func:`ablate.cache.cache_dir`).
         **params: Keyword arguments of :func:`generate_synth_det` (seed, n_train, ...).
 
     Returns:
@@ -210,6 +208,11 @@ def _locked(lock_path: Path) -> Iterator[None]:
 
 def _write_set(root: Path, final: Path, params: Mapping[str, Any]) -> None:
     """Write every file of the set into ``root``; ``data.yaml`` names ``final``; the marker goes last."""
+    with environment_errors(final.parent):  # a full disk or quota: one line naming the folder
+        _write_files(root, final, params)
+
+
+def _write_files(root: Path, final: Path, params: Mapping[str, Any]) -> None:
     from PIL import Image
 
     names = params["classes"]

@@ -285,15 +285,19 @@ def ray_temp_root() -> str:
     Linux) when those are short, else under ``/tmp``."""
     base = os.environ.get("RAY_TMPDIR") or os.environ.get("TMPDIR") or "/tmp"
     name_len = len("/ablate-rs-") + 8  # mkdtemp's random suffix
-    if len(os.path.abspath(base)) + name_len + _RAY_SOCKET_TAIL > _UNIX_PATH_MAX or not os.path.isdir(base):
+    if len(os.path.abspath(base)) + name_len + _RAY_SOCKET_TAIL > _UNIX_PATH_MAX or not os.path.isdir(base) \
+            or not os.access(base, os.W_OK | os.X_OK):  # a read-only TMPDIR: Python's tempfile skips it too
         base = "/tmp"
     return tempfile.mkdtemp(prefix="ablate-rs-", dir=base)
 
 
 def sessions_dir() -> Path:
-    """Where running drivers record their Ray sessions: ``$XDG_CACHE_HOME/ablate/ray-sessions``."""
-    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(cache) / "ablate" / "ray-sessions"
+    """Where running drivers record their Ray sessions: ``ray-sessions`` in ablate's private
+    cache folder (:func:`ablate.cache.cache_dir`, e.g. ``$XDG_CACHE_HOME/ablate/ray-sessions``).
+    Private and checked for its owner: a record names processes to stop and folders to remove."""
+    from ablate.cache import cache_dir
+
+    return cache_dir("ray-sessions")
 
 
 def _me() -> str:

@@ -101,5 +101,6 @@ def export_yolo_yaml(arch: Mapping[str, Any], path: str | Path) -> Path:
         raise ConfigError(f"{path}: ultralytics reads scale {guessed!r} from this file name, but the candidate is "
                           f"{r['base']} (scale {scale!r}); name it e.g. {r['base']}-{r['attention']}.yaml")
     text = yolo_yaml_text(r)
-    path.write_text(text, encoding="utf-8")
-    return path
+    from ablate.atomic import write_atomic
+
+    return write_atomic(path, text)  # whole or not at all: a full disk leaves no cut-off model YAML
