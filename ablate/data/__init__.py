@@ -1,9 +1,11 @@
-"""Data sets: classification (the embedded digits default, ImageFolder and CIFAR folders, one
-transform pipeline per recipe) and detection (the generated synthetic YOLO set and
-ultralytics data YAMLs)."""
+"""Data sets: classification (the embedded digits default, ImageFolder and CIFAR folders checked
+structurally before training by ``check_classification_data``, one transform pipeline per
+recipe) and detection (the generated synthetic YOLO set and ultralytics data YAMLs)."""
 
 from ablate.data.classification import (
     ClassificationData,
+    ClassificationDataInfo,
+    check_classification_data,
     LabelledImages,
     classification_transforms,
     load_classification,
@@ -21,6 +23,8 @@ from ablate.data.detection import (
 
 __all__ = [
     "ClassificationData",
+    "ClassificationDataInfo",
+    "check_classification_data",
     "LabelledImages",
     "classification_transforms",
     "load_classification",

@@ -7,8 +7,11 @@ recipe's training transform while the validation split gets its evaluation trans
 * ``digits``: scikit-learn's 8×8 grey digits (embedded, offline), upsampled once at load
   time to the study's ``image_size`` (bilinear, as before) and held in memory as 8-bit
   images; each is served as a grey RGB image, so the papers' three-channel stems apply.
-* ``imagefolder``: one sub-folder per class, either split into ``train/`` and ``val/``
-  or flat (then a seeded ``val_fraction`` is held out).
+* ``imagefolder``: one sub-folder per class, under ``train/`` and ``val/``, under
+  ``train/`` alone, or at the root (the last two hold a seeded ``val_fraction`` out).
+  Checked structurally first by :func:`~ablate.data.folders.check_classification_data`, the
+  check ``ablate validate`` runs too; an image that cannot be decoded fails the trial with
+  its path (:class:`~ablate.data.folders.ImageFiles`).
 * ``cifar10`` / ``cifar100``: torchvision's python version of CIFAR read from a local
   folder (the official train / test splits); never downloaded.
 
@@ -23,18 +26,26 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch.utils.data import Dataset
 
+from ablate.data.folders import (
+    CIFAR,
+    DATASETS,
+    ClassificationDataInfo,
+    ImageFiles,
+    check_classification_data,
+)
 from ablate.errors import ConfigError, DataError
 
 __all__ = [
     "DATASETS",
     "TRANSFORM_RECIPES",
     "ClassificationData",
+    "ClassificationDataInfo",
+    "check_classification_data",
     "LabelledImages",
     "classification_transforms",
     "load_classification",
@@ -42,13 +53,9 @@ __all__ = [
     "num_classes_of",
 ]
 
-DATASETS = ("digits", "imagefolder", "cifar10", "cifar100")
 #: Recipes whose image pipelines differ (:func:`classification_transforms`).
 TRANSFORM_RECIPES = ("proxy", "deit")
 _SPLIT_SEED = 0
-_IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp"}
-#: torchvision's folder name and class count of each CIFAR version.
-_CIFAR = {"cifar10": ("cifar-10-batches-py", 10), "cifar100": ("cifar-100-python", 100)}
 #: Images at most this side train with DeiT's and Swin's small-image pipeline (see
 #: :func:`classification_transforms`): both codes test ``input_size > 32``.
 _SMALL_IMAGE = 32
@@ -225,16 +232,10 @@ def num_classes_of(name: str, path: str | None = None) -> int:
     """Number of classes without loading any image (for building and validating archs).
 
     Raises:
-        DataError: an unknown name, or a folder that is missing or holds no such data set.
+        DataError: an unknown name, or a folder that is missing or holds no such data set
+            (:func:`check_classification_data`).
     """
-    if name == "digits":
-        return 10
-    if name == "imagefolder":
-        return len(_class_dirs(_train_root(_existing(path, name))))
-    if name in _CIFAR:
-        _cifar_root(_existing(path, name), name)
-        return _CIFAR[name][1]
-    raise DataError(f"unknown data set {name!r}, allowed: {', '.join(DATASETS)}")
+    return check_classification_data(name, path).num_classes
 
 
 def load_classification(name: str, *, path: str | None = None, image_size: int = 32, val_fraction: float = 0.2,
@@ -253,8 +254,10 @@ def load_classification(name: str, *, path: str | None = None, image_size: int =
             recipe's, :func:`classification_transforms`).
 
     Raises:
-        DataError: an unknown name, or a folder that is missing or holds no such data set.
+        DataError: an unknown name, or a folder that is missing or holds no such data set
+            (:func:`check_classification_data`, the check ``ablate validate`` runs too).
     """
+    info = check_classification_data(name, path)
     if eval_transform is None:
         eval_transform = classification_transforms(image_size)[1]
     if train_transform is None:
@@ -263,10 +266,8 @@ def load_classification(name: str, *, path: str | None = None, image_size: int =
     if name == "digits":
         return _load_digits(image_size, val_fraction, tfs)
     if name == "imagefolder":
-        return _load_imagefolder(_existing(path, name), image_size, val_fraction, tfs)
-    if name in _CIFAR:
-        return _load_cifar(_existing(path, name), name, image_size, tfs)
-    raise DataError(f"unknown data set {name!r}, allowed: {', '.join(DATASETS)}")
+        return _load_imagefolder(info, image_size, val_fraction, tfs)
+    return _load_cifar(info, image_size, tfs)
 
 
 _Transforms = tuple[Callable[[Any], Any], Callable[[Any], Any]]
@@ -290,76 +291,35 @@ def _load_digits(image_size: int, val_fraction: float, tfs: _Transforms) -> Clas
                               num_classes=10, in_chans=3, image_size=image_size, name="digits", in_memory=True)
 
 
-def _existing(path: str | None, name: str) -> Path:
-    if not path:
-        raise DataError(f"data.path is required for {name}")
-    root = Path(path)
-    if not root.is_dir():
-        raise DataError(f"data path {str(root)!r} does not exist or is not a directory")
-    return root
-
-
-def _train_root(root: Path) -> Path:
-    """An ImageFolder may hold ``train/`` and ``val/`` splits, or class folders directly."""
-    return root / "train" if (root / "train").is_dir() and (root / "val").is_dir() else root
-
-
-def _class_dirs(root: Path) -> list[Path]:
-    classes = sorted(d for d in root.iterdir() if d.is_dir() and any(
-        f.suffix.lower() in _IMAGE_SUFFIXES for f in d.rglob("*")))
-    if not classes:
-        raise DataError(f"data path {str(root)!r} holds no class folders with images "
-                        f"({', '.join(sorted(_IMAGE_SUFFIXES))})")
-    return classes
-
-
-def _load_imagefolder(root: Path, image_size: int, val_fraction: float, tfs: _Transforms) -> ClassificationData:
-    from torchvision import datasets
-
-    classes = _class_dirs(_train_root(root))
-    if _train_root(root) != root:
-        train: Dataset = datasets.ImageFolder(str(root / "train"), transform=tfs[0])
-        val: Dataset = datasets.ImageFolder(str(root / "val"), transform=tfs[1])
+def _load_imagefolder(info: ClassificationDataInfo, image_size: int, val_fraction: float,
+                      tfs: _Transforms) -> ClassificationData:
+    root = info.train_root if info.train_root is not None else info.root  # set for every ImageFolder
+    if info.val_root is not None:
+        train: Dataset = ImageFiles(root, info.classes, tfs[0])
+        val: Dataset = ImageFiles(info.val_root, info.classes, tfs[1])
     else:
-        full = datasets.ImageFolder(str(root))  # PIL images; each half applies its own transform
+        full = ImageFiles(root, info.classes)  # PIL images; each half applies its own transform
         order = torch.randperm(len(full), generator=torch.Generator().manual_seed(_SPLIT_SEED)).tolist()
-        n_val = max(1, int(round(len(full) * val_fraction)))
+        n_val = min(len(full) - 1, max(1, int(round(len(full) * val_fraction))))  # >= 1 image on each side
         train, val = LabelledImages(full, order[n_val:], tfs[0]), LabelledImages(full, order[:n_val], tfs[1])
-    return ClassificationData(train=train, val=val, num_classes=len(classes), in_chans=3,
+    return ClassificationData(train=train, val=val, num_classes=info.num_classes, in_chans=3,
                               image_size=image_size, name="imagefolder", in_memory=False)
 
 
-def _cifar_root(root: Path, name: str) -> Path:
-    """The folder torchvision's CIFAR class takes: the one holding ``cifar-10-batches-py``
-    (``cifar-100-python``), given either that folder or the data folder itself."""
-    folder = _CIFAR[name][0]
-    if (root / folder).is_dir():
-        return root
-    if root.name == folder:
-        return root.parent
-    raise DataError(f"data path {str(root)!r} holds no {folder} folder: {name} reads torchvision's python "
-                    f"version of CIFAR from the folder that holds {folder} (or from {folder} itself); "
-                    "ablate never downloads it")
-
-
-def _load_cifar(root: Path, name: str, image_size: int, tfs: _Transforms) -> ClassificationData:
+def _load_cifar(info: ClassificationDataInfo, image_size: int, tfs: _Transforms) -> ClassificationData:
     from torchvision import datasets
 
+    name, base = info.name, info.train_root if info.train_root is not None else info.root
     cls = datasets.CIFAR10 if name == "cifar10" else datasets.CIFAR100
-    base = _cifar_root(root, name)
-    folder = base / _CIFAR[name][0]
-    expected = [f for f, _ in [*cls.train_list, *cls.test_list]] + [cls.meta["filename"]]
-    missing = [f for f in expected if not (folder / f).is_file()]
-    if missing:
-        raise DataError(f"{str(folder)!r} lacks {', '.join(missing)}: {name} expects torchvision's python "
-                        f"version of CIFAR ({', '.join(expected)}); ablate never downloads it")
+    folder = base / CIFAR[name][0]
     try:
         train = cls(str(base), train=True, transform=tfs[0], download=False)
         val = cls(str(base), train=False, transform=tfs[1], download=False)
-    except RuntimeError as err:  # torchvision checks every file's MD5
-        raise DataError(f"{str(folder)!r} does not hold torchvision's {name} files intact ({err}); "
+    except (RuntimeError, OSError, EOFError, ValueError, KeyError) as err:  # torchvision checks every file's MD5
+        reason = " ".join(str(err).split()) or type(err).__name__
+        raise DataError(f"{str(folder)!r} does not hold torchvision's {name} files intact ({reason}); "
                         "ablate never downloads it") from None
-    return ClassificationData(train=train, val=val, num_classes=_CIFAR[name][1], in_chans=3,
+    return ClassificationData(train=train, val=val, num_classes=info.num_classes, in_chans=3,
                               image_size=image_size, name=name, in_memory=True)
 
 

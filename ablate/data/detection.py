@@ -10,12 +10,12 @@ them, so that "detection data" stays one import whichever kind a study uses.
 
 from __future__ import annotations
 
-import glob
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ablate.data.folders import iter_files
 from ablate.data.synth_det import SHAPES, default_detection_data, generate_synth_det, synth_det_cache_dir
 from ablate.errors import ConfigError, DataError
 
@@ -31,6 +31,7 @@ __all__ = [
 # Ultralytics' image suffixes (ultralytics.data.utils.IMG_FORMATS), without importing it.
 IMG_FORMATS = frozenset({"avif", "bmp", "dng", "heic", "heif", "jp2", "jpeg", "jpg", "mpo", "png", "tif",
                          "tiff", "webp"})
+_SUFFIXES = tuple(f".{ext}" for ext in sorted(IMG_FORMATS))
 
 
 @dataclass(frozen=True)
@@ -166,27 +167,44 @@ def _split(raw: Any, root: Path, where: str) -> tuple[tuple[Path, ...], int]:
         if not p.exists() and entry.startswith("../"):  # ultralytics' own fallback
             p = (root / entry[3:]).resolve()
         if not p.exists():
-            raise DataError(f"{where}: {p} does not exist")
-        found = _images(p)
+            raise DataError(f"{where}: {p} does not exist, allowed: a folder of images or an image-list .txt file")
+        found = _images(p, where)
         if not found:
             raise DataError(f"{where}: {p} has no images ({', '.join(sorted(IMG_FORMATS))})")
         resolved.append(p)
         images += found
+    # Ultralytics trains an image without a label file as background; a split without a
+    # single one has nothing to learn or score, so at least one label file per split.
     if not any(os.path.isfile(label) for label in _label_paths(images)):
         raise DataError(f"{where}: none of the {len(images)} images has a label file (ultralytics reads "
                         f"labels/.../NAME.txt for images/.../NAME.jpg), e.g. {_label_paths(images[:1])[0]}")
     return tuple(resolved), len(images)
 
 
-def _images(p: Path) -> list[str]:
-    """Image files of a folder (recursively) or listed in a text file, as ultralytics finds them."""
+def _images(p: Path, where: str) -> list[str]:
+    """Image files of a folder (recursively) or listed in a text file, as ultralytics finds them.
+
+    A folder is walked as ultralytics' recursive ``glob`` walks it (links followed, names
+    starting with ``.`` skipped), but each real folder once: a link back to a folder above
+    it is refused, since ultralytics would follow it without end (a hang in training).
+    """
     if p.is_dir():
-        found = glob.glob(str(Path(glob.escape(str(p))) / "**" / "*.*"), recursive=True)
+        def loop(link: str, folder: str) -> None:
+            raise DataError(f"{where}: {link} is a symbolic link back to {os.path.realpath(link)}, a folder above it: "
+                            f"ultralytics' recursive search would follow it without end; remove the link")
+
+        try:
+            found = list(iter_files(p, _SUFFIXES, on_loop=loop))
+        except DataError as err:
+            if str(err).startswith(where):
+                raise
+            raise DataError(f"{where}: {err}") from None
     else:
         try:
             lines = p.read_text(encoding="utf-8-sig").strip().splitlines()
         except (OSError, UnicodeDecodeError) as err:
-            raise DataError(f"{p}: cannot read the image list: {err}") from None
+            raise DataError(f"{where}: {p}: cannot read the image list ({' '.join(str(err).split())}), allowed: a "
+                            f"UTF-8 text file with one image path per line") from None
         parent = str(p.parent) + os.sep
         found = [x.replace("./", parent, 1) if x.startswith("./") else x for x in (s.strip() for s in lines)]
         found = [x for x in found if os.path.isfile(x)]

@@ -13,11 +13,13 @@ from typing import Any
 
 import torch
 
+from ablate.errors import DataError
 from ablate.models import Architecture, build_model, resolve_architecture
 from ablate.run.candidate import Candidate, detection_data
 from ablate.study import Study
 
-__all__ = ["TrialFn", "candidate_arch", "paper_arch", "finite", "run_trial", "measure_costs", "study_costs"]
+__all__ = ["TrialFn", "candidate_arch", "paper_arch", "finite", "run_trial", "measure_costs", "study_costs",
+           "data_error_line"]
 
 #: What the runner calls for each trial: ``fn(study, params, report, device=..., repeat=..., candidate=...)``;
 #: ``candidate`` is what the driver resolved for ``params`` (:class:`~ablate.run.candidate.Candidate`).
@@ -93,7 +95,9 @@ def run_trial(study: Study, params: Mapping[str, Any], report: Callable[[dict], 
     Each report holds the epoch's metrics, the cost figures and ``epochs_done`` (flat
     numbers only: Ray flattens nested results; the driver stores ``arch`` itself).
     ``candidate`` is what the driver resolved for ``params`` (resolved here when not given).
-    Returns the last report. Raises on failure (the runner records the message).
+    Returns the last report. Raises on failure (the runner records the message); a data
+    problem (a folder gone or changed since validate, an image that does not decode) is a
+    :class:`~ablate.errors.DataError` of one line naming the folder or file.
     """
     from ablate.data import load_classification
     from ablate.train import TrainConfig, recipe_transforms, train_classifier
@@ -109,15 +113,32 @@ def run_trial(study: Study, params: Mapping[str, Any], report: Callable[[dict], 
                       mixup=train.mixup, cutmix=train.cutmix, clip_grad=train.clip_grad, ema_decay=train.ema_decay,
                       num_workers=study.data.num_workers, cpus=study.resources.cpu)
     train_tf, eval_tf = recipe_transforms(cfg, study.data.image_size)
-    data = load_classification(study.data.name, path=study.data.path, image_size=study.data.image_size,
-                               val_fraction=study.data.val_fraction, train_transform=train_tf, eval_transform=eval_tf)
-    torch.manual_seed(train.seed)
-    model = build_model(candidate.arch)
-    wants_latency = any(o.name == "latency_ms" for o in study.objectives)
-    costs = measure_costs(candidate.arch, paper=candidate.paper, latency=wants_latency, model=model)
-    on_epoch = _EpochReporter(report, costs)
-    train_classifier(model, data, cfg, on_epoch)
+    try:  # the folder may have changed since validate; an image may not decode
+        data = load_classification(study.data.name, path=study.data.path, image_size=study.data.image_size,
+                                   val_fraction=study.data.val_fraction, train_transform=train_tf,
+                                   eval_transform=eval_tf)
+        torch.manual_seed(train.seed)
+        model = build_model(candidate.arch)
+        wants_latency = any(o.name == "latency_ms" for o in study.objectives)
+        costs = measure_costs(candidate.arch, paper=candidate.paper, latency=wants_latency, model=model)
+        on_epoch = _EpochReporter(report, costs)
+        train_classifier(model, data, cfg, on_epoch)
+    except DataError as err:
+        raise DataError(data_error_line(err)) from None
     return on_epoch.last
+
+
+def data_error_line(err: DataError) -> str:
+    """The one line of a data error, also after a DataLoader worker process re-raised it.
+
+    Torch re-raises a worker's exception in the training process with the worker's whole
+    traceback as its message ("Caught DataError in DataLoader worker process 0. Original
+    Traceback ..."); the trial's stored ``error`` is the original one line naming the file.
+    """
+    text = str(err)
+    prefix = f"{type(err).__module__}.{type(err).__qualname__}: "
+    lines = [line[len(prefix):] for line in text.splitlines() if line.startswith(prefix)]
+    return lines[-1].strip() if lines else " ".join(text.split())
 
 
 def _run_detect_trial(study: Study, candidate: Candidate, report: Callable[[dict], None], *,

@@ -252,6 +252,12 @@ def _study_data(doc: _Doc, raw: Any, task: str = "classify") -> DataSpec:
         if not resolved.is_dir():
             raise doc.error(("data", "path"), f"folder not found: {raw_path!r} (looked at {resolved}), "
                                               f"allowed: a folder relative to this file, or absolute")
+        from ablate.data import check_classification_data
+
+        try:  # the loader runs the same structural check, so validate and the run agree
+            check_classification_data(name, resolved)
+        except AblateError as err:
+            raise doc.error(("data", "path"), str(err)) from None
         path = str(resolved)
     elif m.get("path") is not None:
         raise doc.error(("data", "path"), f"not used by {name!r}, allowed: only with name "

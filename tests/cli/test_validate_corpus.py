@@ -95,9 +95,17 @@ def _storage_under_a_file(d: dict, here: Path) -> None:
 
 
 def _imagefolder(d: dict, here: Path) -> None:
-    for cls in ("a", "b"):
+    from PIL import Image
+
+    for cls in ("a", "b"):  # validate checks that every class folder holds an image
         (here / "images" / cls).mkdir(parents=True)
+        Image.new("RGB", (4, 4)).save(here / "images" / cls / "0.png")
     d["data"] = {"name": "imagefolder", "path": "images"}
+
+
+def _imagefolder_empty_class(d: dict, here: Path) -> None:
+    _imagefolder(d, here)
+    (here / "images" / "c").mkdir()
 
 
 def _row(i: int, key: str, value: Any) -> Callable[[dict, Path], None]:
@@ -113,6 +121,7 @@ MUTATIONS: list[Case] = [
     Case("ok-no-data-section", "window_size", _del("data"), OK),
     Case("ok-no-objectives", "focal_shift", _del("objectives"), OK),  # default: the task's metric
     Case("ok-imagefolder", "window_size", _imagefolder, OK),
+    Case("data-imagefolder-class-without-images", "window_size", _imagefolder_empty_class, ERROR),
     Case("ok-absolute-storage", "focal_depth", lambda d, here: d.update(storage=f"sqlite:///{here}/sub/x.db"), OK),
     Case("ok-tpe-sampler", "attention_search", _set("sampler", {"name": "tpe", "seed": 1}), OK),
     Case("ok-random-sampler", "attention_search", _set("sampler", {"name": "random", "seed": 0}), OK),

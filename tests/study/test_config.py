@@ -178,7 +178,11 @@ def test_yaml_reads_exponent_floats(fake_models: None, in_tmp: Path) -> None:
 
 
 def test_imagefolder_path_is_resolved_against_the_study_file(fake_models: None, in_tmp: Path) -> None:
-    (in_tmp / "sub" / "imgs").mkdir(parents=True)
+    from PIL import Image
+
+    for cls in ("a", "b"):  # the folder is checked: two classes with an image each
+        (in_tmp / "sub" / "imgs" / cls).mkdir(parents=True)
+        Image.new("RGB", (4, 4)).save(in_tmp / "sub" / "imgs" / cls / "0.png")
     _write(in_tmp / "sub", BASE.replace("{name: digits, image_size: 32}", "{name: imagefolder, path: imgs}"))
     study = load_study("sub/study.yaml")
     assert study.data.path == str(in_tmp / "sub" / "imgs")
