@@ -9,6 +9,7 @@ registry, so Ray workers that import the package see the same names as the drive
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 from typing import Any, ClassVar, TypeVar
 
@@ -145,6 +146,13 @@ def _unknown_message(what: str, name: object, valid: list[str]) -> str:
     return unknown_name(what, name, valid)
 
 
+#: What any family option can hold: every official setting is a small window, kernel, count
+#: or weight, and these bounds keep a typo (``window_size: 7000000``) from reaching a builder
+#: that would try to allocate it. A family's ``check`` narrows them further.
+OPTION_INT_MAX = 2 ** 16
+OPTION_FLOAT_MAX = 1e6
+
+
 def _coerce(name: str, value: Any, annotation: Any) -> Any:
     """Check a YAML-ish value against a dataclass field annotation; convert int → float."""
     origin = typing.get_origin(annotation)
@@ -177,9 +185,14 @@ def _coerce(name: str, value: Any, annotation: Any) -> Any:
             return value
     elif annotation is int:
         if isinstance(value, int) and not isinstance(value, bool):
+            if abs(value) > OPTION_INT_MAX:
+                raise ConfigError(f"{name} must be an integer in [-{OPTION_INT_MAX}, {OPTION_INT_MAX}], got {value!r}")
             return value
     elif annotation is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if not math.isfinite(value) or abs(value) > OPTION_FLOAT_MAX:
+                raise ConfigError(f"{name} must be a finite number in [-{OPTION_FLOAT_MAX:g}, {OPTION_FLOAT_MAX:g}], "
+                                  f"got {value!r}")
             return float(value)
     elif annotation is str:
         if isinstance(value, str):

@@ -14,6 +14,7 @@ one value per stage. ``preset`` starts from a named preset; the other keys overr
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -68,11 +69,22 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def _as_int(key: str, value: Any, minimum: int) -> int:
+#: Upper bounds on the builder keys: far above any published model (ViT-G: width 1664, depth
+#: 48; ImageNet-21k: 21841 classes), far below what would exhaust a machine's memory before the
+#: memory estimate (:mod:`ablate.models.memory`) could even be computed.
+_MAX_STAGES = 8
+LIMITS: dict[str, int | float] = {
+    "img_size": 8192, "in_chans": 64, "num_classes": 1_000_000, "patch_size": 1024, "embed_dim": 32768,
+    "dims": 32768, "depths": 1024, "num_heads": 4096, "mlp_ratio": 64.0, "pos_conv": 63, "norm_eps": 1.0,
+}
+
+
+def _as_int(key: str, value: Any, minimum: int, maximum: int | None = None) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise ConfigError(f"{key} must be an integer, got {value!r}")
-    if value < minimum:
-        raise ConfigError(f"{key} must be >= {minimum}, got {key}={value}")
+    if value < minimum or (maximum is not None and value > maximum):
+        span = f"in [{minimum}, {maximum}]" if maximum is not None else f">= {minimum}"
+        raise ConfigError(f"{key} must be an integer {span}, got {key}={value}")
     return value
 
 
@@ -80,7 +92,7 @@ def _as_float(key: str, value: Any, low: float, high: float | None = None, *, op
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ConfigError(f"{key} must be a number, got {value!r}")
     value = float(value)
-    bad_low = value <= low if open_low else value < low
+    bad_low = not math.isfinite(value) or (value <= low if open_low else value < low)
     if bad_low or (high is not None and value >= high):
         span = f"{'(' if open_low else '['}{low}, {high if high is not None else 'inf'})"
         raise ConfigError(f"{key} must be in {span}, got {key}={value}")
@@ -184,20 +196,25 @@ def resolve_arch(arch: Mapping[str, Any]) -> dict[str, Any]:
     depths_in = raw["depths"]
     if not isinstance(depths_in, (list, tuple)) or not depths_in:
         raise ConfigError(f"depths must be a non-empty list of block counts, one per stage, got {depths_in!r}")
-    depths = [_as_int(f"depths[{i}]", d, 1) for i, d in enumerate(depths_in)]
+    if len(depths_in) > _MAX_STAGES:
+        raise ConfigError(f"depths must have at most {_MAX_STAGES} stages, got {len(depths_in)}")
+    depths = [_as_int(f"depths[{i}]", d, 1, LIMITS["depths"]) for i, d in enumerate(depths_in)]
     n = len(depths)
 
     out: dict[str, Any] = {"preset": preset}
-    out["img_size"] = _as_int("img_size", raw["img_size"], 1)
-    out["in_chans"] = _as_int("in_chans", raw["in_chans"], 1)
-    out["num_classes"] = _as_int("num_classes", raw["num_classes"], 0)
-    out["patch_size"] = _as_int("patch_size", raw["patch_size"], 1)
+    out["img_size"] = _as_int("img_size", raw["img_size"], 1, LIMITS["img_size"])
+    out["in_chans"] = _as_int("in_chans", raw["in_chans"], 1, LIMITS["in_chans"])
+    out["num_classes"] = _as_int("num_classes", raw["num_classes"], 0, LIMITS["num_classes"])
+    out["patch_size"] = _as_int("patch_size", raw["patch_size"], 1, LIMITS["patch_size"])
 
-    embed_dim = _as_int("embed_dim", raw["embed_dim"], 1)
+    embed_dim = _as_int("embed_dim", raw["embed_dim"], 1, LIMITS["embed_dim"])
     if raw["dims"] is None:
         dims = [embed_dim * 2 ** i for i in range(n)]
+        if dims[-1] > LIMITS["dims"]:
+            raise ConfigError(f"embed_dim={embed_dim} doubled over {n} stages gives {dims[-1]} channels, allowed: "
+                              f"at most {LIMITS['dims']} per stage (lower embed_dim, or give dims)")
     else:
-        dims = [_as_int(f"dims[{i}]", d, 1) for i, d in enumerate(_per_stage_list("dims", raw["dims"], n))]
+        dims = [_as_int(f"dims[{i}]", d, 1, LIMITS["dims"]) for i, d in enumerate(_per_stage_list("dims", raw["dims"], n))]
         if "embed_dim" in arch and arch["embed_dim"] != dims[0]:  # a preset's embed_dim yields to dims
             raise ConfigError(f"embed_dim={arch['embed_dim']} disagrees with dims[0]={dims[0]}: "
                               "give dims, or embed_dim alone (stage i then has embed_dim * 2**i channels)")
@@ -208,19 +225,22 @@ def resolve_arch(arch: Mapping[str, Any]) -> dict[str, Any]:
 
     heads = raw["num_heads"]
     if isinstance(heads, (list, tuple)):
-        heads = [_as_int(f"num_heads[{i}]", h, 1) for i, h in enumerate(_per_stage_list("num_heads", heads, n))]
+        heads = [_as_int(f"num_heads[{i}]", h, 1, LIMITS["num_heads"]) for i, h in enumerate(_per_stage_list("num_heads", heads, n))]
     else:
-        first = _as_int("num_heads", heads, 1)
+        first = _as_int("num_heads", heads, 1, LIMITS["num_heads"])
         heads = [first * 2 ** i for i in range(n)]
+        if heads[-1] > LIMITS["num_heads"]:
+            raise ConfigError(f"num_heads={first} doubled over {n} stages gives {heads[-1]} heads, allowed: "
+                              f"at most {LIMITS['num_heads']} per stage (lower num_heads, or give a list)")
     out["num_heads"] = heads
 
     ratios = raw["mlp_ratio"]
     if isinstance(ratios, (list, tuple)):
-        ratios = [_as_float(f"mlp_ratio[{i}]", v, 0.0, open_low=True)
+        ratios = [_as_float(f"mlp_ratio[{i}]", v, 0.0, LIMITS["mlp_ratio"], open_low=True)
                   for i, v in enumerate(_per_stage_list("mlp_ratio", ratios, n))]
         out["mlp_ratio"] = ratios[0] if len(set(ratios)) == 1 else ratios
     else:
-        out["mlp_ratio"] = _as_float("mlp_ratio", ratios, 0.0, open_low=True)
+        out["mlp_ratio"] = _as_float("mlp_ratio", ratios, 0.0, LIMITS["mlp_ratio"], open_low=True)
     out["drop_rate"] = _as_float("drop_rate", raw["drop_rate"], 0.0, 1.0)
     out["drop_path_rate"] = _as_float("drop_path_rate", raw["drop_path_rate"], 0.0, 1.0)
     out["qkv_bias"] = _as_bool("qkv_bias", raw["qkv_bias"])
@@ -246,7 +266,7 @@ def resolve_arch(arch: Mapping[str, Any]) -> dict[str, Any]:
         raise ConfigError("stem 'patch_bn' is the patch stem with BatchNorm; patch_norm=false would drop that norm: "
                           "use stem 'patch' with patch_norm=false for a stem without a norm")
     out["pos_embed"] = _as_choice("pos_embed", raw["pos_embed"], _POS_EMBED)
-    out["pos_conv"] = _as_int("pos_conv", raw["pos_conv"], 0)
+    out["pos_conv"] = _as_int("pos_conv", raw["pos_conv"], 0, LIMITS["pos_conv"])
     if out["pos_conv"] and out["pos_conv"] % 2 == 0:
         raise ConfigError(f"pos_conv is the odd kernel of a depthwise conv (0 = off), got pos_conv={out['pos_conv']}")
     out["class_token"] = _as_bool("class_token", raw["class_token"])
@@ -254,7 +274,7 @@ def resolve_arch(arch: Mapping[str, Any]) -> dict[str, Any]:
         raise ConfigError(f"class_token needs a single-stage (isotropic, DeiT-like) model, got {n} stages")
     if out["class_token"] and out["pos_conv"]:
         raise ConfigError("class_token and pos_conv cannot be combined: the conv position embedding needs a pure map")
-    out["norm_eps"] = _as_float("norm_eps", raw["norm_eps"], 0.0, open_low=True)
+    out["norm_eps"] = _as_float("norm_eps", raw["norm_eps"], 0.0, LIMITS["norm_eps"], open_low=True)
     out["final_norm"] = _as_choice("final_norm", raw["final_norm"], _FINAL_NORM)
     if out["final_norm"] == "batch" and out["class_token"]:
         raise ConfigError("final_norm 'batch' normalises a feature map; it cannot be combined with class_token")

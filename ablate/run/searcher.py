@@ -27,6 +27,7 @@ from optuna.trial import TrialState
 from ablate.errors import AblateError, ConfigError
 from ablate.metrics import COSTS, CURVE_KEYS
 from ablate.models import check_architecture
+from ablate.models.memory import check_memory
 from ablate.run.candidate import Candidate, data_classes
 from ablate.run.claims import DEAD, DONE, FAILED, INTERRUPTED_DETAIL, SLOT, Claims, iter_free_slots
 from ablate.run.keys import config_key, trial_config_key, trial_repeat
@@ -276,6 +277,9 @@ class StudySearcher:
                 candidate = self._resolve(params)
                 key = candidate.key
                 check_architecture(candidate.arch)
+                check_memory(candidate.arch)
+                if candidate.paper is not None:
+                    check_memory(candidate.paper, train=False)
             except AblateError as err:
                 key = candidate.key if candidate is not None else config_key(self.study, params)
                 candidate, reason = None, err

@@ -46,7 +46,9 @@ from typing_extensions import TypeAliasType
 
 from ablate.metrics import OBJECTIVES, TASK_METRIC
 from ablate.study.doc import _RANDAUGMENT_RE
-from ablate.study.schema import (
+from ablate.study.schema import (  # noqa: I001
+    MAX_BATCH, MAX_CLIP, MAX_CONCURRENT, MAX_CPUS, MAX_DECAY, MAX_EPOCHS, MAX_GPUS, MAX_IMAGE_SIZE, MAX_LR,
+    MAX_REDUCTION, MAX_TRIALS, MAX_WORKERS,
     _DATASETS,
     _NAME_RE,
     _RESERVED,
@@ -60,6 +62,7 @@ from ablate.study.schema import (
     RECIPE_NAMES,
     TRAIN_KEYS,
 )
+from ablate.study.reference import ReferenceSection
 from ablate.study.space import FrozenDict
 from ablate.train.recipes import BUDGET, RECIPES
 
@@ -174,14 +177,14 @@ class DataSection(_Section):
         "Where the data is, relative to this file or absolute: a folder with one sub-folder per class "
         "(imagefolder), the folder holding torchvision's CIFAR batches (cifar10, cifar100), or an ultralytics "
         "data YAML (yolo). Only for those data sets."))
-    image_size: int | MISSING = Field(MISSING, ge=4, description=(
-        "Side of the square training images in pixels (also the model's img_size), >= 4. Left out: "
+    image_size: int | MISSING = Field(MISSING, ge=4, le=MAX_IMAGE_SIZE, description=(
+        f"Side of the square training images in pixels (also the model's img_size), 4 to {MAX_IMAGE_SIZE}. Left out: "
         + ", ".join(f"{s} for task {t}" for t, s in _TASK_IMAGE_SIZE.items())
         + ", or paper_resolution when the study has a base; proxy.image_size replaces it at --scale proxy."))
     val_fraction: float = Field(0.2, gt=0, lt=1, description=(
         "Share of the data held out for validation, strictly between 0 and 1."))
-    num_workers: int | None = Field(None, ge=0, description=(
-        "DataLoader worker processes per trial, >= 0 (0 keeps a trial single-process). Null or left out: "
+    num_workers: int | None = Field(None, ge=0, le=MAX_WORKERS, description=(
+        f"DataLoader worker processes per trial, 0 to {MAX_WORKERS} (0 keeps a trial single-process). Null or left out: "
         "derived from the trial's CPUs and device."))
 
 
@@ -191,14 +194,15 @@ class TrainSection(_Section):
     Keys left out or null that a recipe decides come from the recipe (train.recipe).
     """
 
-    epochs: int = Field(BUDGET["epochs"], ge=1,
-                        description="Training epochs, >= 1. proxy.epochs replaces it at --scale proxy.")
-    batch_size: int = Field(BUDGET["batch_size"], ge=1, description="Images per optimiser step, >= 1.")
-    lr: float | None = Field(None, gt=0, description=(
-        "Peak learning rate (> 0) of AdamW for a batch of lr_batch images, scaled linearly to batch_size "
+    epochs: int = Field(BUDGET["epochs"], ge=1, le=MAX_EPOCHS,
+                        description=f"Training epochs, 1 to {MAX_EPOCHS}. proxy.epochs replaces it at --scale proxy.")
+    batch_size: int = Field(BUDGET["batch_size"], ge=1, le=MAX_BATCH,
+                            description=f"Images per optimiser step, 1 to {MAX_BATCH}.")
+    lr: float | None = Field(None, gt=0, le=MAX_LR, description=(
+        f"Peak learning rate (> 0, at most {MAX_LR:g}) of AdamW for a batch of lr_batch images, scaled linearly to batch_size "
         "(as given when lr_batch is unset). " + _recipe_default("lr")))
-    weight_decay: float | None = Field(None, ge=0, description=(
-        "AdamW weight decay, >= 0 (none on norms, biases and each model's no_weight_decay() names). "
+    weight_decay: float | None = Field(None, ge=0, le=MAX_DECAY, description=(
+        f"AdamW weight decay, 0 to {MAX_DECAY:g} (none on norms, biases and each model's no_weight_decay() names). "
         + _recipe_default("weight_decay")))
     warmup_epochs: int | None = Field(None, ge=0, description=(
         "Epochs of linear warm-up before the cosine schedule, 0 to epochs. " + _recipe_default("warmup_epochs")))
@@ -212,8 +216,8 @@ class TrainSection(_Section):
         "The table of training values for every key left out here: " + ", ".join(RECIPE_NAMES)
         + " (DeiT's, as the papers train). Null or left out: proxy at --scale proxy, deit at --scale paper. "
         "Detection always trains with ultralytics' own augmentation (proxy)."))
-    lr_batch: int | None = Field(None, ge=1, description=(
-        "The batch size lr is given for (lr scales by batch_size / lr_batch), >= 1. " + _recipe_default("lr_batch")))
+    lr_batch: int | None = Field(None, ge=1, le=MAX_BATCH, description=(
+        f"The batch size lr is given for (lr scales by batch_size / lr_batch), 1 to {MAX_BATCH}. " + _recipe_default("lr_batch")))
     randaugment: str | None = Field(None, pattern=f"^(?:{_RANDAUGMENT_RE.pattern})?$", description=(
         "timm's RandAugment spec (e.g. rand-m9-mstd0.5-inc1: magnitude 9, its std 0.5, increasing) or '' for "
         "none. " + _recipe_default("randaugment")))
@@ -223,8 +227,8 @@ class TrainSection(_Section):
         "Mixup alpha in [0, 1] (0 = off); with cutmix, one of the two per batch. " + _recipe_default("mixup")))
     cutmix: float | None = Field(None, ge=0, le=1, description=(
         "CutMix alpha in [0, 1] (0 = off). " + _recipe_default("cutmix")))
-    clip_grad: float | None = Field(None, ge=0, description=(
-        "Clip the gradient norm at this value, >= 0 (0 = off). " + _recipe_default("clip_grad")))
+    clip_grad: float | None = Field(None, ge=0, le=MAX_CLIP, description=(
+        f"Clip the gradient norm at this value, 0 to {MAX_CLIP:g} (0 = off). " + _recipe_default("clip_grad")))
     ema_decay: float | None = Field(None, ge=0, lt=1, description=(
         "Decay of a model EMA in [0, 1) (0 = off; reported as top1_ema). " + _recipe_default("ema_decay")))
 
@@ -271,10 +275,10 @@ class ProxySection(ArchValues):  # type: ignore[valid-type,misc]
     _refused: ClassVar[tuple[str, ...]] = (*_RESERVED_KEYS, *_SAME_AT_BOTH_SCALES)
     _where: ClassVar[str] = "in proxy (they are set from the data, or the same at both scales)"
 
-    image_size: int | MISSING = Field(MISSING, ge=4, description=(
-        "Training image side at proxy scale (replaces data.image_size), >= 4."))
-    epochs: int | MISSING = Field(MISSING, ge=1, description=(
-        "Training epochs at proxy scale (replaces train.epochs), >= 1."))
+    image_size: int | MISSING = Field(MISSING, ge=4, le=MAX_IMAGE_SIZE, description=(
+        f"Training image side at proxy scale (replaces data.image_size), 4 to {MAX_IMAGE_SIZE}."))
+    epochs: int | MISSING = Field(MISSING, ge=1, le=MAX_EPOCHS, description=(
+        f"Training epochs at proxy scale (replaces train.epochs), 1 to {MAX_EPOCHS}."))
     repeats: int | MISSING = Field(MISSING, ge=1, le=1000, description=(
         "Seeds per configuration at proxy scale (replaces repeats), 1 to 1000: a proxy trains in seconds."))
     grid: (Annotated[dict[str, list[Any]], _NOT_RESERVED]
@@ -306,14 +310,16 @@ class SchedulerSection(_Section):
     name: Scheduler = Field("asha", description="The scheduler: " + ", ".join(_SCHEDULERS) + ".")
     grace_period: int = Field(1, ge=1, description="Epochs every trial trains before it can be stopped, "
                                                    "1 to train.epochs.")
-    reduction_factor: float = Field(2, gt=1, description="Keep 1 / reduction_factor of the trials at each rung, > 1.")
+    reduction_factor: float = Field(2, gt=1, le=MAX_REDUCTION, description=(
+        f"Keep 1 / reduction_factor of the trials at each rung, > 1 and at most {MAX_REDUCTION:g}."))
 
 
 class ResourcesSection(_Section):
     """What one trial reserves from Ray; fractions share a device between trials."""
 
-    cpu: float = Field(1, gt=0, description="CPUs per trial, > 0.")
-    gpu: float = Field(0, ge=0, description="GPUs per trial, >= 0 (0.5 puts two trials on one GPU).")
+    cpu: float = Field(1, gt=0, le=MAX_CPUS, description=f"CPUs per trial, > 0 and at most {MAX_CPUS:g}.")
+    gpu: float = Field(0, ge=0, le=MAX_GPUS, description=(
+        f"GPUs per trial, 0 to {MAX_GPUS:g} (0.5 puts two trials on one GPU)."))
 
 
 class ParamSpec(_Section):
@@ -361,7 +367,7 @@ class StudyFile(_Section):
 
     name: str = Field(pattern=f"^(?:{_NAME_RE.pattern})$", description=(
         "The study's name: the Optuna study name and the default database (runs/<name>.db). Letters, digits, "
-        "'_', '.', '-'."))
+        "'_', '.', '-', starting with a letter or digit, at most 100 characters (it names files)."))
     description: str | None = Field(None, description="A one-line summary shown by show, report and dashboards.")
     task: Task = Field("classify", description=(
         "classify (image classification) or detect (object detection in an ultralytics YOLO): decides the data "
@@ -395,24 +401,23 @@ class StudyFile(_Section):
     scheduler: SchedulerSection | None = Field(None, description=(
         "Early stopping of weak trials; null or left out: every trial trains to the end. Needs a training "
         "objective."))
-    trials: int | None = Field(None, ge=1, description=(
-        "How many trials to run: required without a grid (the search budget, >= 1); with a grid at most the "
+    trials: int | None = Field(None, ge=1, le=MAX_TRIALS, description=(
+        f"How many trials to run: required without a grid (the search budget, 1 to {MAX_TRIALS}); with a grid at most the "
         "number of cells (null or left out: all of them)."))
-    max_concurrent: int | None = Field(None, ge=1, description=(
-        "At most this many trials at once, >= 1; null or left out: as many as the resources allow."))
+    max_concurrent: int | None = Field(None, ge=1, le=MAX_CONCURRENT, description=(
+        f"At most this many trials at once, 1 to {MAX_CONCURRENT}; null or left out: as many as the resources allow."))
     resources: ResourcesSection | None = Field(None, description="What one trial reserves from Ray.")
     storage: str | MISSING = Field(MISSING, pattern=f"^{_URL_RE.pattern}", description=(
         "Where trials are stored: an SQLAlchemy URL, e.g. sqlite:///runs/x.db (relative to the working "
         "directory) or postgresql://host/db. Left out: sqlite:///runs/<name>.db."))
     seed: int = Field(0, ge=0, le=_SEED_MAX, description=(
         "The study's seed, 0 to 2**32 - 1: the default of train.seed and sampler.seed."))
-    paper_resolution: int | None = Field(None, ge=1, description=(
-        "Image side at which the paper-scale cost column (gflops_paper, params_m_paper) is counted, e.g. 224; "
+    paper_resolution: int | None = Field(None, ge=1, le=MAX_IMAGE_SIZE, description=(
+        f"Image side (1 to {MAX_IMAGE_SIZE}) at which the paper-scale cost column (gflops_paper, params_m_paper) is counted, e.g. 224; "
         "with a base also the default data.image_size. Null or left out: no paper-scale costs."))
-    reference: dict[str, Any] | None = Field(None, description=(
-        "The paper's numbers, shown next to the measured ones. Free-form; reports read source (the citation), "
-        "rows (mappings of grid keys or label plus params_m, gflops, top1, ...) and truncated (metrics the paper "
-        "prints truncated)."))
+    reference: ReferenceSection | None = Field(None, description=(
+        "The paper's numbers, shown next to the measured ones: source (the citation), rows (each names a grid "
+        "row by its grid keys or label, plus the paper's params_m, gflops, top1, ...) and truncated."))
     repeats: int = Field(1, ge=1, le=1000, description=(
         "Seeds per configuration (train.seed, train.seed + 1, ...), 1 to 1000; proxy.repeats replaces it at "
         "--scale proxy."))

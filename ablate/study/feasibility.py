@@ -23,16 +23,19 @@ __all__ = ["arch_api"]
 
 
 def arch_api(task: str = "classify") -> tuple[Callable[[Mapping[str, Any]], dict],
-                                               Callable[[Mapping[str, Any]], None]]:
+                                               Callable[..., None]]:
     """``(resolve, check)`` of builder keys for the task (:mod:`ablate.models.factory`,
     imported here: it imports torch)."""
     from ablate.models import check_architecture, resolve_architecture
+    from ablate.models.memory import check_memory
 
     def resolve(keys: Mapping[str, Any]) -> dict:
         return resolve_architecture(keys, task).to_dict()  # type: ignore[arg-type]
 
-    def check(keys: Mapping[str, Any]) -> None:
-        check_architecture(resolve_architecture(keys, task))  # type: ignore[arg-type]
+    def check(keys: Mapping[str, Any], *, train: bool = True) -> None:
+        arch = resolve_architecture(keys, task)  # type: ignore[arg-type]
+        check_architecture(arch)
+        check_memory(arch, train=train)  # even one image must fit this machine (models/memory.py)
 
     return resolve, check
 
@@ -119,7 +122,7 @@ def _check_against_models(study: Study, doc: _Doc, space_doc: _Doc) -> None:
             candidates.append((paper, study.paper_resolution))
         for i, (candidate, res) in enumerate(candidates):
             try:
-                check_arch(candidate)
+                check_arch(candidate, train=i == 0)  # the paper-scale twin is only measured
             except (Infeasible, ConfigError) as err:
                 reason = str(err)
                 # Point at the key the reason names: a grid key, a proxy override (what
@@ -127,7 +130,8 @@ def _check_against_models(study: Study, doc: _Doc, space_doc: _Doc) -> None:
                 # is the fixed value's fault, whatever the cell).
                 proxied = study.proxy.arch if study.scaled and i == 0 and study.proxy is not None else {}
                 at = (lambda k: ("grid", row, k)) if study.grid_rows is not None else (lambda k: ("grid", k))
-                path = next((at(k) for k in keys if k in reason and k in cell), None) or next(
+                path = _size_key(study, doc, i) if type(err).__name__ == "DoesNotFit" else None
+                path = path or next((at(k) for k in keys if k in reason and k in cell), None) or next(
                     (("proxy", k) for k in proxied if k in reason), None) or next(
                     (("fixed", k) for k in study.fixed if k in reason), None) or (
                     ("grid", row) if study.grid_rows is not None else
@@ -144,3 +148,14 @@ def _check_against_models(study: Study, doc: _Doc, space_doc: _Doc) -> None:
                 suffix = f" ({'; '.join(extra)})" if extra else ""
                 raise doc.error(path, reason + suffix) from None
 
+
+def _size_key(study: Study, doc: _Doc, i: int) -> tuple | None:
+    """Where the image size of candidate ``i`` (0: what trains, 1: its paper-scale twin) was set,
+    for a model too large for the machine: the usual culprit, and the key a user lowers."""
+    if i == 1:
+        return ("paper_resolution",)
+    if study.scaled and study.proxy is not None and study.proxy.image_size is not None:
+        return ("proxy", "image_size")
+    if ("data", "image_size") in doc.lines:
+        return ("data", "image_size")
+    return ("paper_resolution",) if ("paper_resolution",) in doc.lines else None

@@ -85,7 +85,27 @@ LABEL = "label"
 SCALES: tuple[str, ...] = ("proxy", "paper")
 
 
-_NAME_RE = re.compile(r"[A-Za-z0-9_.-]+")
+#: A study name becomes a file name (``runs/NAME.db``), Optuna's study name and part of Ray's
+#: folders: letters, digits, ``_``, ``.``, ``-``, starting with a letter or digit (so never
+#: ``..``, a hidden file or something a shell reads as a flag), at most 100 characters.
+_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
+
+#: Upper bounds of a study's numbers: far above any real study, low enough that no typo
+#: (``epochs: 1000000000``) starts something no machine could finish or hold. The models'
+#: own keys are bounded by their builders (:data:`ablate.models.vit_arch.LIMITS`) and every
+#: candidate's memory is estimated before it is built.
+MAX_IMAGE_SIZE = 8192
+MAX_EPOCHS = 100_000
+MAX_BATCH = 65_536
+MAX_TRIALS = 1_000_000
+MAX_CONCURRENT = 10_000
+MAX_CPUS = 1024.0
+MAX_GPUS = 64.0
+MAX_WORKERS = 256
+MAX_LR = 10.0
+MAX_DECAY = 10.0
+MAX_CLIP = 1e6
+MAX_REDUCTION = 100.0
 
 
 _URL_RE = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
