@@ -273,6 +273,42 @@ def test_a_full_sqlite_database_is_one_line_naming_the_file(tmp_path, capsys, mo
         run_cli(capsys)
 
 
+def _readonly_db(tmp_path: Path) -> None:
+    db = tmp_path / "ro.db"
+    sqlite3.connect(db).execute("CREATE TABLE t (x)").connection.commit()
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+        conn.execute("INSERT INTO t VALUES (1)")
+
+
+def _unopenable_db(tmp_path: Path) -> None:
+    import optuna
+
+    optuna.storages.RDBStorage("sqlite:///" + str(tmp_path / "missing" / "x.db"))  # Optuna's storage knows its URL
+
+
+def _long_socket_path(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.bind(str(tmp_path / ("s" * 120)))
+
+
+@pytest.mark.parametrize("make, expected", [
+    (_readonly_db, "error: SQLite database: attempt to write a readonly database, make the database and its folder "
+                   "writable, or give --storage a database elsewhere"),
+    (_unopenable_db, "error: {tmp}/missing/x.db: unable to open database file, check that the database's folder "
+                     "exists and is writable, or give --storage a database elsewhere"),
+    (_long_socket_path, "error: AF_UNIX path too long, use a shorter TMPDIR (e.g. TMPDIR=/tmp)"),
+])
+def test_the_net_names_sqlite_and_socket_errors(tmp_path, capsys, monkeypatch, make, expected):
+    """Real errors from sqlite3, SQLAlchemy and socket (no errno, no path) reach the net."""
+    from ablate.cli import common
+
+    monkeypatch.delenv("TMPDIR", raising=False)
+    monkeypatch.setattr(common, "app", lambda: make(tmp_path))
+    assert _one_error_line(*run_cli(capsys)[::2]) == expected.format(tmp=tmp_path)
+
+
 def test_other_os_errors_stay_bugs_with_a_traceback(capsys, monkeypatch):
     from ablate.cli import common
 
