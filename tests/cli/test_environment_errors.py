@@ -283,7 +283,8 @@ def _readonly_db(tmp_path: Path) -> None:
 def _unopenable_db(tmp_path: Path) -> None:
     import optuna
 
-    optuna.storages.RDBStorage("sqlite:///" + str(tmp_path / "missing" / "x.db"))  # Optuna's storage knows its URL
+    # Optuna's storage holds its URL: the net names the file from it.
+    optuna.storages.RDBStorage("sqlite:///" + str(tmp_path / "missing" / "x.db"))
 
 
 def _long_socket_path(tmp_path: Path) -> None:
@@ -374,8 +375,8 @@ def test_export_refuses_a_cache_folder_writable_by_others(tmp_path, det_db):
                           capture_output=True, text=True, timeout=120)
     line = _one_error_line(proc.returncode, proc.stderr)
     assert line == (f"error: ABLATE_HOME={tmp_path / 'cache'}: ablate's cache folder is writable by others "
-                    f"(mode 0775); its files would be trusted, make it private (chmod go-w {tmp_path / 'cache'}), or set ABLATE_HOME "
-                    f"to a folder of yours that only you can write")
+                    f"(mode 0775); its files would be trusted, make it private (chmod go-w {tmp_path / 'cache'}), "
+                    f"or set ABLATE_HOME to a folder of yours that only you can write")
     assert _tree(tmp_path) == before  # nothing written: no settings, no fonts, no model
 
 
