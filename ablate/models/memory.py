@@ -21,7 +21,7 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from ablate.errors import Infeasible
+from ablate.errors import ConfigError, Infeasible
 from ablate.models.arch import Architecture
 
 __all__ = ["DoesNotFit", "MemoryEstimate", "estimate_memory", "machine_memory", "check_memory", "format_bytes"]
@@ -70,7 +70,7 @@ def _vit_estimate(r: Mapping[str, Any]) -> MemoryEstimate:
     from ablate.models.vit_arch import stage_resolutions
 
     dims, depths = list(r["dims"]), list(r["depths"])
-    ratios = r["mlp_ratio"] if isinstance(r["mlp_ratio"], list) else [r["mlp_ratio"]] * len(depths)
+    ratios = list(r["mlp_ratio"]) if isinstance(r["mlp_ratio"], (list, tuple)) else [r["mlp_ratio"]] * len(depths)
     size = r["img_size"]
     image = r["in_chans"] * size * size * _FLOAT
     maps = stage_resolutions(Architecture("classify", r))
@@ -130,7 +130,7 @@ def _parse_size(text: str) -> int:
     except ValueError:
         value = -1.0
     if not math.isfinite(value) or value <= 0:
-        raise Infeasible(f"ABLATE_MEMORY_LIMIT must be a size in bytes such as 64G, got {text!r}")
+        raise ConfigError(f"ABLATE_MEMORY_LIMIT must be a size in bytes such as 64G, got {text!r}")
     return int(value * units[unit])
 
 

@@ -11,13 +11,14 @@ leaves ``unchecked``; nothing else.
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from ablate.metrics import METRICS
 from ablate.study.doc import _Doc, _float, _json, _mapping, _one_of, _str
+from ablate.study.space import freeze, same_value
 
 __all__ = ["ReferenceSection", "ReferenceRow", "REFERENCE_METRICS", "study_reference"]
 
@@ -76,7 +77,7 @@ class ReferenceSection(BaseModel):
 assert set(REFERENCE_METRICS) <= set(ReferenceRow.model_fields), "a reference metric without a declared field"
 
 
-def study_reference(doc: _Doc, raw: Any, grid_keys: Collection[str]) -> dict[str, Any]:
+def study_reference(doc: _Doc, raw: Any, cells: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """Check ``reference:`` against :class:`ReferenceSection` with file:line errors.
 
     Returns:
@@ -85,8 +86,8 @@ def study_reference(doc: _Doc, raw: Any, grid_keys: Collection[str]) -> dict[str
     Args:
         doc: where the study came from.
         raw: the section as read.
-        grid_keys: the study's grid keys (and ``label`` for a list-form grid): the only other
-            keys a row may hold.
+        cells: the study's grid cells (paper values; a list-form grid's rows with their
+            labels): a row's other keys must be grid keys, and name one of these cells.
     """
     m = _mapping(doc, ("reference",), raw, ("source", "rows", "truncated"), required=("source", "rows"))
     source = _str(doc, ("reference", "source"), m["source"])
@@ -97,7 +98,8 @@ def study_reference(doc: _Doc, raw: Any, grid_keys: Collection[str]) -> dict[str
     rows = m["rows"]
     if not isinstance(rows, list) or not rows:
         raise doc.error(("reference", "rows"), f"must be a non-empty list of rows, got {rows!r}")
-    allowed = (*_ROW_KEYS, *REFERENCE_METRICS, *sorted(k for k in grid_keys if k not in _ROW_KEYS))
+    grid_keys = sorted({k for c in cells for k in c} - set(_ROW_KEYS))
+    allowed = (*_ROW_KEYS, *REFERENCE_METRICS, *grid_keys)
     for i, row in enumerate(rows):
         path = ("reference", "rows", i)
         r = _mapping(doc, path, row, allowed, what="a mapping of grid keys or label and the paper's metrics")
@@ -111,6 +113,11 @@ def study_reference(doc: _Doc, raw: Any, grid_keys: Collection[str]) -> dict[str
                 _metric_list(doc, path + (key,), value)
             else:
                 _json(doc, path + (key,), value)
+        named = {k: v for k, v in r.items() if k in grid_keys or k == "label"}
+        if named and not any(all(k in c and same_value(freeze(c[k]), freeze(v)) for k, v in named.items())
+                             for c in cells):
+            shown = ", ".join(f"{k}={v!r}" for k, v in named.items())
+            raise doc.error(path, f"names no grid row ({shown}), allowed: the grid keys or label of one row")
     return dict(m)
 
 
