@@ -274,8 +274,13 @@ def read_image(path: str) -> Any:
             return image.convert("RGB")
     except Exception as err:  # PIL raises OSError, SyntaxError, ValueError, DecompressionBombError, ...
         reason = " ".join(str(err).split()) or type(err).__name__
-        raise DataError(f"{path}: cannot read the image ({type(err).__name__}: {reason}); replace or remove "
+        raise DataError(f"{_shown(path)}: cannot read the image ({type(err).__name__}: {reason}); replace or remove "
                         f"the file") from None
+
+
+def _shown(path: str) -> str:
+    """The path as is, or quoted with escapes when it holds a line break or another control character."""
+    return path if path.isprintable() else repr(path)
 
 
 class ImageFiles(Dataset):

@@ -472,3 +472,12 @@ def test_validate_refuses_a_detection_yaml_pointing_nowhere(tmp_path):
                      "train: {epochs: 1, batch_size: 2}\nstorage: sqlite:///runs/det.db\n")
     with pytest.raises(ConfigError, match=r"study.yaml:4: data.path: .*data.yaml:2: val: .*gone does not exist"):
         check_study(study)
+
+
+def test_a_corrupt_file_whose_name_holds_a_line_break_is_still_one_line(tmp_path):
+    _classes(tmp_path)
+    bad = tmp_path / "dog" / "two\nlines.png"
+    bad.write_bytes(b"")
+    with pytest.raises(DataError) as err:
+        read_image(str(bad))
+    assert "\n" not in str(err.value) and repr(str(bad)) in str(err.value)
