@@ -19,6 +19,7 @@ import dash
 from dash import Input, Output, State, dcc, html, no_update
 
 from ablate.errors import AblateError
+from ablate.storage import display_url
 from ablate.results.figures import hypervolume_figure, importance_figure, parallel_figure
 
 from ablate.dashboards import pages
@@ -123,7 +124,7 @@ def create_app(sources: Sources, *, refresh_s: float = 5.0) -> dash.Dash:
                 try:
                     rows.append(pages.study_summary(ref, sources.read(ref)))
                 except AblateError as err:
-                    errors.append((f"{ref.url} / {ref.name}", str(err)))
+                    errors.append((f"{display_url(ref.url)} / {ref.name}", str(err)))
             return pages.studies_page(rows, errors)
         if page == "missing":
             return html.Div([pages.nav(None, None, ""), pages.message(f"no such page: {pathname}")])

@@ -85,7 +85,7 @@ def study_summary(ref: StudyRef, results: StudyResults) -> dict[str, Any]:
 def studies_page(rows: Sequence[Mapping[str, Any]], errors: Sequence[tuple[str, str]]) -> html.Div:
     """Every study in the given storages, with links to its pages."""
     children: list[Any] = [nav(None, None, ""), html.H2("Studies")]
-    children += [message(f"{url}: {err}") for url, err in errors]
+    children += [message(f"{display_url(url)}: {err}") for url, err in errors]
     if not rows:
         children.append(message("No study yet in these storages: run one with `ablate run STUDY.yaml`; "
                                  "this page refreshes by itself.", kind="info"))

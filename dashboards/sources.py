@@ -3,7 +3,7 @@
 Each storage is listed again on every visit to the studies page (a folder picks up new
 databases while studies run), and each study is read through one long-lived
 :class:`~ablate.results.StudyReader`, so a refresh fetches only the trials that changed.
-Nothing here writes to a storage.
+Nothing here writes to a storage; :meth:`Sources.close` releases them when the server stops.
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ablate.errors import AblateError, ConfigError
+from ablate.errors import AblateError, ConfigError, StorageError
 from ablate.results import StudyReader, StudyResults, study_names
-from ablate.storage import storage_url_for
+from ablate.storage import display_url, expand_url, storage_url_for
 
 __all__ = ["Sources", "StudyRef", "resolve_targets"]
 
@@ -24,12 +24,13 @@ def resolve_targets(targets: list[str]) -> list[str | Path]:
     """Storage URLs for the command line's targets; folders stay folders (scanned for ``*.db``).
 
     Raises:
-        ConfigError: a target that is neither a study file, a database file, a folder nor a URL.
+        ConfigError: a study file that is missing, or a URL naming an unset ``${NAME}``.
+        StorageError: ``no such study database: PATH``.
     """
     out: list[str | Path] = []
     for target in targets:
         if "://" in target:
-            out.append(target)
+            out.append(_expandable(target, display_url(target)))
             continue
         path = Path(target)
         if path.is_dir():
@@ -39,16 +40,26 @@ def resolve_targets(targets: list[str]) -> list[str | Path]:
 
             if not path.is_file():
                 raise ConfigError(f"{target}: no such study file")
-            out.append(load_study(path, check=False).storage)
+            out.append(_expandable(load_study(path, check=False).storage, f"{target}: storage"))
         elif path.is_file():
             out.append(storage_url_for(target))
         else:
-            raise ConfigError(f"{target}: no such study file, database file or folder")
+            raise StorageError(f"no such study database: {target}")
     return out
 
 
+def _expandable(url: str, where: str) -> str:
+    """``url`` unchanged (it keeps its ``${NAME}`` references), once every one is set."""
+    try:
+        expand_url(url)
+    except StorageError as err:
+        raise ConfigError(f"{where}: {err}") from None
+    return url
+
+
 def _key(url: str, name: str) -> str:
-    return hashlib.sha1(f"{url}\0{name}".encode()).hexdigest()[:10]
+    # Of the shown URL: a page address must not carry a short hash of a password.
+    return hashlib.sha1(f"{display_url(url)}\0{name}".encode()).hexdigest()[:10]
 
 
 @dataclass(frozen=True)
@@ -113,6 +124,13 @@ class Sources:
             if reader is None:
                 reader = self._readers[ref.key] = StudyReader(ref.url, ref.name)
             return reader.read()
+
+    def close(self) -> None:
+        """Release every study's storage (the server stopped); SQLite folders are left as found."""
+        with self._lock:
+            readers, self._readers = list(self._readers.values()), {}
+        for reader in readers:
+            reader.close()
 
     def importances(self, ref: StudyRef, objective: str) -> tuple[dict[str, float], str]:
         """Parameter importances for one objective (see :meth:`StudyReader.importances`)."""

@@ -52,17 +52,34 @@ def json_default(value: Any) -> Any:
 
 
 def resolve_target(target: str, storage: Optional[str]) -> tuple[str, Optional[str]]:
-    """(storage URL, study name or None) for a study file, a database file or a URL."""
-    from ablate.storage import storage_url_for
+    """(storage URL, study name or None) for a study file, a database file or a URL.
 
+    The URL keeps its ``${NAME}`` references (expanded only when the storage is opened);
+    one that names an unset variable is refused here, naming the study file's ``storage``
+    or ``--storage``. Nothing is opened or created.
+    """
+    from ablate.errors import StorageError
+    from ablate.storage import expand_url, storage_url_for
+
+    name = None
     if target.endswith((".yaml", ".yml")):
         from ablate.study import load_study
 
         study = load_study(target, check=False)
-        return storage or study.storage, study.name
-    if "://" not in target and not Path(target).exists():
-        raise ConfigError(f"{target}: no such study file or database")
-    return storage or storage_url_for(target), None
+        url, name, where = storage or study.storage, study.name, "--storage" if storage else f"{target}: storage"
+    elif storage is not None:
+        url, where = storage, "--storage"
+    elif "://" in target:
+        url, where = target, "storage URL"
+    elif not Path(target).exists():
+        raise StorageError(f"no such study database: {target}")
+    else:
+        return storage_url_for(target), None
+    try:
+        expand_url(url)
+    except StorageError as err:
+        raise ConfigError(f"{where}: {err}") from None
+    return url, name
 
 
 def main() -> None:

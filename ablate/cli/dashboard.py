@@ -36,11 +36,16 @@ def dashboard(
         if len(sources.targets) == 1 and not isinstance(sources.targets[0], Path):
             raise StorageError(err)  # the only thing asked for cannot be read
         typer.echo(f"warning: {err}", err=True)
-    for ref in refs:  # read every study once now, so that the first page is quick
-        sources.read(ref)
+    try:
+        for ref in refs:  # read every study once now, so that the first page is quick
+            sources.read(ref)
+    except BaseException:
+        sources.close()
+        raise
     try:
         server = make_server(create_app(sources, refresh_s=refresh), host, port)
     except OSError as err:
+        sources.close()
         raise ConfigError(f"--port {port}: cannot listen on {host}:{port} ({err.strerror or err}); "
                           f"pick another with --port") from None
     shown = f"[{host}]" if ":" in host else host  # the bound address: "localhost" may resolve to ::1 first
@@ -53,4 +58,5 @@ def dashboard(
         typer.echo("stopped")
     finally:
         server.server_close()
+        sources.close()  # a SQLite folder is left as it was found
 

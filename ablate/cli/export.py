@@ -24,7 +24,9 @@ def export(
 
     url, name = resolve_target(target, storage)
     results = load_results(url, study_name or name)
-    where = f"{target}: study {results.name!r}"
+    from ablate.storage import display_url
+
+    where = f"{display_url(target)}: study {results.name!r}"  # a URL target may carry a password
     task = (results.spec or {}).get("task")
     if task not in (None, "detect"):
         raise ConfigError(f"{where} is a {task!r} study; export writes ultralytics models of detection studies "

@@ -44,7 +44,9 @@ def report(
     url, name = resolve_target(target, storage)
     results = load_results(url, study_name or name)
     if results.trials.empty:
-        raise StorageError(f"study {results.name!r} in {url!r} has no trials yet: nothing to report "
+        from ablate.storage import display_url
+
+        raise StorageError(f"study {results.name!r} in {display_url(url)!r} has no trials yet: nothing to report "
                            f"(run it with `ablate run`)")
     out = render_report(results, chosen)
     if output is None:

@@ -1,7 +1,9 @@
 """Reading a study back from its storage: one row per trial and the per-configuration view.
 
 Only the storage is needed: the resolved study spec lives in the Optuna study's user
-attributes (DESIGN.md, "the database is self-describing"). Readers never write.
+attributes (DESIGN.md, "the database is self-describing"). Readers never write: the storage
+is opened read-only (:func:`ablate.storage.open_storage` with ``create=False``) and closed
+when the read is done, so that a SQLite folder is left exactly as it was found.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import pandas as pd
 from ablate.errors import StorageError
 from ablate.results.aggregate import Aggregates, aggregate, config_keys
 from ablate.results.pareto import pareto_front
-from ablate.storage import open_storage
+from ablate.storage import close_storage, display_url, open_storage
 
 __all__ = ["StudyResults", "StudyReader", "load_results", "study_names", "trial_metric"]
 
@@ -81,8 +83,6 @@ class StudyResults:
         for r in self.trials.itertuples(index=False):
             rows.append({"number": int(r.number), "state": r.state, "params": r.params, "values": r.values,
                          "attrs": r.attrs})
-        from ablate.storage import display_url
-
         return {"study": self.name, "storage": display_url(self.storage), "objectives": self.objectives,
                 "trials": rows, "pareto": list(self.pareto), "configs": self.configs,
                 "pareto_configs": list(self.pareto_configs), "baseline": self.baseline,
@@ -91,7 +91,11 @@ class StudyResults:
 
 def study_names(url: str) -> list[str]:
     """Names of the studies in a storage (the storage must exist and hold Optuna's tables)."""
-    return [s.study_name for s in open_storage(url, create=False).get_all_studies()]
+    storage = open_storage(url, create=False)
+    try:
+        return [s.study_name for s in storage.get_all_studies()]
+    finally:
+        close_storage(storage)
 
 
 class StudyReader:
@@ -99,25 +103,32 @@ class StudyReader:
 
     Optuna caches finished trials in the study object (they never change again), and the
     rows built from them are cached here too; a dashboard that refreshes every few
-    seconds then re-reads only running and new trials. Readers never write.
+    seconds then re-reads only running and new trials. Readers never write; :meth:`close`
+    (or a ``with`` block) releases the storage.
     """
 
     def __init__(self, url: str, name: str | None = None) -> None:
         import optuna
 
         storage = open_storage(url, create=False)
-        names = [s.study_name for s in storage.get_all_studies()]
-        if name is None:
-            if not names:
-                raise StorageError(f"storage {url!r} holds no study")
-            if len(names) > 1:
-                raise StorageError(f"storage {url!r} holds several studies ({', '.join(names)}); name one")
-            name = names[0]
-        elif name not in names:
-            raise StorageError(f"storage {url!r} has no study {name!r}"
-                               + (f", it has: {', '.join(names)}" if names else " (it is empty)"))
+        try:
+            names = [s.study_name for s in storage.get_all_studies()]
+            shown = display_url(url)
+            if name is None:
+                if not names:
+                    raise StorageError(f"storage {shown!r} holds no study")
+                if len(names) > 1:
+                    raise StorageError(f"storage {shown!r} holds several studies ({', '.join(names)}); name one")
+                name = names[0]
+            elif name not in names:
+                raise StorageError(f"storage {shown!r} has no study {name!r}"
+                                   + (f", it has: {', '.join(names)}" if names else " (it is empty)"))
+            self._ostudy = optuna.load_study(study_name=name, storage=storage)
+        except BaseException:
+            close_storage(storage)
+            raise
+        self._storage = storage
         self.url, self.name = url, name
-        self._ostudy = optuna.load_study(study_name=name, storage=storage)
         self._rows: dict[int, dict[str, Any]] = {}  # finished trials only
         self._spec_seen: Any = object()
         self._decode = dict
@@ -159,6 +170,15 @@ class StudyReader:
         self.version += 1
         return result
 
+    def close(self) -> None:
+        """Release the storage's connections (see :func:`ablate.storage.close_storage`); a later read reconnects."""
+        close_storage(self._storage)
+
+    def __enter__(self) -> "StudyReader":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def importances(self, objective: str) -> tuple[dict[str, float], str]:
         """Optuna's parameter importances for one objective, and the method's name.
@@ -222,7 +242,8 @@ def load_results(url: str, name: str | None = None) -> StudyResults:
     (``value.NAME``) and per parameter (``param.NAME``). The per-configuration aggregates
     are on the result (:class:`Aggregates`).
     """
-    return StudyReader(url, name).read()
+    with StudyReader(url, name) as reader:
+        return reader.read()
 
 
 def trial_metric(values: Mapping[str, Any] | None, attrs: Mapping[str, Any], key: str, *,

@@ -77,6 +77,9 @@ class Claims:
     """The claims of one study in one storage, seen by one driver (``owner``)."""
 
     def __init__(self, url: str, study: str, *, owner: str | None = None) -> None:
+        from ablate.storage import expand_url
+
+        url = expand_url(url)  # ${NAME} parts are taken from the environment only when connecting
         kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
         self.engine = sa.create_engine(url, **kwargs)
         self.study = study

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -28,9 +27,10 @@ from ablate.study.space import (
     grid_cells,
     thaw,
 )
-from ablate.study.schema import Resources, SCALES, Study, TRAIN_KEYS, _NAME_RE, _TASKS
+from ablate.study.schema import MAX_CONCURRENT, MAX_CPUS, MAX_GPUS, MAX_IMAGE_SIZE, MAX_TRIALS, Resources, SCALES, Study, TRAIN_KEYS, _NAME_RE, _TASKS
 from ablate.study.declaration import _DATA_KEYS, _RESOURCE_KEYS, _STUDY_KEYS, _STUDY_REQUIRED, _TRAIN_SECTION_KEYS
 from ablate.study.doc import _Doc, _check_not_reserved, _check_train_value, _float, _int, _json, _mapping, _one_of, _read_yaml, _str
+from ablate.study.reference import study_reference
 from ablate.study.space_file import space_to_dict
 from ablate.study.sections import _Redirect, _storage, _study_baseline, _study_data, _study_grid, _study_objectives, _study_proxy, _study_sampler, _study_scheduler, _study_space, _study_train
 from ablate.study.feasibility import _check_against_models
@@ -112,25 +112,31 @@ _SQLITE_ALLOWED = "allowed: a SQLite database file, or a path in a writable fold
 
 
 def _check_storage(url: str, error: Callable[[str], ConfigError]) -> None:
-    """What opening ``url`` for a run would refuse, found without connecting or writing."""
+    """What opening ``url`` for a run would refuse, found without connecting or writing:
+    first every ``${NAME}`` it takes from the environment must be set (named if not), then
+    the expanded URL is checked. Messages show the URL as :func:`~ablate.storage.display_url`
+    does (references kept, a literal password ``***``) and are scrubbed of its secrets."""
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError
 
-    from ablate.storage import display_url, sqlite_path
+    from ablate.errors import StorageError
+    from ablate.storage import display_url, expand_url, scrub_secrets, sqlite_path
 
     shown = display_url(url)
-    if shown == url:  # not parsed: mask a password by hand before quoting the URL
-        shown = re.sub(r"(://[^/@:]*:)[^/@]*@", r"\1***@", url)
     try:
-        parsed = make_url(url)
+        real = expand_url(url)
+    except StorageError as err:
+        raise error(str(err)) from None
+    try:
+        parsed = make_url(real)
         parsed.get_dialect()  # loads the dialect; its driver is imported when the run connects
     except (ArgumentError, ValueError) as err:  # also NoSuchModuleError; ValueError: e.g. a port that is no number
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise error(f"cannot be opened: {shown!r}: {first}, {_STORAGE_ALLOWED}") from None
+        raise error(f"cannot be opened: {shown!r}: {scrub_secrets(first, url)}, {_STORAGE_ALLOWED}") from None
     if parsed.get_backend_name() == "sqlite" and (parsed.host or parsed.port):
         raise error(f"a SQLite URL has no host, got {shown!r}, "
                     f"allowed: sqlite:///relative/path.db or sqlite:////absolute/path.db")
-    path = sqlite_path(url)
+    path = sqlite_path(real)
     if path is None:
         return
     path = Path(os.path.abspath(path))
@@ -235,7 +241,8 @@ def _parse_study(doc: _Doc, data: Any, source: str | None, scale: str = "proxy")
 
     name = _str(doc, ("name",), m["name"])
     if not _NAME_RE.fullmatch(name):
-        raise doc.error(("name",), f"must use only letters, digits, '_', '.', '-', got {name!r}")
+        raise doc.error(("name",), f"names files and folders, so it must use only letters, digits, '_', '.', '-', "
+                                   f"start with a letter or digit and have at most 100 characters, got {name!r}")
     description = _str(doc, ("description",), m.get("description") or "")
     task = _one_of(doc, ("task",), m.get("task", "classify"), _TASKS)
     seed = _int(doc, ("seed",), m.get("seed", 0), 0, 2**32 - 1)
@@ -256,7 +263,7 @@ def _parse_study(doc: _Doc, data: Any, source: str | None, scale: str = "proxy")
 
     paper_resolution = m.get("paper_resolution")
     if paper_resolution is not None:
-        paper_resolution = _int(doc, ("paper_resolution",), paper_resolution, 1)
+        paper_resolution = _int(doc, ("paper_resolution",), paper_resolution, 1, MAX_IMAGE_SIZE)
     proxy = _study_proxy(doc, m.get("proxy"), grid, grid_rows) if m.get("proxy") is not None else None
 
     objectives = _study_objectives(doc, m.get("objectives"), task, paper_resolution)
@@ -293,7 +300,7 @@ def _parse_study(doc: _Doc, data: Any, source: str | None, scale: str = "proxy")
         if m.get("trials") is None:
             raise doc.error(("trials",), "required key is missing (a study without a grid needs a budget), "
                                          "allowed: an integer >= 1")
-        trials = _int(doc, ("trials",), m["trials"], 1)
+        trials = _int(doc, ("trials",), m["trials"], 1, MAX_TRIALS)
         taken = set(fixed)
         if not any(p.name not in taken for p in space.params):
             where = ("space",) if "space" in m else ()
@@ -302,22 +309,22 @@ def _parse_study(doc: _Doc, data: Any, source: str | None, scale: str = "proxy")
 
     max_concurrent = m.get("max_concurrent")
     if max_concurrent is not None:
-        max_concurrent = _int(doc, ("max_concurrent",), max_concurrent, 1)
+        max_concurrent = _int(doc, ("max_concurrent",), max_concurrent, 1, MAX_CONCURRENT)
 
     res = _mapping(doc, ("resources",), m.get("resources") or {}, _RESOURCE_KEYS)
-    resources = Resources(cpu=_float(doc, ("resources", "cpu"), res.get("cpu", 1), 0, open_low=True),
-                          gpu=_float(doc, ("resources", "gpu"), res.get("gpu", 0), 0))
+    resources = Resources(cpu=_float(doc, ("resources", "cpu"), res.get("cpu", 1), 0, MAX_CPUS, open_low=True),
+                          gpu=_float(doc, ("resources", "gpu"), res.get("gpu", 0), 0, MAX_GPUS))
 
     storage = _storage(doc, m.get("storage", f"sqlite:///runs/{name}.db"))
 
-    reference = m.get("reference")
-    if reference is not None:
-        reference = _json(doc, ("reference",), _mapping(doc, ("reference",), reference))
 
     repeats = _int(doc, ("repeats",), m.get("repeats", 1), 1, 1000)
     if scale == "proxy" and proxy is not None and proxy.repeats is not None:
         repeats = proxy.repeats
     cells = ([dict(r) for r in grid_rows] if grid_rows is not None else grid_cells(thaw(grid))) if grid else []
+    reference = m.get("reference")
+    if reference is not None:
+        reference = study_reference(doc, reference, cells)
     baseline = _study_baseline(doc, m.get("baseline"), cells)
 
     study = Study(name=name, description=description, task=task, space=space, fixed=fixed, grid=grid,

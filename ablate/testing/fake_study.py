@@ -71,9 +71,9 @@ def write_fake_study(url: str, n_trials: int = 2000, *, seed: int = 0, name: str
     from ablate.run.optuna_study import make_sampler
     from ablate.study import study_from_dict
     from ablate.study.space import cell_key, suggest
-    from ablate.storage import open_storage
+    from ablate.storage import display_url, open_storage
 
-    spec = fake_spec(name, url, n_trials, repeats)
+    spec = fake_spec(name, display_url(url), n_trials, repeats)  # a password is never stored
     study = study_from_dict(spec, check=False)
     rng = random.Random(seed)
     # The runner's one study -> sampler mapping (a random sampler here), seeded with `seed`;

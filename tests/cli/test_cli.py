@@ -78,7 +78,7 @@ def test_show_on_missing_or_foreign_database_is_one_line(tmp_path, capsys):
     code, _, err = run_cli(capsys, "show", str(foreign))
     assert code == 2 and "not an Optuna database" in err
     code, _, err = run_cli(capsys, "show", str(_write(tmp_path, GOOD)))
-    assert code == 2 and "no such database file" in err and not (tmp_path / "out.db").exists()
+    assert code == 2 and "no such study database: " in err and not (tmp_path / "out.db").exists()
 
 
 def test_profile_preset_json_contract(capsys):

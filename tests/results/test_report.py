@@ -352,7 +352,7 @@ def test_importances_cover_the_params_and_sum_to_one(fake_db):
 def test_reader_names_the_study_or_says_what_is_there(fake_db, tmp_path):
     with pytest.raises(StorageError, match="no study 'nope'.*generated"):
         StudyReader(f"sqlite:///{fake_db}", "nope")
-    with pytest.raises(StorageError, match="no such database file"):
+    with pytest.raises(StorageError, match="no such study database: "):
         StudyReader(f"sqlite:///{tmp_path / 'missing.db'}")
     assert not (tmp_path / "missing.db").exists()
 
