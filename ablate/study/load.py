@@ -27,10 +27,9 @@ from ablate.study.space import (
     grid_cells,
     thaw,
 )
-from ablate.study.schema import MAX_CONCURRENT, MAX_CPUS, MAX_GPUS, MAX_IMAGE_SIZE, MAX_TRIALS, Resources, SCALES, Study, TRAIN_KEYS, _NAME_RE, _TASKS
+from ablate.study.schema import Resources, SCALES, Study, TRAIN_KEYS, _NAME_RE, _TASKS
 from ablate.study.declaration import _DATA_KEYS, _RESOURCE_KEYS, _STUDY_KEYS, _STUDY_REQUIRED, _TRAIN_SECTION_KEYS
 from ablate.study.doc import _Doc, _check_not_reserved, _check_train_value, _float, _int, _json, _mapping, _one_of, _read_yaml, _str
-from ablate.study.reference import study_reference
 from ablate.study.space_file import space_to_dict
 from ablate.study.sections import _Redirect, _storage, _study_baseline, _study_data, _study_grid, _study_objectives, _study_proxy, _study_sampler, _study_scheduler, _study_space, _study_train
 from ablate.study.feasibility import _check_against_models
@@ -241,8 +240,7 @@ def _parse_study(doc: _Doc, data: Any, source: str | None, scale: str = "proxy")
 
     name = _str(doc, ("name",), m["name"])
     if not _NAME_RE.fullmatch(name):
-        raise doc.error(("name",), f"names files and folders, so it must use only letters, digits, '_', '.', '-', "
-                                   f"start with a letter or digit and have at most 100 characters, got {name!r}")
+        raise doc.error(("name",), f"must use only letters, digits, '_', '.', '-', got {name!r}")
     description = _str(doc, ("description",), m.get("description") or "")
     task = _one_of(doc, ("task",), m.get("task", "classify"), _TASKS)
     seed = _int(doc, ("seed",), m.get("seed", 0), 0, 2**32 - 1)
@@ -263,7 +261,7 @@ def _parse_study(doc: _Doc, data: Any, source: str | None, scale: str = "proxy")
 
     paper_resolution = m.get("paper_resolution")
     if paper_resolution is not None:
-        paper_resolution = _int(doc, ("paper_resolution",), paper_resolution, 1, MAX_IMAGE_SIZE)
+        paper_resolution = _int(doc, ("paper_resolution",), paper_resolution, 1)
     proxy = _study_proxy(doc, m.get("proxy"), grid, grid_rows) if m.get("proxy") is not None else None
 
     objectives = _study_objectives(doc, m.get("objectives"), task, paper_resolution)
@@ -300,7 +298,7 @@ def _parse_study(doc: _Doc, data: Any, source: str | None, scale: str = "proxy")
         if m.get("trials") is None:
             raise doc.error(("trials",), "required key is missing (a study without a grid needs a budget), "
                                          "allowed: an integer >= 1")
-        trials = _int(doc, ("trials",), m["trials"], 1, MAX_TRIALS)
+        trials = _int(doc, ("trials",), m["trials"], 1)
         taken = set(fixed)
         if not any(p.name not in taken for p in space.params):
             where = ("space",) if "space" in m else ()
@@ -309,22 +307,22 @@ def _parse_study(doc: _Doc, data: Any, source: str | None, scale: str = "proxy")
 
     max_concurrent = m.get("max_concurrent")
     if max_concurrent is not None:
-        max_concurrent = _int(doc, ("max_concurrent",), max_concurrent, 1, MAX_CONCURRENT)
+        max_concurrent = _int(doc, ("max_concurrent",), max_concurrent, 1)
 
     res = _mapping(doc, ("resources",), m.get("resources") or {}, _RESOURCE_KEYS)
-    resources = Resources(cpu=_float(doc, ("resources", "cpu"), res.get("cpu", 1), 0, MAX_CPUS, open_low=True),
-                          gpu=_float(doc, ("resources", "gpu"), res.get("gpu", 0), 0, MAX_GPUS))
+    resources = Resources(cpu=_float(doc, ("resources", "cpu"), res.get("cpu", 1), 0, open_low=True),
+                          gpu=_float(doc, ("resources", "gpu"), res.get("gpu", 0), 0))
 
     storage = _storage(doc, m.get("storage", f"sqlite:///runs/{name}.db"))
 
+    reference = m.get("reference")
+    if reference is not None:
+        reference = _json(doc, ("reference",), _mapping(doc, ("reference",), reference))
 
     repeats = _int(doc, ("repeats",), m.get("repeats", 1), 1, 1000)
     if scale == "proxy" and proxy is not None and proxy.repeats is not None:
         repeats = proxy.repeats
     cells = ([dict(r) for r in grid_rows] if grid_rows is not None else grid_cells(thaw(grid))) if grid else []
-    reference = m.get("reference")
-    if reference is not None:
-        reference = study_reference(doc, reference, cells)
     baseline = _study_baseline(doc, m.get("baseline"), cells)
 
     study = Study(name=name, description=description, task=task, space=space, fixed=fixed, grid=grid,
