@@ -63,7 +63,7 @@ from ablate.study.schema import (  # noqa: I001
     TRAIN_KEYS,
 )
 from ablate.study.reference import ReferenceSection
-from ablate.study.space import FrozenDict
+from ablate.study.space import MAX_RANGE, FrozenDict
 from ablate.train.recipes import BUDGET, RECIPES
 
 __all__ = ["SCHEMA_KINDS", "DataSection", "ObjectiveEntry", "ParamSpec", "ProxySection", "ResourcesSection",
@@ -322,6 +322,10 @@ class ResourcesSection(_Section):
         f"GPUs per trial, 0 to {MAX_GPUS:g} (0.5 puts two trials on one GPU)."))
 
 
+_Bound = Annotated[int, Field(ge=-MAX_RANGE, le=MAX_RANGE)]
+_FBound = Annotated[float, Field(ge=-MAX_RANGE, le=MAX_RANGE)]
+
+
 class ParamSpec(_Section):
     """One searched parameter: exactly one of choice, int or float, and optionally step, log and when."""
 
@@ -329,11 +333,11 @@ class ParamSpec(_Section):
 
     choice: Annotated[list[ChoiceValue], Field(min_length=1)] | MISSING = Field(MISSING, description=(
         "Categorical: the values to choose from, in order (null, booleans, numbers, strings, or lists of them)."))
-    int_: tuple[int, int] | MISSING = Field(MISSING, alias="int", description=(
-        "Integer range [low, high], both inclusive (low <= high)."))
-    float_: tuple[float, float] | MISSING = Field(MISSING, alias="float", description=(
-        "Real range [low, high], both inclusive (low <= high)."))
-    step: float | None = Field(None, gt=0, description=(
+    int_: tuple[_Bound, _Bound] | MISSING = Field(MISSING, alias="int", description=(
+        f"Integer range [low, high], both inclusive (low <= high), within +-{MAX_RANGE:g}."))
+    float_: tuple[_FBound, _FBound] | MISSING = Field(MISSING, alias="float", description=(
+        f"Real range [low, high], both inclusive (low <= high), within +-{MAX_RANGE:g}."))
+    step: float | None = Field(None, gt=0, le=MAX_RANGE, description=(
         "Spacing of an int or float param, > 0 (an integer for int; int defaults to 1); it must divide "
         "high - low so that high is reachable. Not with log."))
     log: bool = Field(False, description="Sample an int or float param uniformly in log space (needs low > 0).")

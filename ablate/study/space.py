@@ -227,6 +227,9 @@ class Param:
             ok = isinstance(value, int) if is_int else _is_number(value)
             if not ok or isinstance(value, bool) or (isinstance(value, float) and not math.isfinite(value)):
                 raise _FieldError(("params", self.name, self.kind,), f"{key} must be {what}, got {value!r}")
+            if abs(value) > MAX_RANGE:
+                raise _FieldError(("params", self.name, self.kind,),
+                                  f"{key} must be {what} in [-{MAX_RANGE:g}, {MAX_RANGE:g}], got {value!r}")
         if not is_int:
             object.__setattr__(self, "low", float(self.low))
             object.__setattr__(self, "high", float(self.high))
@@ -238,8 +241,9 @@ class Param:
         step = self.step
         if step is not None:
             ok = (isinstance(step, int) if is_int else _is_number(step)) and not isinstance(step, bool)
-            if not ok or step <= 0:
-                raise _FieldError(("params", self.name, "step",), f"must be {'an integer' if is_int else 'a number'} > 0, got {step!r}")
+            if not ok or step <= 0 or step > MAX_RANGE:
+                raise _FieldError(("params", self.name, "step",), f"must be {'an integer' if is_int else 'a number'} "
+                                                                  f"in (0, {MAX_RANGE:g}], got {step!r}")
             if not is_int:
                 object.__setattr__(self, "step", float(step))
             if not _tiles(low, high, step):
@@ -257,6 +261,11 @@ class Param:
     def encoded(self) -> bool:
         """Whether this param's choices travel through Optuna as JSON strings (a choice is a list)."""
         return self.kind == "choice" and any(isinstance(c, tuple) for c in self.choices)
+
+
+#: The widest range a numeric param may span: any key's own bound is far inside it, and
+#: beyond it ``(high - low) / step`` leaves the floats.
+MAX_RANGE = 1e12
 
 
 def _tiles(low: float, high: float, step: float) -> bool:
