@@ -83,31 +83,19 @@ def check_detection_data(path: str | os.PathLike[str]) -> DetectionDataInfo:
         ConfigError: The YAML does not parse, lacks ``train``, ``val`` or ``names``, has invalid
             names, or names a ``download:`` (ablate never downloads).
     """
-    import yaml
+    from ablate.yaml_read import read_yaml
 
     file = Path(path).expanduser()
     if not file.exists():
         raise DataError(f"{file}: data YAML not found")
     if file.is_dir():
         raise DataError(f"{file}: is a folder, allowed: a data YAML file (ultralytics format)")
-    try:
-        text = file.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as err:
-        raise DataError(f"{file}: cannot read: {err}") from None
-    try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
-    except yaml.MarkedYAMLError as err:
-        mark = err.problem_mark or err.context_mark
-        where = f"{file}:{mark.line + 1}" if mark is not None else str(file)
-        raise ConfigError(f"{where}: invalid YAML: {' '.join(str(err.problem or err.context).split())}") from None
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{file}: invalid YAML: {' '.join(str(err).split())}") from None
+    # The reader every user YAML goes through: size, encoding, depth, alias and duplicate-key limits.
+    data, paths = read_yaml(file, str(file))
     if not isinstance(data, dict):
         raise ConfigError(f"{file}: a data YAML must be a mapping with train, val and names, got "
                           f"{type(data).__name__}")
-    lines = {k.value: k.start_mark.line + 1 for k, _ in node.value if isinstance(k, yaml.ScalarNode)} \
-        if isinstance(node, yaml.MappingNode) else {}
+    lines = {p[0]: n for p, n in paths.items() if len(p) == 1}
 
     def where(key: str) -> str:
         return f"{file}:{lines[key]}: {key}" if key in lines else f"{file}: {key}"

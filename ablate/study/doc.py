@@ -1,10 +1,11 @@
 """YAML with line numbers, and the value checkers whose errors name the file, line and key
 path (``studies/x.yaml:7: fixed.attention: ...``).
 
-Line numbers come from PyYAML's node graph (:func:`yaml.compose`), kept in a map from key
-path to line next to the plain data. A dict that arrives as JSON (the Ray boundary, a spec
-read back from the database) goes through the same checkers with ``<spec>`` as the file
-name and no line."""
+Line numbers come from PyYAML's node graph, kept in a map from key path to line next to the
+plain data. Reading, with the limits that turn a hostile file into one error line, is
+:func:`ablate.yaml_read.read_yaml` (layer 0, so the detection data YAML in ``data/`` is read
+the same way). A dict that arrives as JSON (the Ray boundary, a spec read back from the
+database) goes through the same checkers with ``<spec>`` as the file name and no line."""
 
 from __future__ import annotations
 
@@ -15,29 +16,15 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from ablate.errors import ConfigError, did_you_mean
 from ablate.study.space import (
     dotted,
     thaw,
 )
 from ablate.study.schema import RECIPE_NAMES, TRAIN_KEYS, _RESERVED
-
-
-class _Loader(yaml.SafeLoader):
-    """SafeLoader that also reads ``1e-4`` as a float (YAML 1.1 wants ``1.0e-4``)."""
-
-
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
-                |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
-                |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
-                |[-+]?\.(?:inf|Inf|INF)
-                |\.(?:nan|NaN|NAN))$""", re.X),
-    list("-+0123456789."),
-)
+# The reader's parts stay importable from here (sections, space_file, load and tests use them).
+from ablate.yaml_read import _index_lines, _Loader  # noqa: F401
+from ablate.yaml_read import read_yaml as _read_yaml  # noqa: F401
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,59 +48,9 @@ class _Doc:
                 break
         where = f"{self.source}:{line}" if line is not None else self.source
         key = dotted(full)
+        if not key.isprintable():  # a quoted key may hold a line break or a control character
+            key = key.encode("unicode_escape").decode("ascii")
         return ConfigError(f"{where}: {key}: {what}" if key else f"{where}: {what}")
-
-
-def _read_yaml(path: Path, display: str) -> tuple[Any, dict[tuple, int]]:
-    """Plain data plus a map from key path to 1-based line (the key's line for mapping entries)."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"{display}: file not found, allowed: an existing YAML file") from None
-    except IsADirectoryError:
-        raise ConfigError(f"{display}: is a folder, allowed: a YAML file") from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise ConfigError(f"{display}: cannot read: {err}") from None
-    loader = _Loader(text)
-    lines: dict[tuple, int] = {}
-    try:
-        node = loader.get_single_node()
-        if node is None:
-            return None, lines
-        _index_lines(node, (), lines, display)
-        return loader.construct_document(node), lines
-    except yaml.MarkedYAMLError as err:
-        mark = err.problem_mark or err.context_mark
-        where = f"{display}:{mark.line + 1}" if mark is not None else display
-        problem = " ".join(str(err.problem or err.context or "syntax error").split())
-        raise ConfigError(f"{where}: invalid YAML: {problem}") from None
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{display}: invalid YAML: {' '.join(str(err).split())}") from None
-    finally:
-        loader.dispose()
-
-
-def _index_lines(node: yaml.Node, path: tuple, lines: dict[tuple, int], display: str, depth: int = 0) -> None:
-    lines.setdefault(path, node.start_mark.line + 1)
-    if depth > 64:  # aliases can make cycles; nothing real is this deep
-        return
-    if isinstance(node, yaml.MappingNode):
-        seen: set = set()
-        for key_node, value_node in node.value:
-            if key_node.tag == "tag:yaml.org,2002:merge":
-                continue
-            key = key_node.value if isinstance(key_node, yaml.ScalarNode) else repr(key_node)
-            child = path + (key,)
-            if key in seen:
-                raise ConfigError(f"{display}:{key_node.start_mark.line + 1}: {dotted(child)}: "
-                                  f"duplicate key, allowed: each key once")
-            seen.add(key)
-            lines[child] = key_node.start_mark.line + 1
-            _index_lines(value_node, child, lines, display, depth + 1)
-    elif isinstance(node, yaml.SequenceNode):
-        for i, item in enumerate(node.value):
-            lines[path + (i,)] = item.start_mark.line + 1
-            _index_lines(item, path + (i,), lines, display, depth + 1)
 
 
 def _mapping(doc: _Doc, path: tuple, value: Any, allowed: Sequence[str] | None = None,
