@@ -186,6 +186,12 @@ def scrub_secrets(text: str, url: str) -> str:
 
 
 def _first_line(err: BaseException) -> str:
+    """The first line of the innermost cause: Optuna wraps a driver's "database or disk is
+    full" in its own "An exception is raised during the commit", which says nothing."""
+    seen: set[int] = set()
+    while id(err) not in seen and (err.__cause__ or err.__context__) is not None:
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__  # type: ignore[assignment]
     text = str(err).strip()
     return text.splitlines()[0] if text else type(err).__name__
 
@@ -306,6 +312,8 @@ def _enable_wal(path: Path, shown: str) -> None:
     try:
         with sqlite3.connect(path, timeout=60) as conn:
             conn.execute("PRAGMA journal_mode=WAL")
+    except sqlite3.OperationalError as err:  # full, read-only, locked, cannot be opened: the file may be fine
+        raise StorageError(f"storage {shown!r}: {str(path)!r} cannot be written: {err}") from None
     except sqlite3.DatabaseError as err:
         raise StorageError(f"storage {shown!r}: {str(path)!r} is not a SQLite database ({err})") from None
 

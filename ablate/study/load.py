@@ -27,9 +27,10 @@ from ablate.study.space import (
     grid_cells,
     thaw,
 )
-from ablate.study.schema import Resources, SCALES, Study, TRAIN_KEYS, _NAME_RE, _TASKS
+from ablate.study.schema import MAX_CONCURRENT, MAX_CPUS, MAX_GPUS, MAX_IMAGE_SIZE, MAX_TRIALS, Resources, SCALES, Study, TRAIN_KEYS, _NAME_RE, _TASKS
 from ablate.study.declaration import _DATA_KEYS, _RESOURCE_KEYS, _STUDY_KEYS, _STUDY_REQUIRED, _TRAIN_SECTION_KEYS
 from ablate.study.doc import _Doc, _check_not_reserved, _check_train_value, _float, _int, _json, _mapping, _one_of, _read_yaml, _str
+from ablate.study.reference import study_reference
 from ablate.study.space_file import space_to_dict
 from ablate.study.sections import _Redirect, _storage, _study_baseline, _study_data, _study_grid, _study_objectives, _study_proxy, _study_sampler, _study_scheduler, _study_space, _study_train
 from ablate.study.feasibility import _check_against_models
@@ -151,6 +152,9 @@ def _check_storage(url: str, error: Callable[[str], ConfigError]) -> None:
             raise error(f"{str(path)!r} is not a SQLite database, {_SQLITE_ALLOWED}")
         if not os.access(path, os.W_OK):
             raise error(f"{str(path)!r} is read-only and a run writes to it, {_SQLITE_ALLOWED}")
+        if not os.access(path.parent, os.W_OK | os.X_OK):  # SQLite writes its journal/WAL beside it
+            raise error(f"{str(path)!r} is in a read-only folder and SQLite writes its journal beside it, "
+                        f"{_SQLITE_ALLOWED}")
         return
     folder = path.parent
     while not folder.exists() and folder != folder.parent:
@@ -233,6 +237,13 @@ def validate_study(study: Study) -> None:
     _check_against_models(study, doc, doc.at("space"))
 
 
+def _section(m: Mapping[str, Any], key: str) -> Any:
+    """A mapping section's value, ``{}`` when left out or null; anything else (``data: 0``,
+    ``fixed: []``) is passed on to be refused as what it is, not read as absent."""
+    value = m.get(key)
+    return {} if value is None else value
+
+
 def _parse_study(doc: _Doc, data: Any, source: str | None, scale: str = "proxy") -> tuple[Study, _Doc]:
     if data is None:
         raise doc.error((), "is empty, allowed: a study mapping with at least name, objectives and a grid or trials")
@@ -240,7 +251,8 @@ def _parse_study(doc: _Doc, data: Any, source: str | None, scale: str = "proxy")
 
     name = _str(doc, ("name",), m["name"])
     if not _NAME_RE.fullmatch(name):
-        raise doc.error(("name",), f"must use only letters, digits, '_', '.', '-', got {name!r}")
+        raise doc.error(("name",), f"names files and folders, so it must use only letters, digits, '_', '.', '-', "
+                                   f"start with a letter or digit and have at most 100 characters, got {name!r}")
     description = _str(doc, ("description",), m.get("description") or "")
     task = _one_of(doc, ("task",), m.get("task", "classify"), _TASKS)
     seed = _int(doc, ("seed",), m.get("seed", 0), 0, 2**32 - 1)
@@ -250,7 +262,7 @@ def _parse_study(doc: _Doc, data: Any, source: str | None, scale: str = "proxy")
     if base is not None:
         base = _str(doc, ("base",), base)
 
-    fixed = _mapping(doc, ("fixed",), m.get("fixed") or {})
+    fixed = _mapping(doc, ("fixed",), _section(m, "fixed"))
     _json(doc, ("fixed",), fixed)
     for key, value in fixed.items():
         _check_not_reserved(doc, ("fixed", key), key)
@@ -261,12 +273,12 @@ def _parse_study(doc: _Doc, data: Any, source: str | None, scale: str = "proxy")
 
     paper_resolution = m.get("paper_resolution")
     if paper_resolution is not None:
-        paper_resolution = _int(doc, ("paper_resolution",), paper_resolution, 1)
+        paper_resolution = _int(doc, ("paper_resolution",), paper_resolution, 1, MAX_IMAGE_SIZE)
     proxy = _study_proxy(doc, m.get("proxy"), grid, grid_rows) if m.get("proxy") is not None else None
 
     objectives = _study_objectives(doc, m.get("objectives"), task, paper_resolution)
-    raw_data = _mapping(doc, ("data",), m.get("data") or {}, _DATA_KEYS)
-    raw_train = _mapping(doc, ("train",), m.get("train") or {}, _TRAIN_SECTION_KEYS)
+    raw_data = _mapping(doc, ("data",), _section(m, "data"), _DATA_KEYS)
+    raw_train = _mapping(doc, ("train",), _section(m, "train"), _TRAIN_SECTION_KEYS)
     if base is not None and paper_resolution is not None and "image_size" not in raw_data:
         raw_data["image_size"] = paper_resolution  # the base's own resolution, unless scaled down
     if scale == "proxy" and proxy is not None:
@@ -288,7 +300,7 @@ def _parse_study(doc: _Doc, data: Any, source: str | None, scale: str = "proxy")
     if task == "detect" and train.recipe not in (None, "proxy"):
         raise doc.error(("train", "recipe"), f"{train.recipe!r} is a classification recipe; detection trains with "
                                              "ultralytics' own augmentation, allowed: drop recipe")
-    sampler = _study_sampler(doc, m.get("sampler") or {}, grid, seed)
+    sampler = _study_sampler(doc, _section(m, "sampler"), grid, seed)
     scheduler = _study_scheduler(doc, m.get("scheduler"), train, objectives)
 
     n_cells = len(grid_rows) if grid_rows is not None else len(grid_cells(grid)) if grid else 0
@@ -298,7 +310,7 @@ def _parse_study(doc: _Doc, data: Any, source: str | None, scale: str = "proxy")
         if m.get("trials") is None:
             raise doc.error(("trials",), "required key is missing (a study without a grid needs a budget), "
                                          "allowed: an integer >= 1")
-        trials = _int(doc, ("trials",), m["trials"], 1)
+        trials = _int(doc, ("trials",), m["trials"], 1, MAX_TRIALS)
         taken = set(fixed)
         if not any(p.name not in taken for p in space.params):
             where = ("space",) if "space" in m else ()
@@ -307,22 +319,22 @@ def _parse_study(doc: _Doc, data: Any, source: str | None, scale: str = "proxy")
 
     max_concurrent = m.get("max_concurrent")
     if max_concurrent is not None:
-        max_concurrent = _int(doc, ("max_concurrent",), max_concurrent, 1)
+        max_concurrent = _int(doc, ("max_concurrent",), max_concurrent, 1, MAX_CONCURRENT)
 
-    res = _mapping(doc, ("resources",), m.get("resources") or {}, _RESOURCE_KEYS)
-    resources = Resources(cpu=_float(doc, ("resources", "cpu"), res.get("cpu", 1), 0, open_low=True),
-                          gpu=_float(doc, ("resources", "gpu"), res.get("gpu", 0), 0))
+    res = _mapping(doc, ("resources",), _section(m, "resources"), _RESOURCE_KEYS)
+    resources = Resources(cpu=_float(doc, ("resources", "cpu"), res.get("cpu", 1), 0, MAX_CPUS, open_low=True),
+                          gpu=_float(doc, ("resources", "gpu"), res.get("gpu", 0), 0, MAX_GPUS))
 
     storage = _storage(doc, m.get("storage", f"sqlite:///runs/{name}.db"))
 
-    reference = m.get("reference")
-    if reference is not None:
-        reference = _json(doc, ("reference",), _mapping(doc, ("reference",), reference))
 
     repeats = _int(doc, ("repeats",), m.get("repeats", 1), 1, 1000)
     if scale == "proxy" and proxy is not None and proxy.repeats is not None:
         repeats = proxy.repeats
     cells = ([dict(r) for r in grid_rows] if grid_rows is not None else grid_cells(thaw(grid))) if grid else []
+    reference = m.get("reference")
+    if reference is not None:
+        reference = study_reference(doc, reference, cells)
     baseline = _study_baseline(doc, m.get("baseline"), cells)
 
     study = Study(name=name, description=description, task=task, space=space, fixed=fixed, grid=grid,

@@ -18,7 +18,6 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ablate.metrics import METRICS
 from ablate.study.doc import _Doc, _float, _json, _mapping, _one_of, _str
-from ablate.study.space import freeze, same_value
 
 __all__ = ["ReferenceSection", "ReferenceRow", "REFERENCE_METRICS", "study_reference"]
 
@@ -86,8 +85,9 @@ def study_reference(doc: _Doc, raw: Any, cells: Sequence[Mapping[str, Any]]) -> 
     Args:
         doc: where the study came from.
         raw: the section as read.
-        cells: the study's grid cells (paper values; a list-form grid's rows with their
-            labels): a row's other keys must be grid keys, and name one of these cells.
+        cells: the study's grid cells (a list-form grid's rows with their labels): a row's
+            other keys must be their keys. A row may name a configuration the study does not
+            train (reports show it as the paper's own row), so its values are only typed.
     """
     m = _mapping(doc, ("reference",), raw, ("source", "rows", "truncated"), required=("source", "rows"))
     source = _str(doc, ("reference", "source"), m["source"])
@@ -113,11 +113,6 @@ def study_reference(doc: _Doc, raw: Any, cells: Sequence[Mapping[str, Any]]) -> 
                 _metric_list(doc, path + (key,), value)
             else:
                 _json(doc, path + (key,), value)
-        named = {k: v for k, v in r.items() if k in grid_keys or k == "label"}
-        if named and not any(all(k in c and same_value(freeze(c[k]), freeze(v)) for k, v in named.items())
-                             for c in cells):
-            shown = ", ".join(f"{k}={v!r}" for k, v in named.items())
-            raise doc.error(path, f"names no grid row ({shown}), allowed: the grid keys or label of one row")
     return dict(m)
 
 

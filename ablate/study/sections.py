@@ -16,7 +16,7 @@ from ablate.study.space import (
     same_value,
     thaw,
 )
-from ablate.study.schema import DataSpec, LABEL, OBJECTIVES, Objective, ProxySpec, SamplerSpec, SchedulerSpec, TRAINING_METRICS, TRAIN_KEYS, TrainSpec, _DATASETS, _FOLDER_DATASETS, _SAMPLERS, _SCHEDULERS, _TASK_DATASETS, _TASK_IMAGE_SIZE, _TASK_METRIC, _URL_RE
+from ablate.study.schema import MAX_BATCH, MAX_EPOCHS, MAX_IMAGE_SIZE, MAX_REDUCTION, MAX_WORKERS, DataSpec, LABEL, OBJECTIVES, Objective, ProxySpec, SamplerSpec, SchedulerSpec, TRAINING_METRICS, TRAIN_KEYS, TrainSpec, _DATASETS, _FOLDER_DATASETS, _SAMPLERS, _SCHEDULERS, _TASK_DATASETS, _TASK_IMAGE_SIZE, _TASK_METRIC, _URL_RE
 from ablate.study.declaration import _DATA_KEYS, _OBJECTIVE_KEYS, _OBJECTIVE_REQUIRED, _PROXY_SPECIAL, _SAMPLER_KEYS, _SCHEDULER_KEYS, _TRAIN_DEFAULTS, _TRAIN_SECTION_KEYS
 from ablate.study.doc import _Doc, _bool, _check_not_reserved, _check_train_value, _float, _int, _json, _mapping, _one_of, _read_yaml, _show, _str
 from ablate.study.space_file import _describe_domain, _parse_space
@@ -61,8 +61,8 @@ def _study_proxy(doc: _Doc, raw: Any, grid: Mapping[str, tuple],
             train[key] = _check_train_value(doc, path, key, value)
         else:
             arch[key] = value
-    image_size = _int(doc, ("proxy", "image_size"), m["image_size"], 4) if "image_size" in m else None
-    epochs = _int(doc, ("proxy", "epochs"), m["epochs"], 1) if "epochs" in m else None
+    image_size = _int(doc, ("proxy", "image_size"), m["image_size"], 4, MAX_IMAGE_SIZE) if "image_size" in m else None
+    epochs = _int(doc, ("proxy", "epochs"), m["epochs"], 1, MAX_EPOCHS) if "epochs" in m else None
     proxy_grid: dict[str, tuple] | tuple[dict[str, Any], ...] = {}
     raw_grid = m.get("grid")
     if raw_grid is not None:
@@ -265,10 +265,10 @@ def _study_data(doc: _Doc, raw: Any, task: str = "classify") -> DataSpec:
     return DataSpec(
         name=name,
         path=path,
-        image_size=_int(doc, ("data", "image_size"), m.get("image_size", _TASK_IMAGE_SIZE[task]), 4),
+        image_size=_int(doc, ("data", "image_size"), m.get("image_size", _TASK_IMAGE_SIZE[task]), 4, MAX_IMAGE_SIZE),
         val_fraction=_float(doc, ("data", "val_fraction"), m.get("val_fraction", 0.2), 0, 1,
                             open_low=True, open_high=True),
-        num_workers=None if m.get("num_workers") is None else _int(doc, ("data", "num_workers"), m["num_workers"], 0),
+        num_workers=None if m.get("num_workers") is None else _int(doc, ("data", "num_workers"), m["num_workers"], 0, MAX_WORKERS),
     )
 
 
@@ -277,7 +277,7 @@ def _study_train(doc: _Doc, raw: Any, seed: int) -> TrainSpec:
     m = _mapping(doc, ("train",), raw, _TRAIN_SECTION_KEYS)
     v = {**_TRAIN_DEFAULTS, "seed": seed, **m}
     p = lambda key: ("train", key)  # noqa: E731
-    epochs = _int(doc, p("epochs"), v["epochs"], 1)
+    epochs = _int(doc, p("epochs"), v["epochs"], 1, MAX_EPOCHS)
 
     def given(key: str, check: Callable[[Any], Any]) -> Any:
         return None if v.get(key) is None else check(v[key])
@@ -293,7 +293,7 @@ def _study_train(doc: _Doc, raw: Any, seed: int) -> TrainSpec:
         label_smoothing=given("label_smoothing",
                               lambda x: _check_train_value(doc, p("label_smoothing"), "label_smoothing", x)),
         recipe=given("recipe", lambda x: _check_train_value(doc, p("recipe"), "recipe", x)),
-        lr_batch=given("lr_batch", lambda x: _int(doc, p("lr_batch"), x, 1)),
+        lr_batch=given("lr_batch", lambda x: _int(doc, p("lr_batch"), x, 1, MAX_BATCH)),
         **{key: given(key, lambda x, key=key: _check_train_value(doc, p(key), key, x))
            for key in ("randaugment", "random_erasing", "mixup", "cutmix", "clip_grad", "ema_decay")},
     )
@@ -357,7 +357,7 @@ def _study_scheduler(doc: _Doc, raw: Any, train: TrainSpec, objectives: tuple[Ob
                                         f"allowed: add objective {', '.join(map(repr, TRAINING_METRICS))}, "
                                         "or drop scheduler")
     grace = _int(doc, ("scheduler", "grace_period"), m.get("grace_period", 1), 1, train.epochs)
-    factor = _float(doc, ("scheduler", "reduction_factor"), m.get("reduction_factor", 2), 1, open_low=True)
+    factor = _float(doc, ("scheduler", "reduction_factor"), m.get("reduction_factor", 2), 1, MAX_REDUCTION, open_low=True)
     return SchedulerSpec(name=name, grace_period=grace, reduction_factor=factor)  # type: ignore[arg-type]
 
 

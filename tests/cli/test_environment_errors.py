@@ -337,6 +337,22 @@ def test_validate_with_a_storage_folder_not_writable(tmp_path, capsys, monkeypat
     assert _tree(tmp_path) == before
 
 
+def test_validate_with_a_writable_database_in_a_read_only_folder(tmp_path, capsys, monkeypatch):
+    """SQLite writes its journal (or WAL) beside the database: the folder must be writable too."""
+    study = _project(tmp_path / "p")
+    monkeypatch.chdir(tmp_path / "p")
+    (tmp_path / "p" / "runs").mkdir()
+    sqlite3.connect(tmp_path / "p" / "runs" / "env.db").execute("CREATE TABLE t (x)").connection.close()
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda p, m, **kw: False if str(p) == str(tmp_path / "p" / "runs") and m & os.W_OK
+                        else real_access(p, m, **kw))
+    before = _tree(tmp_path)
+    code, _, err = run_cli(capsys, "validate", str(study))
+    line = _one_error_line(code, err)
+    assert "env.db' is in a read-only folder" in line and "storage" in line
+    assert _tree(tmp_path) == before
+
+
 @needs_namespaces
 @pytest.mark.parametrize("command, read_only", [("validate", "project"), ("run", "project"), ("run", "cwd"),
                                                 ("run", "storage")])

@@ -54,7 +54,7 @@ def _fake_resolve(arch: Mapping) -> dict:
     return dict(arch)
 
 
-def _fake_check(arch: Mapping) -> None:
+def _fake_check(arch: Mapping, *, train: bool = True) -> None:
     _fake_resolve(arch)
     window = arch.get("window_size")
     maps = [arch["img_size"] // 4 // 2**i for i in range(4)]
@@ -212,8 +212,8 @@ BAD = [
      f"study.yaml:14: trails: unknown key 'trails', allowed: {ALL_KEYS}; did you mean 'trials'?"),
     ("{epochs: 1,", "{epoch: 1,",
      f"study.yaml:12: train.epoch: unknown key 'epoch', allowed: {TRAIN_KEYS}; did you mean 'epochs'?"),
-    ("{epochs: 1,", "{epochs: three,", "study.yaml:12: train.epochs: must be an integer >= 1, got 'three'"),
-    ("{epochs: 1,", "{epochs: 0,", "study.yaml:12: train.epochs: must be an integer >= 1, got 0"),
+    ("{epochs: 1,", "{epochs: three,", "study.yaml:12: train.epochs: must be an integer in [1, 100000], got 'three'"),
+    ("{epochs: 1,", "{epochs: 0,", "study.yaml:12: train.epochs: must be an integer in [1, 100000], got 0"),
     ("batch_size: 64}", "batch_size: 64, warmup_epochs: 2}",
      "study.yaml:12: train.warmup_epochs: must be an integer in [0, 1], got 2"),
     ("{name: gflops, direction: minimize}", "{name: gflops, direction: down}",
@@ -265,17 +265,30 @@ BAD = [
      "study.yaml:14: name: duplicate key, allowed: each key once"),
     ("storage: sqlite:///runs/t.db\n", "storage: runs/t.db\n",
      "study.yaml:13: storage: must be an SQLAlchemy URL, got 'runs/t.db', "
-     "allowed: e.g. sqlite:///runs/x.db, postgresql://host/db"),
+     "allowed: e.g. sqlite:///runs/x.db, postgresql://host/db, ${NAME} parts from the environment"),
     ("storage: sqlite:///runs/t.db\n", "storage: sqlite:///runs/t.db\nresources: {cpu: 0}\n",
-     "study.yaml:14: resources.cpu: must be a number > 0, got 0"),
-    ("storage: sqlite:///runs/t.db\n", "storage: sqlite:///runs/t.db\nreference: {date: 2021-12-01}\n",
-     "study.yaml:14: reference.date: must be null, a boolean, a number, a string, a list or a mapping, "
-     "got date datetime.date(2021, 12, 1)"),
+     "study.yaml:14: resources.cpu: must be a number in (0, 1024.0], got 0"),
+    ("storage: sqlite:///runs/t.db\n", "storage: sqlite:///runs/t.db\nreference: {source: s, rows: [{top1: 1, window_size: 2021-12-01}]}\n",
+     "study.yaml:14: reference.rows[0].window_size: must be null, a boolean, a number, a string, a list or a "
+     "mapping, got date datetime.date(2021, 12, 1)"),
+    ("storage: sqlite:///runs/t.db\n", "storage: sqlite:///runs/t.db\nreference: {source: s, rows: [{top1: 101}]}\n",
+     "study.yaml:14: reference.rows[0].top1: must be a number in [0.0, 100.0], got 101"),
+    ("storage: sqlite:///runs/t.db\n", "storage: sqlite:///runs/t.db\nreference: {source: s, rows: [{tpo1: 1}]}\n",
+     "study.yaml:14: reference.rows[0].tpo1: unknown key 'tpo1', allowed: label, note, unchecked, top1, map50_95, "
+     "map50, gflops, gflops_paper, gflops_ultralytics, params_m, params_m_paper, latency_ms, window_size; "
+     "did you mean 'top1'?"),
     ("objectives: [{name: top1}, {name: gflops, direction: minimize}]\n",
      "objectives: [gflops]\nscheduler: {name: asha}\n",
      "study.yaml:11: scheduler: early stopping needs a training objective to watch, "
      "allowed: add objective 'top1', 'map50_95', or drop scheduler"),
-    ("name: t\n", "name: t t\n", "study.yaml:1: name: must use only letters, digits, '_', '.', '-', got 't t'"),
+    ("name: t\n", "name: t t\n", "study.yaml:1: name: names files and folders, so it must use only letters, digits, '_', '.', '-', start "
+                                  "with a letter or digit and have at most 100 characters, got 't t'"),
+    ("storage: sqlite:///runs/t.db\n", "storage: sqlite:///runs/t.db\nsampler: []\n",
+     "study.yaml:14: sampler: must be a mapping with keys name, seed, population_size, got list []"),
+    ("storage: sqlite:///runs/t.db\n", "storage: sqlite:///runs/t.db\nresources: 0\n",
+     "study.yaml:14: resources: must be a mapping with keys cpu, gpu, got 0"),
+    ("name: t\n", "name: ..\n", "study.yaml:1: name: names files and folders, so it must use only letters, digits, "
+                                "'_', '.', '-', start with a letter or digit and have at most 100 characters, got '..'"),
     ("name: t\n", "", "study.yaml:1: name: required key is missing"),
     ("embed_dim: 32}", "embed_dim: 32, img_size: 64}",
      "study.yaml:8: fixed.img_size: 'img_size' is set from data.image_size, allowed: any other arch key, a family "
@@ -410,7 +423,7 @@ def test_bad_space(text: str, expected: str, in_tmp: Path) -> None:
 def test_dicts_from_json_are_validated_the_same_way(fake_models: None, in_tmp: Path) -> None:
     good = study_to_dict(load_study(_write(in_tmp, BASE)))
     for path, value, expected in [
-        (("train", "epochs"), 0, "<spec>: train.epochs: must be an integer >= 1, got 0"),
+        (("train", "epochs"), 0, "<spec>: train.epochs: must be an integer in [1, 100000], got 0"),
         (("objectives", 1, "direction"), "up", "<spec>: objectives[1].direction: must be one of 'maximize', "
                                                 "'minimize', got 'up'"),
         (("fixed", "attention"), "focl", "<spec>: fixed.attention: unknown attention 'focl', allowed: focal, "
