@@ -98,6 +98,7 @@ def _dry_run(study, trials: Optional[int]) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from ablate.models.memory import format_bytes, machine_memory
     from ablate.run.trial import study_costs
 
     if study.is_grid:
@@ -125,17 +126,32 @@ def _dry_run(study, trials: Optional[int]) -> None:
     where = f"{study.scale} scale, trained at {study.data.image_size} px" + (
         f", paper-scale costs at {study.paper_resolution} px" if study.paper_resolution else "")
     table = Table(title=f"{study.name}: {len(cells)} candidate(s), not trained ({where})")
-    for col in ("#", "params", *columns):
+    limit = machine_memory()
+    for col in ("#", "params", *columns, "memory >="):
         table.add_column(col)
     console = Console()
     for i, cell in enumerate(cells):
         try:
+            memory = _step_memory(study, cell, limit)
             costs = study_costs(study, cell)
-            row = [f"{costs[c]:.4f}" if c == "gflops" else f"{costs[c]:.3f}" for c in columns]
+            row = [f"{costs[c]:.4f}" if c == "gflops" else f"{costs[c]:.3f}" for c in columns] + [memory]
         except AblateError as err:
-            row = [f"infeasible: {err}"] + [""] * (len(columns) - 1)
+            row = [f"infeasible: {err}"] + [""] * len(columns)
         table.add_row(str(i), ", ".join(f"{k}={v}" for k, v in cell.items()), *row)
     console.print(table)
+    console.print(f"memory >=: a lower bound of one training step at the trial's batch size (weights, AdamW state, "
+                  f"activations); this machine's largest memory: {format_bytes(limit[0])} ({limit[1]}).")
+
+
+def _step_memory(study, cell, limit: tuple[int, str]) -> str:
+    """The lower bound of one training step of ``cell``, flagged when it exceeds ``limit``."""
+    from ablate.models.memory import check_memory, estimate_memory, format_bytes
+    from ablate.run.trial import candidate_arch
+
+    arch = candidate_arch(study, cell)
+    check_memory(arch, limit=limit)  # one image must fit, as validate checks
+    need = estimate_memory(arch).train_bytes(study.train_for(cell).batch_size)
+    return format_bytes(need) + (" (more than this machine)" if need > limit[0] else "")
 
 
 def _dry_run_power(study, storage: Optional[str]) -> None:

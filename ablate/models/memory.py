@@ -24,7 +24,7 @@ from typing import Any
 from ablate.errors import ConfigError, Infeasible
 from ablate.models.arch import Architecture
 
-__all__ = ["DoesNotFit", "MemoryEstimate", "estimate_memory", "machine_memory", "check_memory", "format_bytes"]
+__all__ = ["DoesNotFit", "MemoryEstimate", "estimate_memory", "machine_memory", "device_memory", "check_memory", "format_bytes"]
 
 _FLOAT = 4  # bytes of a float32 value
 #: Bytes per parameter while training with AdamW: weight, gradient, two moments.
@@ -119,6 +119,21 @@ def machine_memory() -> tuple[int, str]:
             if total > best[0]:
                 best = (total, f"GPU {i}")
     return best
+
+
+def device_memory(device: str) -> tuple[int, str]:
+    """The memory of the device a trial trains on (``cpu``, ``cuda``, ``cuda:1``), and its name."""
+    override = os.environ.get("ABLATE_MEMORY_LIMIT")
+    if override:
+        return _parse_size(override), "ABLATE_MEMORY_LIMIT"
+    if device.startswith("cuda"):
+        import torch
+
+        index = int(device.partition(":")[2] or torch.cuda.current_device())
+        return int(torch.cuda.get_device_properties(index).total_memory), f"GPU {index}"
+    import psutil
+
+    return int(psutil.virtual_memory().total), "RAM"
 
 
 def _parse_size(text: str) -> int:

@@ -100,12 +100,16 @@ def run_trial(study: Study, params: Mapping[str, Any], report: Callable[[dict], 
     :class:`~ablate.errors.DataError` of one line naming the folder or file.
     """
     from ablate.data import load_classification
+    from ablate.models.memory import check_memory, device_memory
     from ablate.train import TrainConfig, recipe_transforms, train_classifier
 
     candidate = candidate if candidate is not None else Candidate.of(study, params)
     if study.task == "detect":
         return _run_detect_trial(study, candidate, report, device=device, repeat=repeat)
     train = study.train_for(params, repeat=repeat)
+    # Before anything is allocated: a batch that cannot fit this device fails the trial with
+    # the figures, instead of swapping the machine to a halt or dying by the OOM killer.
+    check_memory(candidate.arch, batch=train.batch_size, limit=device_memory(device))
     cfg = TrainConfig(epochs=train.epochs, batch_size=train.batch_size, lr=train.effective_lr,
                       weight_decay=train.weight_decay, warmup_epochs=train.warmup_epochs,
                       label_smoothing=train.label_smoothing, seed=train.seed, amp=train.amp, device=device,

@@ -21,7 +21,7 @@ from ablate.study.space import (
     dotted,
     thaw,
 )
-from ablate.study.schema import RECIPE_NAMES, TRAIN_KEYS, _RESERVED
+from ablate.study.schema import MAX_BATCH, MAX_CLIP, MAX_DECAY, MAX_LR, RECIPE_NAMES, TRAIN_KEYS, _RESERVED
 # The reader's parts stay importable from here (sections, space_file, load and tests use them).
 from ablate.yaml_read import _index_lines, _Loader  # noqa: F401
 from ablate.yaml_read import read_yaml as _read_yaml  # noqa: F401
@@ -151,13 +151,13 @@ def _check_not_reserved(doc: _Doc, path: tuple, key: str) -> None:
 def _check_train_value(doc: _Doc, path: tuple, key: str, value: Any) -> Any:
     """A training key set in fixed/grid/params obeys the same rules as in ``train``."""
     if key == "lr":
-        return _float(doc, path, value, 0, open_low=True)
+        return _float(doc, path, value, 0, MAX_LR, open_low=True)
     if key == "weight_decay":
-        return _float(doc, path, value, 0)
+        return _float(doc, path, value, 0, MAX_DECAY)
     if key == "label_smoothing":
         return _float(doc, path, value, 0, 1, open_high=True)
     if key == "batch_size":
-        return _int(doc, path, value, 1)
+        return _int(doc, path, value, 1, MAX_BATCH)
     if key == "warmup_epochs":
         return _int(doc, path, value, 0)
     if key == "recipe":
@@ -167,7 +167,7 @@ def _check_train_value(doc: _Doc, path: tuple, key: str, value: Any) -> Any:
     if key in ("random_erasing", "mixup", "cutmix"):
         return _float(doc, path, value, 0, 1)
     if key == "clip_grad":
-        return _float(doc, path, value, 0)
+        return _float(doc, path, value, 0, MAX_CLIP)
     if key == "ema_decay":
         return _float(doc, path, value, 0, 1, open_high=True)
     raise AssertionError(key)  # pragma: no cover - keys come from TRAIN_KEYS

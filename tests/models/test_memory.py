@@ -97,3 +97,20 @@ def test_builder_keys_are_bounded(keys: dict, message: str) -> None:
     with pytest.raises(ConfigError) as info:
         resolve_architecture(keys)
     assert message in str(info.value)
+
+
+def test_a_trial_whose_batch_cannot_fit_its_device_fails_before_building(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The worker checks the full batch against the device it trains on (here: 64 KiB)."""
+    from ablate.run.trial import run_trial
+    from ablate.study import study_from_dict
+
+    study = study_from_dict({"name": "m", "grid": {"window_size": [2]}, "objectives": ["top1"],
+                             "fixed": {"attention": "softmax", "embed_dim": 16, "depths": [1, 1],
+                                       "num_heads": 1},
+                             "data": {"image_size": 16}, "train": {"epochs": 1, "batch_size": 32}})
+    built = []
+    monkeypatch.setattr("ablate.run.trial.build_model", lambda arch: built.append(arch))
+    monkeypatch.setenv("ABLATE_MEMORY_LIMIT", "64K")
+    with pytest.raises(DoesNotFit, match="on 32 images at 16x16.*64.0 KiB of this machine.s ABLATE_MEMORY_LIMIT"):
+        run_trial(study, {"window_size": 2}, lambda m: None)
+    assert built == []
