@@ -24,7 +24,7 @@ import optuna
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
-from ablate.errors import AblateError, ConfigError
+from ablate.errors import AblateError, ConfigError, DataError
 from ablate.metrics import COSTS, CURVE_KEYS
 from ablate.models import check_architecture
 from ablate.models.memory import check_memory
@@ -179,6 +179,8 @@ class StudySearcher:
         """The configuration key of ``params``; for keys the builder rejects, that of the raw keys."""
         try:
             return self._resolve(params).key
+        except DataError:  # the data, not this configuration: stop, never mark it infeasible
+            raise
         except AblateError:
             return config_key(self.study, params)
 
@@ -240,6 +242,8 @@ class StudySearcher:
             key, params, repeat = self.queue.pop(0)
             try:
                 candidate = self._candidates.get(key) or self._resolve(params)
+            except DataError:  # the data, not this configuration: stop, never mark it infeasible
+                raise
             except AblateError as err:  # a cell the builder rejects fails once, with the reason
                 self._record_infeasible(key, params, err)
                 continue
@@ -280,6 +284,8 @@ class StudySearcher:
                 check_memory(candidate.arch)
                 if candidate.paper is not None:
                     check_memory(candidate.paper, train=False)
+            except DataError:  # the data, not this configuration: stop, never mark it infeasible
+                raise
             except AblateError as err:
                 key = candidate.key if candidate is not None else config_key(self.study, params)
                 candidate, reason = None, err

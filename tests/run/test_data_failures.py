@@ -113,6 +113,28 @@ def test_a_folder_broken_before_the_run_is_refused_before_anything_is_written(tm
     assert not (tmp_path / "runs").exists()
 
 
+def test_data_gone_before_the_driver_reads_it_stops_the_run_and_marks_nothing_infeasible(tmp_path, ray_local):
+    """Between validate and the driver's first look: a data problem, not a configuration's, so the
+    run stops in one line and a later run (with the data back) trains every cell."""
+    from ablate.errors import DataError
+
+    study = check_study(_project(tmp_path, grid=(2, 4)))
+    shutil.move(tmp_path / "images", tmp_path / "moved")
+    with pytest.raises(DataError):
+        run_study(study, progress=False)
+    assert not [t for t in _trials_or_none(study) if t.state != TrialState.FAIL or "infeasible" in str(t.user_attrs)]
+    shutil.move(tmp_path / "moved", tmp_path / "images")
+    summary = run_study(study, progress=False)
+    assert summary.states == {"COMPLETE": 2}
+
+
+def _trials_or_none(study) -> list[optuna.trial.FrozenTrial]:
+    try:
+        return _trials(study)
+    except KeyError:  # the study was never created
+        return []
+
+
 def test_a_driver_error_leaves_no_running_trial(tmp_path, ray_local, monkeypatch):
     from ablate.run.searcher import StudySearcher
 
