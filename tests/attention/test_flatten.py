@@ -327,7 +327,6 @@ def test_windows_reject_prefix_tokens() -> None:
 INFEASIBLE = [
     (16, 3, None, {}, "num_heads must divide dim"),
     (16, 2, None, {"focusing_factor": 0.5}, "focusing_factor must be >= 1"),
-    (16, 2, None, {"focusing_factor": float("inf")}, "focusing_factor must be >= 1"),
     (16, 2, None, {"kernel_size": 4}, "kernel_size must be odd"),
     (16, 2, None, {"kernel_size": 0}, "kernel_size must be odd"),
     (16, 2, None, {"sr_ratio": 0}, "sr_ratio must be >= 1"),
@@ -349,6 +348,14 @@ def test_infeasible(dim: int, heads: int, hw: tuple[int, int] | None, opts: dict
         check_mixer("flatten", dim, heads, hw, **opts)
     with pytest.raises(Infeasible, match=match):
         create_mixer("flatten", dim, heads, input_resolution=hw, **opts)
+
+
+def test_non_finite_options_are_refused_as_values() -> None:
+    """Infinity is no setting at all (a ConfigError, like any value out of bounds), not a combination."""
+    from ablate.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="focusing_factor must be a finite number"):
+        check_mixer("flatten", 16, 2, None, focusing_factor=float("inf"))
 
 
 def test_feasible_edge_cases() -> None:
