@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from enum import Enum
 from pathlib import Path
 from typing import Optional
@@ -129,7 +130,8 @@ def _dry_run(study, trials: Optional[int]) -> None:
     limit = machine_memory()
     for col in ("#", "params", *columns, "memory >="):
         table.add_column(col)
-    console = Console()
+    # Not a terminal (a pipe, a log): rich would wrap at 80 columns, breaking headers mid-word.
+    console = Console(width=None if sys.stdout.isatty() else 200)
     for i, cell in enumerate(cells):
         try:
             memory = _step_memory(study, cell, limit)

@@ -136,6 +136,11 @@ def _check_storage(url: str, error: Callable[[str], ConfigError]) -> None:
     if parsed.get_backend_name() == "sqlite" and (parsed.host or parsed.port):
         raise error(f"a SQLite URL has no host, got {shown!r}, "
                     f"allowed: sqlite:///relative/path.db or sqlite:////absolute/path.db")
+    if parsed.get_backend_name() == "sqlite" and parsed.database in (None, "", ":memory:"):
+        raise error(f"an in-memory SQLite database keeps nothing after the run and no other process can "
+                    f"read it, got {shown!r}, allowed: sqlite:///relative/path.db or sqlite:////absolute/path.db")
+    if parsed.port is not None and not 0 < parsed.port < 65536:
+        raise error(f"port {parsed.port} is not a TCP port, got {shown!r}, allowed: 1 to 65535")
     path = sqlite_path(real)
     if path is None:
         return
