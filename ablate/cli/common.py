@@ -89,15 +89,41 @@ def main() -> None:
     from ablate.errors import environment_problem_in
 
     try:
-        app()
+        code = app(standalone_mode=False, prog_name="ablate")  # click's own errors come back here, not as a boxed page
+        if isinstance(code, int):  # --help, --version, typer.Exit
+            sys.exit(code)
+    except typer.Abort:  # Ctrl-C outside a run's own handling
+        typer.echo("error: interrupted", err=True)
+        sys.exit(130)
     except AblateError as err:
         if os.environ.get("ABLATE_DEBUG"):
             raise
         typer.echo(f"error: {err}", err=True)
         sys.exit(2)
     except Exception as err:
+        if _is_usage_error(err):
+            _usage_line(err)
         problem = environment_problem_in(err)
         if problem is None or os.environ.get("ABLATE_DEBUG"):
             raise
         typer.echo(f"error: {problem}", err=True)
         sys.exit(2)
+
+
+def _is_usage_error(err: BaseException) -> bool:
+    """A flag or argument the command does not take. Typer ships its own copy of click, whose
+    usage errors are not public names: a usage error is what carries click's exit code 2 and
+    a formatted message."""
+    return getattr(err, "exit_code", None) == 2 and hasattr(err, "format_message")
+
+
+def _usage_line(err: Any) -> None:
+    """One ``error:`` line naming the command, or (bare ``ablate``) the help, as click would."""
+    if type(err).__name__ == "NoArgsIsHelpError":
+        err.show()
+        sys.exit(2)
+    ctx = getattr(err, "ctx", None)
+    where = ctx.command_path if ctx is not None else "ablate"
+    message = " ".join(err.format_message().split())
+    typer.echo(f"error: {where}: {message} (see '{where} --help')", err=True)
+    sys.exit(2)

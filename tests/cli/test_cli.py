@@ -184,3 +184,18 @@ def test_readers_never_change_a_database_not_even_its_journal_mode(tmp_path, cap
     assert (tmp_path / "plain.db").read_bytes() == before
     with sqlite3.connect(tmp_path / "plain.db") as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["show", "x.db", "--format", "nope"], "error: ablate show: Invalid value for '--format'"),
+    (["nosuch"], "error: ablate: No such command 'nosuch'."),
+    (["run", "study.yaml", "--trials", "-3"], "error: ablate run: Invalid value for '--trials'"),
+])
+def test_usage_errors_are_one_line_and_exit_2(tmp_path, args, expected):
+    """A flag the command does not take is bad input like any other: one line, not click's boxed page."""
+    proc = subprocess.run([sys.executable, "-m", "ablate", *args], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(expected) and "--help'" in lines[0], proc.stderr
+    assert list(tmp_path.iterdir()) == []
