@@ -263,7 +263,7 @@ def test_a_full_sqlite_database_is_one_line_naming_the_file(tmp_path, capsys, mo
         for i in range(200):
             study.set_user_attr(f"k{i}", "x" * 4000)
 
-    monkeypatch.setattr(common, "app", command)
+    monkeypatch.setattr(common, "app", lambda **_: command())
     code, _, err = run_cli(capsys)
     line = _one_error_line(code, err)
     assert line == (f"error: {db}: database or disk is full, free space on its disk, or give --storage a "
@@ -306,7 +306,7 @@ def test_the_net_names_sqlite_and_socket_errors(tmp_path, capsys, monkeypatch, m
     from ablate.cli import common
 
     monkeypatch.delenv("TMPDIR", raising=False)
-    monkeypatch.setattr(common, "app", lambda: make(tmp_path))
+    monkeypatch.setattr(common, "app", lambda **_: make(tmp_path))
     assert _one_error_line(*run_cli(capsys)[::2]) == expected.format(tmp=tmp_path)
 
 
@@ -316,7 +316,7 @@ def test_other_os_errors_stay_bugs_with_a_traceback(capsys, monkeypatch):
     def command() -> None:
         raise OSError(errno.EIO, "Input/output error")
 
-    monkeypatch.setattr(common, "app", command)
+    monkeypatch.setattr(common, "app", lambda **_: command())
     with pytest.raises(OSError, match="Input/output error"):
         run_cli(capsys)
 
@@ -422,7 +422,7 @@ def test_ultralytics_settings_refuse_a_cache_folder_that_is_not_usable(tmp_path,
         monkeypatch.setenv("ABLATE_HOME", str(tmp_path / "ro" / "cache"))
         needle = f"error: ABLATE_HOME={tmp_path / 'ro' / 'cache'}: Read-only file system, "
     before = _tree(tmp_path)
-    monkeypatch.setattr(common, "app", ultralytics_offline)
+    monkeypatch.setattr(common, "app", lambda **_: ultralytics_offline())
     line = _one_error_line(*run_cli(capsys)[::2])
     assert line.startswith(needle) and "ABLATE_HOME" in line, line
     assert _tree(tmp_path) == before
@@ -443,7 +443,7 @@ def test_a_cache_folder_of_another_user_is_one_line(tmp_path, capsys, monkeypatc
     (tmp_path / f"ablate-{fake}" / "data").mkdir(parents=True)
     os.chmod(tmp_path / f"ablate-{fake}", 0o700)
     before = _tree(tmp_path)
-    monkeypatch.setattr(common, "app", lambda: default_detection_data(n_train=2, n_val=1))
+    monkeypatch.setattr(common, "app", lambda **_: default_detection_data(n_train=2, n_val=1))
     line = _one_error_line(*run_cli(capsys)[::2])
     assert f"{tmp_path / f'ablate-{fake}'}: ablate's cache folder is owned by" in line and "remove it" in line
     assert _tree(tmp_path) == before
