@@ -102,11 +102,13 @@ def make_config(families: str | Sequence[str] | None = None, resolutions: str | 
         names = [BASELINE, *(n for n in names if n != BASELINE)]
 
     sides = _parse_resolutions(resolutions)
-    for name, value, low in (("--dim", dim, 1), ("--heads", heads, 1), ("--batch", batch, 1),
-                             ("--repeats", repeats, 1), ("--warmup", warmup, 0),
-                             *((("--threads", threads, 1),) if threads is not None else ())):
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise ConfigError(f"{name} must be an integer >= {low}, got {value!r}")
+    # Upper bounds: far above any paper's stage (dim 96 to 1024), low enough that a typo does not
+    # ask the allocator for terabytes.
+    for name, value, low, high in (("--dim", dim, 1, 8192), ("--heads", heads, 1, 4096), ("--batch", batch, 1, 65536),
+                                   ("--repeats", repeats, 1, 10000), ("--warmup", warmup, 0, 1000),
+                                   *((("--threads", threads, 1, 1024),) if threads is not None else ())):
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise ConfigError(f"{name} must be an integer in [{low}, {high}], got {value!r}")
     if dim % heads:
         raise ConfigError(f"--heads must divide --dim, got --dim {dim} and --heads {heads}")
     if device not in ("cpu", "cuda"):
@@ -124,8 +126,8 @@ def _parse_resolutions(value: str | Sequence[int]) -> tuple[int, ...]:
     for item in items:
         if isinstance(item, str) and item.strip().isdigit():
             item = int(item)
-        if isinstance(item, bool) or not isinstance(item, int) or item < 1:
-            raise ConfigError(f"--resolutions must be positive integers separated by commas (e.g. 14,28,56), "
+        if isinstance(item, bool) or not isinstance(item, int) or not 1 <= item <= 1024:
+            raise ConfigError(f"--resolutions must be integers from 1 to 1024 separated by commas (e.g. 14,28,56), "
                               f"got {item!r} in {value!r}")
         sides.append(item)
     return tuple(sorted(set(sides)))

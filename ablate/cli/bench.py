@@ -28,14 +28,14 @@ def bench_attention(
                                                                     "SDPA baseline is always measured."),
     resolutions: str = typer.Option("14,28,56", "--resolutions", help="Token grid sides r (an r×r map), "
                                                                       "comma-separated."),
-    dim: int = typer.Option(64, "--dim", help="Channels."),
-    heads: int = typer.Option(2, "--heads", help="Attention heads (must divide --dim)."),
+    dim: int = typer.Option(64, "--dim", min=1, max=8192, help="Channels."),
+    heads: int = typer.Option(2, "--heads", min=1, max=4096, help="Attention heads (must divide --dim)."),
     device: BenchDevice = typer.Option(BenchDevice.cpu, "--device", help="Where to measure."),
     fmt: ProfileFormat = typer.Option(ProfileFormat.table, "--format", help="Output format."),
-    repeats: int = typer.Option(10, "--repeats", help="Timed passes; the median is reported."),
-    warmup: int = typer.Option(3, "--warmup", help="Untimed passes before the timed ones."),
-    batch: int = typer.Option(1, "--batch", help="Images per pass."),
-    threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads (default: torch's, usually "
+    repeats: int = typer.Option(10, "--repeats", min=1, max=10000, help="Timed passes; the median is reported."),
+    warmup: int = typer.Option(3, "--warmup", min=0, max=1000, help="Untimed passes before the timed ones."),
+    batch: int = typer.Option(1, "--batch", min=1, max=65536, help="Images per pass."),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, max=1024, help="CPU threads (default: torch's, usually "
                                                                   "one per core)."),
 ) -> None:
     """Time, peak memory and FLOPs of each attention family vs global softmax, per token grid."""

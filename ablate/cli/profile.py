@@ -63,6 +63,7 @@ def _yolo_size(resolution: Optional[int], default: int) -> int:
 def _profile_rows(target: str, resolution: Optional[int]) -> list[dict]:
     from ablate.measure import profile as measure
     from ablate.models import build_model, preset_arch, resolve_architecture
+    from ablate.models.memory import check_memory, memory_guard
 
     if target.endswith((".yaml", ".yml")):
         from ablate.run.candidate import Candidate, data_classes
@@ -83,7 +84,9 @@ def _profile_rows(target: str, resolution: Optional[int]) -> list[dict]:
                 continue
             size = resolution or arch.img_size
             sized = arch if size == arch.img_size else resolve_architecture({**arch.to_dict(), "img_size": size})
-            rows.append({"name": label, "resolution": size, **measure(build_model(sized), size)})
+            check_memory(sized, train=False)  # before anything is allocated
+            with memory_guard(f"{label} at {size}x{size}"):
+                rows.append({"name": label, "resolution": size, **measure(build_model(sized), size)})
         return rows
     from ablate.models import preset_task
 
@@ -93,5 +96,7 @@ def _profile_rows(target: str, resolution: Optional[int]) -> list[dict]:
         size = _yolo_size(resolution, 640)
         return [{"name": target, "resolution": size, **profile_yolo({"preset": target}, size)}]
     size = resolution or int(preset_arch(target).get("img_size", 224))
-    model = build_model(resolve_architecture({"preset": target, "img_size": size}))
-    return [{"name": target, "resolution": size, **measure(model, size)}]
+    arch = resolve_architecture({"preset": target, "img_size": size})
+    check_memory(arch, train=False)  # before anything is allocated
+    with memory_guard(f"{target} at {size}x{size}"):
+        return [{"name": target, "resolution": size, **measure(build_model(arch), size)}]

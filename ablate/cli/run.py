@@ -99,7 +99,7 @@ def _dry_run(study, trials: Optional[int]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from ablate.models.memory import format_bytes, machine_memory
+    from ablate.models.memory import format_bytes, machine_memory, memory_guard
     from ablate.run.trial import study_costs
 
     if study.is_grid:
@@ -135,7 +135,8 @@ def _dry_run(study, trials: Optional[int]) -> None:
     for i, cell in enumerate(cells):
         try:
             memory = _step_memory(study, cell, limit)
-            costs = study_costs(study, cell)
+            with memory_guard(f"candidate {i}"):
+                costs = study_costs(study, cell)
             row = [f"{costs[c]:.4f}" if c == "gflops" else f"{costs[c]:.3f}" for c in columns] + [memory]
         except AblateError as err:
             row = [f"infeasible: {err}"] + [""] * len(columns)

@@ -15,16 +15,17 @@ one), found without initialising CUDA when torch has not done so.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from ablate.errors import ConfigError, Infeasible
 from ablate.models.arch import Architecture
 
-__all__ = ["DoesNotFit", "MemoryEstimate", "estimate_memory", "machine_memory", "device_memory", "check_memory", "format_bytes"]
+__all__ = ["DoesNotFit", "MemoryEstimate", "estimate_memory", "machine_memory", "device_memory", "memory_guard", "check_memory", "format_bytes"]
 
 _FLOAT = 4  # bytes of a float32 value
 #: Bytes per parameter while training with AdamW: weight, gradient, two moments.
@@ -180,3 +181,42 @@ def check_memory(arch: Architecture, *, batch: int = 1, train: bool = True,
             f"per image), more than the {format_bytes(total)} of this machine's {what}; allowed: a smaller "
             f"image_size, width or depth{', or batch_size' if train and batch > 1 else ''}")
     return est
+
+
+@contextlib.contextmanager
+def memory_guard(what: str) -> Iterator[None]:
+    """Turn running out of RAM inside the block into :class:`DoesNotFit` naming ``what``.
+
+    The estimate counts from below, so a model it passes can still need more than the
+    machine has; without a limit the kernel's OOM killer ends the process with no word.
+    Here the process's data limit (``RLIMIT_DATA``: private writable memory, which is what
+    PyTorch's CPU allocator takes) is lowered to what it holds plus the RAM available, so an
+    allocation beyond that fails and PyTorch raises instead. Used around measuring in the
+    command-line process (``profile``, ``run --dry-run``), never in trials.
+    """
+    try:
+        import resource
+
+        import psutil
+    except ImportError:  # pragma: no cover - not POSIX
+        yield
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_DATA)
+    held = psutil.Process().memory_info().data
+    limit = held + int(psutil.virtual_memory().available)
+    if hard != resource.RLIM_INFINITY:
+        limit = min(limit, hard)
+    lowered = soft == resource.RLIM_INFINITY or limit < soft
+    if lowered:
+        resource.setrlimit(resource.RLIMIT_DATA, (limit, hard))
+    try:
+        yield
+    except (MemoryError, RuntimeError) as err:
+        if isinstance(err, RuntimeError) and "can't allocate memory" not in str(err) \
+                and "not enough memory" not in str(err):
+            raise
+        raise DoesNotFit(f"{what}: ran out of this machine's memory ({format_bytes(limit - held)} of RAM "
+                         f"was available), allowed: a smaller image size, width or depth") from None
+    finally:
+        if lowered:
+            resource.setrlimit(resource.RLIMIT_DATA, (soft, hard))

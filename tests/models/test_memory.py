@@ -114,3 +114,22 @@ def test_a_trial_whose_batch_cannot_fit_its_device_fails_before_building(monkeyp
     with pytest.raises(DoesNotFit, match="on 32 images at 16x16.*64.0 KiB of this machine.s ABLATE_MEMORY_LIMIT"):
         run_trial(study, {"window_size": 2}, lambda m: None)
     assert built == []
+
+
+def test_the_guard_turns_running_out_of_ram_into_one_line() -> None:
+    """A model the lower bound passes can still need more than the machine has: inside the guard
+    an allocation beyond the available RAM raises DoesNotFit instead of waking the OOM killer."""
+    import resource
+
+    import psutil
+
+    from ablate.models.memory import memory_guard
+
+    before = resource.getrlimit(resource.RLIMIT_DATA)
+    too_much = int(psutil.virtual_memory().available) + 2 ** 30
+    with pytest.raises(DoesNotFit, match="^focal_tiny at 8192x8192: ran out of this machine's memory"):
+        with memory_guard("focal_tiny at 8192x8192"):
+            torch.empty(too_much, dtype=torch.uint8)
+    assert resource.getrlimit(resource.RLIMIT_DATA) == before
+    with memory_guard("small"):
+        assert torch.ones(1024).sum() == 1024
