@@ -232,10 +232,12 @@ def test_infeasible_default_takes_the_nearest_feasible_setting_or_reports_the_re
 BAD = [
     ("unknown family", ["--families", "softmx"], ["--families", "'softmx'", "did you mean 'softmax'"]),
     ("resolution not an int", ["--resolutions", "14,x"], ["--resolutions", "'x'"]),
-    ("resolution zero", ["--resolutions", "0"], ["--resolutions", "positive"]),
+    ("resolution zero", ["--resolutions", "0"], ["--resolutions", "from 1 to 1024"]),
+    ("resolution huge", ["--resolutions", "14,100000"], ["--resolutions", "from 1 to 1024", "100000"]),
+    ("dim huge", ["--dim", "100000000"], ["--dim", "8192"]),
     ("heads not dividing dim", ["--dim", "10", "--heads", "3"], ["--heads must divide --dim", "10", "3"]),
-    ("no repeats", ["--repeats", "0"], ["--repeats", ">= 1"]),
-    ("no threads", ["--threads", "0"], ["--threads", ">= 1"]),
+    ("no repeats", ["--repeats", "0"], ["--repeats", "greater than or equal to 1"]),
+    ("no threads", ["--threads", "0"], ["--threads", "greater than or equal to 1"]),
     ("cuda without cuda", ["--device", "cuda"], ["--device cuda", "no CUDA device"]),
 ]
 
