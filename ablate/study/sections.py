@@ -368,7 +368,10 @@ def _storage(doc: _Doc, raw: Any) -> str:
     from ablate.errors import StorageError
     from ablate.storage import display_url, storage_variables
 
-    url = _str(doc, ("storage",), raw)
+    if not isinstance(raw, str):  # never quoted back: a URL typed as a list may hold a password
+        raise doc.error(("storage",), f"must be a string (an SQLAlchemy URL), got {type(raw).__name__}, "
+                                      f"allowed: e.g. sqlite:///runs/x.db, postgresql://host/db")
+    url = raw
     try:
         storage_variables(url)
     except StorageError as err:

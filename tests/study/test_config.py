@@ -285,6 +285,9 @@ BAD = [
                                   "with a letter or digit and have at most 100 characters, got 't t'"),
     ("storage: sqlite:///runs/t.db\n", "storage: sqlite:///runs/t.db\nsampler: []\n",
      "study.yaml:14: sampler: must be a mapping with keys name, seed, population_size, got list []"),
+    ("storage: sqlite:///runs/t.db\n", "storage: [postgresql://me:hunter2canary@db/x]\n",  # never quoted back
+     "study.yaml:13: storage: must be a string (an SQLAlchemy URL), got list, allowed: e.g. sqlite:///runs/x.db, "
+     "postgresql://host/db"),
     ("storage: sqlite:///runs/t.db\n", "storage: sqlite:///runs/t.db\nresources: 0\n",
      "study.yaml:14: resources: must be a mapping with keys cpu, gpu, got 0"),
     ("name: t\n", "name: ..\n", "study.yaml:1: name: names files and folders, so it must use only letters, digits, "
