@@ -83,7 +83,7 @@ def _vit_estimate(r: Mapping[str, Any]) -> MemoryEstimate:
         params += d * (2 * c * c + 2 * c * hidden)
         if i:
             params += dims[i - 1] * c  # the downsampling layer maps C_{i-1} to C_i channels
-        tokens = max(h, 0) * max(w, 0) + (1 if r.get("class_token") else 0)
+        tokens = max(h, 0) * max(w, 0) + (1 if r.get("class_token") and i == len(depths) - 1 else 0)  # joins last
         # Kept for the backward pass in each block: its input (for the norm), the mixer's
         # output and the MLP's hidden layer (for the activation's gradient).
         per_image += d * tokens * (2 * c + hidden) * _FLOAT

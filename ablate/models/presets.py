@@ -21,6 +21,9 @@ Sources, read from the official repositories (no code copied):
   ``models/biformer.py`` and ``models/biformer_stl.py`` (the Swin-Tiny-layout model of
   the paper's ablations), attention from ``ops/bra_legacy.py`` and ``models/_common.py``;
   printed figures from the README's ImageNet-1K table.
+* PVT-T: https://github.com/whai362/PVT ``classification/pvt.py`` (``pvt_tiny``);
+  FLatten-PVT-T/S: https://github.com/LeapLabTHU/FLatten-Transformer
+  ``models/flatten_pvt.py`` and ``cfgs/flatten_pvt_{t,s}.yaml`` over ``config.py``.
 
 The presets: ``focal_{tiny,small,base}``, ``swin_tiny``, ``pvt_tiny``, ``deit_tiny``,
 ``flatten_swin_{tiny,small,base}``, ``flatten_pvt_{tiny,small}``, ``flatten_deit_tiny``,
@@ -113,7 +116,12 @@ def _focal(embed_dim: int, depths: list[int], num_heads: int, drop_path_rate: fl
 
 
 def _pvt(depths: list[int]) -> dict[str, Any]:
-    """PVT v1's skeleton (``classification/pvt.py``; FLatten's ``flatten_pvt.py`` keeps it)."""
+    """PVT v1's skeleton (``classification/pvt.py``; FLatten's ``flatten_pvt.py`` keeps it).
+
+    Conv patch embedding (stride 4, then 2x2 stride-2 convs) each with LayerNorm (eps
+    1e-5), a learned position table per stage, pre-norm blocks with LayerNorm eps 1e-6.
+    The heads differ (see the presets): PVT v1 has a class token, FLatten-PVT mean-pools.
+    """
     return dict(
         img_size=224, in_chans=3, num_classes=1000, patch_size=4,
         dims=[64, 128, 320, 512], depths=depths, num_heads=[1, 2, 5, 8], mlp_ratio=[8.0, 8.0, 4.0, 4.0],
@@ -160,7 +168,11 @@ def _swin_tiny() -> dict[str, Any]:
 
 @_register
 def _pvt_tiny() -> dict[str, Any]:
-    return dict(_pvt([2, 2, 2, 2]), attention="softmax", sr_ratio=[8, 4, 2, 1], rel_pos_bias=False)
+    """PVT-T (``pvt_tiny``): spatial reduction 8/4/2/1; a class token joins stage 4 (its
+    position table has 1 + 7x7 rows), the final LayerNorm (eps 1e-6) normalises every
+    token and the head reads the class token (``forward_features``: ``norm(x)[:, 0]``)."""
+    return dict(_pvt([2, 2, 2, 2]), attention="softmax", sr_ratio=[8, 4, 2, 1], rel_pos_bias=False,
+                class_token=True)
 
 
 @_register
@@ -201,15 +213,25 @@ def _flatten_swin_base() -> dict[str, Any]:
     return _flatten_swin(128, [2, 2, 18, 2], 4, 0.5)
 
 
+def _flatten_pvt(depths: list[int]) -> dict[str, Any]:
+    """FLatten-PVT: ``LLLL`` with ``PVT_LA_SR_RATIOS: 1111`` (no spatial reduction), focusing
+    factor 3, kernel 5. Its ``forward_features`` drops PVT's class token and comments out the
+    final norm: the head reads the mean of the last stage's raw tokens (``final_norm: none``).
+    The official model still holds that unused ``LayerNorm(512)``: its parameter count
+    (12,150,504 for T) includes 1,024 weights that never touch the output; ours does not.
+    """
+    return dict(_pvt(depths), attention="flatten", sr_ratio=1, focusing_factor=3.0, kernel_size=5,
+                final_norm="none")
+
+
 @_register
 def _flatten_pvt_tiny() -> dict[str, Any]:
-    """FLatten-PVT-T: ``LLLL`` with ``PVT_LA_SR_RATIOS: 1111`` (no spatial reduction)."""
-    return dict(_pvt([2, 2, 2, 2]), attention="flatten", sr_ratio=1, focusing_factor=3.0, kernel_size=5)
+    return _flatten_pvt([2, 2, 2, 2])
 
 
 @_register
 def _flatten_pvt_small() -> dict[str, Any]:
-    return dict(_pvt([3, 4, 6, 3]), attention="flatten", sr_ratio=1, focusing_factor=3.0, kernel_size=5)
+    return _flatten_pvt([3, 4, 6, 3])
 
 
 @_register

@@ -6,7 +6,10 @@ https://github.com/microsoft/Swin-Transformer ``models/swin_transformer.py``):
 
     image -> patch embedding (conv, stride ``patch_size``, LayerNorm)
           -> stage 1 blocks -> downsample -> stage 2 blocks -> ... -> stage n blocks
-          -> LayerNorm -> global average pool -> Linear head
+          -> LayerNorm (``final_norm``; none: FLatten-PVT) -> average pool -> Linear head
+
+``class_token``: a token joins the *last* stage (after its downsampling, before its position
+table; DeiT's order with one stage, PVT v1's with four) and the head reads it, not the mean.
 
 Every block is pre-norm: ``x + drop_path(mixer(norm1(x), hw))`` then
 ``x + drop_path(mlp(norm2(x)))``. The mixer is any registered attention family
@@ -307,7 +310,7 @@ def resize_pos_embed(table: torch.Tensor, prefix: int, src: tuple[int, int], dst
 
 
 class Stage(nn.Module):
-    """Optional downsampling, an optional learned position table (PVT, DeiT), then ``depth`` blocks."""
+    """Optional downsampling, prefix tokens (a class token), a learned position table (PVT, DeiT), ``depth`` blocks."""
 
     def __init__(self, downsample: nn.Module | None, blocks: list[Block], *,
                  pos_embed: tuple[int, int] | None = None, dim: int = 0, prefix: int = 0) -> None:
@@ -321,9 +324,12 @@ class Stage(nn.Module):
             nn.init.trunc_normal_(self.pos_embed, std=0.02)
 
     def forward(self, x: torch.Tensor, hw: tuple[int, int],
-                state: dict[str, Any] | None = None) -> tuple[torch.Tensor, tuple[int, int]]:
+                state: dict[str, Any] | None = None,
+                prefix: torch.Tensor | None = None) -> tuple[torch.Tensor, tuple[int, int]]:
         if self.downsample is not None:
             x, hw = self.downsample(x, hw)  # B, N', C'
+        if prefix is not None:
+            x = torch.cat([prefix.expand(x.shape[0], -1, -1), x], dim=1)  # B, P+N, C
         if self.pos_hw is not None:
             x = x + resize_pos_embed(self.pos_embed, self.prefix, self.pos_hw, hw)  # B, P+N, C
         for block in self.blocks:
@@ -347,8 +353,7 @@ class HierarchicalViT(nn.Module):
     """Hierarchical ViT following timm's backbone contract.
 
     Build it with :func:`build` (which checks the arch first) or directly from a
-    resolved arch dict. With one stage and ``class_token`` it is an isotropic
-    DeiT-style ViT.
+    resolved arch dict. One stage with ``class_token``: an isotropic DeiT-style ViT.
 
     Attributes:
         arch: the resolved arch dict the model was built from.
@@ -376,8 +381,8 @@ class HierarchicalViT(nn.Module):
         else:
             self.patch_embed = PatchEmbed(r["in_chans"], dims[0], r["patch_size"], overlap=r["use_conv_embed"],
                                           norm=r["patch_norm"], batch_norm=r["stem"] == "patch_bn")
-        self.cls_token = nn.Parameter(torch.zeros(1, 1, dims[0])) if self.prefix else None
-        if self.cls_token is not None:
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, dims[-1])) if self.prefix else None
+        if self.cls_token is not None:  # joins the last stage (PVT v1; DeiT's only stage)
             nn.init.trunc_normal_(self.cls_token, std=0.02)
         self.pos_drop = nn.Dropout(r["drop_rate"])
         total = sum(depths)
@@ -408,12 +413,13 @@ class HierarchicalViT(nn.Module):
                 blocks.append(Block(dims[i], mixer, ratios[i], r["drop_rate"], rates[first + j],
                                     norm_eps=r["norm_eps"], pos_conv=r["pos_conv"]))
             pos = maps[i] if r["pos_embed"] == "absolute" else None
-            stages.append(Stage(downsample, blocks, pos_embed=pos, dim=dims[i], prefix=self.prefix if i == 0 else 0))
+            stages.append(Stage(downsample, blocks, pos_embed=pos, dim=dims[i], prefix=self.prefix * (i == n - 1)))
             self.feature_info.append(dict(num_chs=dims[i], reduction=r["patch_size"] * 2 ** i, module=f"stages.{i}"))
         self.stages = nn.ModuleList(stages)
         self._stateful = any(isinstance(m, TokenMixer) and m.stateful for m in self.modules())
 
         self.norm: nn.Module = (nn.BatchNorm2d(self.num_features) if r["final_norm"] == "batch"
+                                else nn.Identity() if r["final_norm"] == "none"
                                 else nn.LayerNorm(self.num_features, eps=r["norm_eps"]))
         self.head_drop = nn.Dropout(r["drop_rate"])
         self.head = nn.Linear(self.num_features, self.num_classes) if self.num_classes > 0 else nn.Identity()
@@ -451,23 +457,23 @@ class HierarchicalViT(nn.Module):
     def _run(self, x: torch.Tensor) -> Iterator[tuple[torch.Tensor, tuple[int, int]]]:
         """Yield each stage's tokens ``(B, P+N_i, C_i)`` and map size; sets :attr:`aux_loss` at the end."""
         tokens, hw = self.patch_embed(x)  # B, N, C
-        if self.cls_token is not None:
-            tokens = torch.cat([self.cls_token.expand(tokens.shape[0], -1, -1), tokens], dim=1)  # B, 1+N, C
         tokens = self.pos_drop(tokens)
         state: dict[str, Any] | None = {"aux_losses": []} if self._stateful else None
         self.aux_loss = None
         for i, stage in enumerate(self.stages):
-            tokens, hw = stage(tokens, hw, state)  # B, P+N_i, C_i
-            if i == len(self.stages) - 1 and state is not None and state["aux_losses"]:
+            last = i == len(self.stages) - 1
+            tokens, hw = stage(tokens, hw, state, self.cls_token if last else None)  # B, P+N_i, C_i
+            if last and state is not None and state["aux_losses"]:
                 self.aux_loss = torch.stack([loss.float() for loss in state["aux_losses"]]).sum()
             yield tokens, hw
 
     def forward_stages(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Per-stage feature maps ``(B, C_i, H_i, W_i)`` (before the final norm; class token dropped), for necks."""
         outs = []
-        for tokens, hw in self._run(x):
+        for i, (tokens, hw) in enumerate(self._run(x)):
             b, _, c = tokens.shape
-            outs.append(tokens[:, self.prefix:].transpose(1, 2).reshape(b, c, hw[0], hw[1]))  # B, C_i, H_i, W_i
+            tokens = tokens[:, self.prefix:] if i == len(self.stages) - 1 else tokens  # the class token dropped
+            outs.append(tokens.transpose(1, 2).reshape(b, c, hw[0], hw[1]))  # B, C_i, H_i, W_i
         return outs
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:

@@ -59,7 +59,7 @@ ARCH_DEFAULTS: dict[str, Any] = {
 _DOWNSAMPLE = ("conv", "merge", "conv_bn", "bn_conv")
 _STEMS = ("patch", "convs", "patch_bn")
 _POS_EMBED = ("none", "absolute")
-_FINAL_NORM = ("layer", "batch")
+_FINAL_NORM = ("layer", "batch", "none")  # none: FLatten-PVT's forward skips its norm
 
 
 def _jsonable(value: Any) -> Any:
@@ -269,9 +269,7 @@ def resolve_arch(arch: Mapping[str, Any]) -> dict[str, Any]:
     out["pos_conv"] = _as_int("pos_conv", raw["pos_conv"], 0, LIMITS["pos_conv"])
     if out["pos_conv"] and out["pos_conv"] % 2 == 0:
         raise ConfigError(f"pos_conv is the odd kernel of a depthwise conv (0 = off), got pos_conv={out['pos_conv']}")
-    out["class_token"] = _as_bool("class_token", raw["class_token"])
-    if out["class_token"] and n != 1:
-        raise ConfigError(f"class_token needs a single-stage (isotropic, DeiT-like) model, got {n} stages")
+    out["class_token"] = _as_bool("class_token", raw["class_token"])  # joins the last stage (DeiT, PVT v1)
     if out["class_token"] and out["pos_conv"]:
         raise ConfigError("class_token and pos_conv cannot be combined: the conv position embedding needs a pure map")
     out["norm_eps"] = _as_float("norm_eps", raw["norm_eps"], 0.0, LIMITS["norm_eps"], open_low=True)
@@ -460,11 +458,13 @@ def check_arch(arch: Mapping[str, Any] | Architecture) -> None:
             raise Infeasible(f"num_heads must divide the stage's channels, got dims[{i}]={dim} and "
                              f"num_heads[{i}]={heads} (head dim {dim / heads:g})")
     stages = [_stage_options(r, i) for i in range(n)]
-    if r["class_token"]:
-        family, opts = stages[0]
-        if not get_attention(family).prefix_tokens or opts.get("window_size") is not None:
-            raise Infeasible(f"class_token needs global attention that accepts prefix tokens; attention "
-                             f"{family!r} with window_size={opts.get('window_size')!r} does not")
+    if r["class_token"]:  # the token joins the last stage: its attention must be global and take it
+        family, opts = stages[-1]
+        reduced = family == "softmax" and opts.get("sr_ratio", 1) > 1  # softmax's reduction refuses prefixes
+        if not get_attention(family).prefix_tokens or opts.get("window_size") is not None or reduced:
+            raise Infeasible(f"class_token joins the last stage, whose attention must be global and accept prefix "
+                             f"tokens; attention {family!r} with window_size={opts.get('window_size')!r}"
+                             + (f", sr_ratio={opts['sr_ratio']}" if reduced else "") + " does not")
     windows: dict[int, list[int]] = {}
     for i, (_, opts) in enumerate(stages):
         w = opts.get("window_size")

@@ -142,8 +142,12 @@ def test_class_token_with_a_table_gives_prefix_rows_no_bias() -> None:
 
 
 @pytest.mark.parametrize(("arch", "error", "pattern"), [
-    (dict(DEIT, dims=[24, 48], depths=[1, 1], num_heads=[3, 6]), ConfigError, "single-stage"),
-    (dict(DEIT, window_size=2), Infeasible, "class_token needs global attention"),
+    (dict(DEIT, window_size=2), Infeasible, "class_token joins the last stage"),
+    # A class token joins the last stage only: a windowed last stage refuses it, a windowed first one does not.
+    (dict(DEIT, dims=[24, 48], depths=[1, 1], num_heads=[3, 6], window_size=[None, 2]), Infeasible,
+     r"class_token joins the last stage.*window_size=2"),
+    (dict(PVT, class_token=True, sr_ratio=[4, 2, 1, 2]), Infeasible, r"class_token joins.*sr_ratio=2"),
+    (dict(PVT, final_norm="nothing"), ConfigError, r"final_norm must be one of 'layer', 'batch', 'none'"),
     (dict(DEIT, pos_conv=3), ConfigError, "cannot be combined"),
     (dict(DEIT, final_norm="batch"), ConfigError, "cannot be combined with class_token"),
     (dict(BIFORMER, patch_size=8), ConfigError, "patch_size must be 4"),

@@ -109,7 +109,7 @@ def _normalised(names: set[str]) -> set[str]:
                     "stages.N.blocks.N.attn.relative_position_bias_table_to_windows.N"}, None),
     ("flatten_swin_tiny", {"stages.N.blocks.N.attn.relative_position_bias_table"}, 8),  # softmax stages 3-4: 6 + 2
     ("flatten_deit_tiny", {"cls_token", "stages.N.pos_embed"}, 2),
-    ("pvt_tiny", {"stages.N.pos_embed"}, 4),
+    ("pvt_tiny", {"cls_token", "stages.N.pos_embed"}, 5),  # PVT v1: a class token joins stage 4
     ("flatten_pvt_tiny", {"stages.N.pos_embed"}, 4),
     ("biformer_tiny", set(), 0),
 ])
