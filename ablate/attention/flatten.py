@@ -28,7 +28,12 @@ Two layouts, as in the official models:
 
 ``forward`` takes the cheap order; ``forward_reference`` builds each (window's) explicit
 attention matrix ``A_ij = phi(q_i).phi(k_j) / (sum_j phi(q_i).phi(k_j) + n * 1e-6)``,
-which is the same function as the official normaliser, epsilon included.
+which is the same function as the official normaliser, epsilon included. The fast path
+also swaps three pieces for cheaper equal ones (each tested against its plain form, values
+and gradients): ``focus_fast`` (hand-written backward, see ``_FocusFunction``), the DWC run
+once on all heads with the shared kernel tiled (``_dwc_fast``, channels-last, no per-head
+copies), and the DWC added in the pass that merges the heads; ``1/n`` moves from k and v
+onto the normaliser. ``forward_reference`` keeps the plain pieces.
 
 Deliberate deviations, each to honour the ``forward(x, hw)`` contract or the builders:
 
@@ -73,9 +78,10 @@ from ablate.attention._registry import MixerOptions, TokenMixer, register_attent
 from ablate.attention.softmax import check_rate, effective_window, pad_to_windows, window_partition, window_reverse
 from ablate.errors import Infeasible
 
-__all__ = ["FlattenAttention", "FlattenOptions", "focus"]
+__all__ = ["FlattenAttention", "FlattenOptions", "focus", "focus_fast"]
 
 EPS = 1e-6  # official: added after the ReLU kernel and to the normaliser
+_TINY = 2.0 ** -60  # squares (~7.5e-37) stay normal in float32
 
 
 def focus(x: torch.Tensor, scale: torch.Tensor, power: float) -> torch.Tensor:
@@ -98,6 +104,62 @@ def focus(x: torch.Tensor, scale: torch.Tensor, power: float) -> torch.Tensor:
     # is the same function; it keeps x^p in (0, 1], where float32 x^32 would overflow.
     x = (x / x.amax(dim=-1, keepdim=True)) ** power
     return x / x.norm(dim=-1, keepdim=True) * norm  # ..., C
+
+
+class _FocusFunction(torch.autograd.Function):
+    """:func:`focus` with a hand-written backward: the fast path's kernel.
+
+    Autograd through :func:`focus` keeps about seven ``(..., C)`` intermediates alive per
+    call and replays as many elementwise kernels backwards. With ``u = (ReLU(t) + eps) /
+    softplus(s)`` and ``y = f_p(u)``, ``S = g . y`` and ``||y|| = ||u||``, the gradient is::
+
+        du = p * (y / u) * (g - y * S / ||u||^2) + u * S / ||u||^2
+
+    (the max-division and ``||u^p||`` drop out: ``f_p`` is scale-free in ``u^p``), then
+    ``dt = du / softplus(s) * [t > 0]`` and ``ds = -sum(du * u) * sigmoid(s) / softplus(s)``.
+    Only ``u``, ``y``, ``||u||`` and the ReLU mask are saved. The forward runs the same
+    operations as :func:`focus`, in place; the one change (entries below ``_TINY`` lifted
+    inside ``||u^p||`` only) cannot change that norm's float value while ``C < 1e28``.
+    """
+
+    @staticmethod
+    def forward(ctx, t: torch.Tensor, scale: torch.Tensor, power: float) -> torch.Tensor:  # type: ignore[override]
+        soft = F.softplus(scale)  # 1, 1, C
+        u = F.relu(t).add_(EPS).div_(soft)  # ..., C
+        norm = u.norm(dim=-1, keepdim=True)  # ..., 1
+        y = (u / u.amax(dim=-1, keepdim=True)).pow_(power)  # ..., C, largest entry exactly 1
+        # ||y|| >= 1, so entries below _TINY cannot move its float sum; lifting them inside the
+        # norm only keeps their squares out of the subnormal range, which runs ~20x slower
+        # on CPUs (ReLU'd channels sit at (eps/max)^p ~ 1e-19 for p = 3, squared 1e-38)
+        y = y.div_(y.clamp_min(_TINY).norm(dim=-1, keepdim=True)).mul_(norm)  # ..., C
+        ctx.power = power
+        ctx.save_for_backward(t > 0, u, y, norm, scale, soft)
+        return y
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, g: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None, None]:  # type: ignore[override]
+        mask, u, y, norm, scale, soft = ctx.saved_tensors
+        a = (g * y).sum(dim=-1, keepdim=True) / norm.square()  # ..., 1: S / ||u||^2
+        du = (g - y * a).mul_(y).div_(u).mul_(ctx.power).add_(u * a)  # ..., C
+        grad_t = grad_s = None
+        if ctx.needs_input_grad[1]:
+            dims = tuple(range(du.dim() - 1))
+            grad_s = -(du * u).sum(dim=dims).view_as(scale) * torch.sigmoid(scale) / soft  # 1, 1, C
+        if ctx.needs_input_grad[0]:
+            grad_t = du.div_(soft).mul_(mask)  # ..., C
+        return grad_t, grad_s, None
+
+
+def focus_fast(x: torch.Tensor, scale: torch.Tensor, power: float) -> torch.Tensor:
+    """:func:`focus` with a fused backward (same values, same gradients to rounding).
+
+    Used by :meth:`FlattenAttention.forward`; ``forward_reference`` keeps :func:`focus`
+    with plain autograd. It is first-order only (no double backward).
+    """
+    if x.dim() < 3 or x.dtype != scale.dtype or scale.dim() != 3 or scale.shape[:2] != (1, 1) or x.shape[-1] != scale.shape[-1]:
+        return focus(x, scale, power)  # shapes whose broadcast the in-place forward does not cover
+    return _FocusFunction.apply(x, scale, power)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -223,7 +285,8 @@ class FlattenAttention(TokenMixer):
         table = F.interpolate(table, size=grid, mode="bilinear", align_corners=False)  # 1, C, gh, gw
         return table.flatten(2).transpose(1, 2)  # 1, gh*gw, C
 
-    def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, reference: bool) -> torch.Tensor:
+    def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, reference: bool,
+                residual: torch.Tensor | None = None) -> torch.Tensor:
         """Linear attention with the official normaliser, per head.
 
         Args:
@@ -231,6 +294,8 @@ class FlattenAttention(TokenMixer):
             k: ``(B', Nk, C)`` focused keys.
             v: ``(B', Nk, C)`` values.
             reference: build the explicit ``(Nq, Nk)`` attention matrix instead.
+            residual: optional ``(B', Nq, C)`` term (the fast DWC), added in the same pass
+                that merges the heads, which saves one ``(B', Nq, C)`` pass.
 
         Returns:
             ``(B', Nq, C)``.
@@ -246,16 +311,21 @@ class FlattenAttention(TokenMixer):
             attn = attn / (attn.sum(dim=-1, keepdim=True) + nk * EPS)
             out = attn @ v  # B', nH, Nq, hd
         else:
-            z = 1.0 / (q @ k.mean(dim=-2, keepdim=True).transpose(-2, -1) + EPS)  # B', nH, Nq, 1
-            kv = (k.transpose(-2, -1) * nk ** -0.5) @ (v * nk ** -0.5)  # B', nH, hd, hd
-            out = q @ kv * z  # B', nH, Nq, hd
+            # official: q ((k/sqrt n)^T (v/sqrt n)) / (q . mean(k) + eps); the 1/n moves onto
+            # the (B', nH, Nq, 1) normaliser instead of two scaled copies of k and v
+            z = 1.0 / ((q @ k.mean(dim=-2).unsqueeze(-1)) + EPS) / nk  # B', nH, Nq, 1
+            out = (q @ (k.transpose(-2, -1) @ v)) * z  # B', nH, Nq, hd
+        if residual is not None:  # residual first: the sum takes its (B', Nq, nH, hd) memory order
+            return torch.add(residual.view(b, nq, nh, hd), out.transpose(1, 2)).reshape(b, nq, c)
         return out.transpose(1, 2).reshape(b, nq, c)
 
-    def _kernel(self, x: torch.Tensor) -> torch.Tensor:
+    def _kernel(self, x: torch.Tensor, *, reference: bool) -> torch.Tensor:
         """The feature map of queries and keys: focused, or plain ReLU (``focusing=False``)."""
         if self.scale is None:
             return F.relu(x) + EPS  # ..., C
-        return focus(x, self.scale, self.opts.focusing_factor)
+        if reference:
+            return focus(x, self.scale, self.opts.focusing_factor)
+        return focus_fast(x, self.scale, self.opts.focusing_factor)
 
     def _dwc(self, v: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
         """The shared depthwise conv over each head's values: ``(B', gh*gw, C)`` -> same (zeros without one)."""
@@ -267,6 +337,24 @@ class FlattenAttention(TokenMixer):
         fmap = fmap.reshape(b * nh, hd, grid[0], grid[1])  # B'*nH, hd, gh, gw
         out = self.dwc(fmap).reshape(b, nh * hd, n)  # B', C, gh*gw  (channel = head * hd + d)
         return out.transpose(1, 2)  # B', gh*gw, C
+
+    def _dwc_fast(self, v: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor | None:
+        """Fast :meth:`_dwc` (None without one): the same conv, run on all heads at once.
+
+        The shared ``hd``-channel kernel, tiled ``nH`` times, is a ``C``-channel depthwise
+        kernel whose channel ``head * hd + d`` is kernel ``d``; the same products, summed in
+        the same order. It reads the ``(B', gh*gw, C)`` tokens as a channels-last map and
+        writes one, so no per-head copy goes in and none comes out.
+        """
+        if self.dwc is None:
+            return None
+        b, n, c = v.shape
+        nh = self.num_heads
+        weight = self.dwc.weight.repeat(nh, 1, 1, 1)  # C, 1, k, k
+        bias = self.dwc.bias.repeat(nh) if self.dwc.bias is not None else None  # C
+        fmap = v.reshape(b, grid[0], grid[1], c).permute(0, 3, 1, 2)  # B', C, gh, gw (channels-last view)
+        out = F.conv2d(fmap, weight, bias, padding=self.dwc.padding, groups=c)  # B', C, gh, gw
+        return out.permute(0, 2, 3, 1).reshape(b, n, c)  # B', gh*gw, C
 
     # ------------------------------------------------------------------ forward
 
@@ -309,13 +397,20 @@ class FlattenAttention(TokenMixer):
             grid, kv_in = (h, w), x
         k, v = self.kv(kv_in).chunk(2, dim=-1)  # each B, P+n', C
         if self.pos_hw is not None:
-            k = torch.cat([k[:, :p], k[:, p:] + self._positions(grid)], dim=1)  # B, P+n', C
-        out = self._attend(self._kernel(q), self._kernel(k), v, reference=reference)  # B, N, C
+            if p:
+                k = torch.cat([k[:, :p], k[:, p:] + self._positions(grid)], dim=1)  # B, P+n', C
+            else:
+                k = k + self._positions(grid)  # B, n', C
+        q, k = self._kernel(q, reference=reference), self._kernel(k, reference=reference)
 
         v_map = v[:, p:]  # B, n', C
         if sr > 1:  # official: linear interpolation over the flattened row-major sequence
             v_map = F.interpolate(v_map.transpose(1, 2), size=h * w, mode="linear").transpose(1, 2)  # B, H*W, C
-        out = torch.cat([out[:, :p], out[:, p:] + self._dwc(v_map, (h, w))], dim=1)  # B, N, C
+        if reference or p:
+            out = self._attend(q, k, v, reference=reference)  # B, N, C
+            out = torch.cat([out[:, :p], out[:, p:] + self._dwc(v_map, (h, w))], dim=1)  # B, N, C
+        else:
+            out = self._attend(q, k, v, reference=False, residual=self._dwc_fast(v_map, (h, w)))  # B, N, C
         return self.proj_drop(self.proj(out))
 
     def _windowed(self, x: torch.Tensor, hw: tuple[int, int], ws: int, *, reference: bool) -> torch.Tensor:
@@ -333,8 +428,11 @@ class FlattenAttention(TokenMixer):
         k, v = self.kv(windows).chunk(2, dim=-1)  # each B*nW, L, C
         if self.pos_hw is not None:
             k = k + self.positional_encoding  # table of one window: 1, L, C
-        out = self._attend(self._kernel(q), self._kernel(k), v, reference=reference)  # B*nW, L, C
-        out = out + self._dwc(v, (ws, ws))  # B*nW, L, C
+        q, k = self._kernel(q, reference=reference), self._kernel(k, reference=reference)
+        if reference:
+            out = self._attend(q, k, v, reference=True) + self._dwc(v, (ws, ws))  # B*nW, L, C
+        else:
+            out = self._attend(q, k, v, reference=False, residual=self._dwc_fast(v, (ws, ws)))  # B*nW, L, C
         out = self.proj_drop(self.proj(out)).view(b, nw, L, c)  # B, nW, L, C
         out = window_reverse(out, ws, (hp, wp))  # B, Hp, Wp, C
         if shift:
