@@ -117,9 +117,10 @@ class _FocusFunction(torch.autograd.Function):
 
     (the max-division and ``||u^p||`` drop out: ``f_p`` is scale-free in ``u^p``), then
     ``dt = du / softplus(s) * [t > 0]`` and ``ds = -sum(du * u) * sigmoid(s) / softplus(s)``.
-    Only ``u``, ``y``, ``||u||`` and the ReLU mask are saved. The forward runs the same
-    operations as :func:`focus`, in place; the one change (entries below ``_TINY`` lifted
-    inside ``||u^p||`` only) cannot change that norm's float value while ``C < 1e28``.
+    Only ``u``, ``y``, ``||u||`` and the ReLU mask are saved. The forward runs the
+    operations of :func:`focus` in place, with ``||u|| / ||u^p||`` applied as one factor
+    (equal to rounding) and entries below ``_TINY`` lifted inside ``||u^p||`` only, where
+    they cannot change that norm's float value (its largest term is 1) while ``C < 1e28``.
     """
 
     @staticmethod
@@ -131,7 +132,7 @@ class _FocusFunction(torch.autograd.Function):
         # ||y|| >= 1, so entries below _TINY cannot move its float sum; lifting them inside the
         # norm only keeps their squares out of the subnormal range, which runs ~20x slower
         # on CPUs (ReLU'd channels sit at (eps/max)^p ~ 1e-19 for p = 3, squared 1e-38)
-        y = y.div_(y.clamp_min(_TINY).norm(dim=-1, keepdim=True)).mul_(norm)  # ..., C
+        y = y.mul_(norm / y.clamp_min(_TINY).norm(dim=-1, keepdim=True))  # ..., C
         ctx.power = power
         ctx.save_for_backward(t > 0, u, y, norm, scale, soft)
         return y
@@ -140,14 +141,16 @@ class _FocusFunction(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, g: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None, None]:  # type: ignore[override]
         mask, u, y, norm, scale, soft = ctx.saved_tensors
+        p = ctx.power
         a = (g * y).sum(dim=-1, keepdim=True) / norm.square()  # ..., 1: S / ||u||^2
-        du = (g - y * a).mul_(y).div_(u).mul_(ctx.power).add_(u * a)  # ..., C
+        # d = du / p = (y / u) (g - y a) + u a / p, in fused passes; p rides on the (1, 1, C) factors
+        d = torch.addcmul(g, y, a, value=-1).mul_(y).div_(u).addcmul_(u, a / p)  # ..., C
         grad_t = grad_s = None
         if ctx.needs_input_grad[1]:
-            dims = tuple(range(du.dim() - 1))
-            grad_s = -(du * u).sum(dim=dims).view_as(scale) * torch.sigmoid(scale) / soft  # 1, 1, C
+            dims = tuple(range(d.dim() - 1))
+            grad_s = (d * u).sum(dim=dims).view_as(scale) * (-p * torch.sigmoid(scale) / soft)  # 1, 1, C
         if ctx.needs_input_grad[0]:
-            grad_t = du.div_(soft).mul_(mask)  # ..., C
+            grad_t = d.mul_(p / soft).mul_(mask)  # ..., C
         return grad_t, grad_s, None
 
 
@@ -319,6 +322,13 @@ class FlattenAttention(TokenMixer):
             return torch.add(residual.view(b, nq, nh, hd), out.transpose(1, 2)).reshape(b, nq, c)
         return out.transpose(1, 2).reshape(b, nq, c)
 
+    def _qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``q(x)`` and ``kv(x)`` as one ``(C, 3C)`` GEMM (fast path): the same rows, one pass."""
+        weight = torch.cat([self.q.weight, self.kv.weight])  # 3C, C
+        bias = torch.cat([self.q.bias, self.kv.bias]) if self.q.bias is not None else None  # 3C
+        q, k, v = F.linear(x, weight, bias).chunk(3, dim=-1)  # each ..., C
+        return q, k, v
+
     def _kernel(self, x: torch.Tensor, *, reference: bool) -> torch.Tensor:
         """The feature map of queries and keys: focused, or plain ReLU (``focusing=False``)."""
         if self.scale is None:
@@ -385,17 +395,21 @@ class FlattenAttention(TokenMixer):
         h, w = hw
         p = n - h * w  # prefix tokens, first
         sr = self.sr_ratio
-        q = self.q(x)  # B, N, C
-        if sr > 1:
+        if sr == 1 and not reference:  # one GEMM, as the official Swin variant's qkv
+            grid = (h, w)
+            q, k, v = self._qkv(x)  # each B, N, C
+        elif sr > 1:
+            q = self.q(x)  # B, N, C
             if min(hw) < sr:
                 raise Infeasible(f"sr_ratio must not exceed the map, got sr_ratio={sr} for {hw=}")
             fmap = x[:, p:].transpose(1, 2).reshape(b, c, h, w)  # B, C, H, W
             reduced = self.sr(fmap)  # B, C, H//sr, W//sr
             grid = (reduced.shape[2], reduced.shape[3])
             kv_in = self.norm(torch.cat([x[:, :p], reduced.flatten(2).transpose(1, 2)], dim=1))  # B, P+n', C
+            k, v = self.kv(kv_in).chunk(2, dim=-1)  # each B, P+n', C
         else:
-            grid, kv_in = (h, w), x
-        k, v = self.kv(kv_in).chunk(2, dim=-1)  # each B, P+n', C
+            grid, q = (h, w), self.q(x)  # B, N, C
+            k, v = self.kv(x).chunk(2, dim=-1)  # each B, N, C
         if self.pos_hw is not None:
             if p:
                 k = torch.cat([k[:, :p], k[:, p:] + self._positions(grid)], dim=1)  # B, P+n', C
@@ -424,8 +438,11 @@ class FlattenAttention(TokenMixer):
         windows = window_partition(xm, ws)  # B, nW, L, C
         nw, L = windows.shape[1:3]
         windows = windows.reshape(b * nw, L, c)  # B*nW, L, C
-        q = self.q(windows)  # B*nW, L, C
-        k, v = self.kv(windows).chunk(2, dim=-1)  # each B*nW, L, C
+        if reference:
+            q = self.q(windows)  # B*nW, L, C
+            k, v = self.kv(windows).chunk(2, dim=-1)  # each B*nW, L, C
+        else:
+            q, k, v = self._qkv(windows)  # each B*nW, L, C
         if self.pos_hw is not None:
             k = k + self.positional_encoding  # table of one window: 1, L, C
         q, k = self._kernel(q, reference=reference), self._kernel(k, reference=reference)
