@@ -315,9 +315,11 @@ class FlattenAttention(TokenMixer):
             out = attn @ v  # B', nH, Nq, hd
         else:
             # official: q ((k/sqrt n)^T (v/sqrt n)) / (q . mean(k) + eps); the 1/n moves onto
-            # the (B', nH, Nq, 1) normaliser instead of two scaled copies of k and v
-            z = 1.0 / ((q @ k.mean(dim=-2).unsqueeze(-1)) + EPS) / nk  # B', nH, Nq, 1
-            out = (q @ (k.transpose(-2, -1) @ v)) * z  # B', nH, Nq, hd
+            # the (B', nH, Nq, 1) normaliser instead of two scaled copies of k and v, and
+            # q meets [k^T v | mean(k)] in one product (the same dot products, one copy of q)
+            kvm = torch.cat([k.transpose(-2, -1) @ v, k.mean(dim=-2).unsqueeze(-1)], dim=-1)  # B', nH, hd, hd+1
+            r = q @ kvm  # B', nH, Nq, hd+1
+            out = r[..., :hd] * (1.0 / (r[..., hd:] + EPS) / nk)  # B', nH, Nq, hd
         if residual is not None:  # residual first: the sum takes its (B', Nq, nH, hd) memory order
             return torch.add(residual.view(b, nq, nh, hd), out.transpose(1, 2)).reshape(b, nq, c)
         return out.transpose(1, 2).reshape(b, nq, c)
