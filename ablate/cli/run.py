@@ -148,12 +148,11 @@ def _dry_run(study, trials: Optional[int]) -> None:
 
 def _step_memory(study, cell, limit: tuple[int, str]) -> str:
     """The lower bound of one training step of ``cell``, flagged when it exceeds ``limit``."""
-    from ablate.models.memory import check_memory, estimate_memory, format_bytes
+    from ablate.models.memory import check_memory, format_bytes
     from ablate.run.trial import candidate_arch
 
-    arch = candidate_arch(study, cell)
-    check_memory(arch, limit=limit)  # one image must fit, as validate checks
-    need = estimate_memory(arch).train_bytes(study.train_for(cell).batch_size)
+    estimate = check_memory(candidate_arch(study, cell), limit=limit)  # one image must fit, as validate checks
+    need = estimate.train_bytes(study.train_for(cell).batch_size)
     return format_bytes(need) + (" (more than this machine)" if need > limit[0] else "")
 
 

@@ -106,9 +106,9 @@ def machine_memory() -> tuple[int, str]:
     ``ABLATE_MEMORY_LIMIT`` (bytes, or with a K/M/G/T suffix) replaces it, for a driver
     that validates on a small machine what runs on a bigger one.
     """
-    override = os.environ.get("ABLATE_MEMORY_LIMIT")
-    if override:
-        return _parse_size(override), "ABLATE_MEMORY_LIMIT"
+    override = _override()
+    if override is not None:
+        return override
     import psutil
 
     best = (int(psutil.virtual_memory().total), "RAM")
@@ -124,9 +124,9 @@ def machine_memory() -> tuple[int, str]:
 
 def device_memory(device: str) -> tuple[int, str]:
     """The memory of the device a trial trains on (``cpu``, ``cuda``, ``cuda:1``), and its name."""
-    override = os.environ.get("ABLATE_MEMORY_LIMIT")
-    if override:
-        return _parse_size(override), "ABLATE_MEMORY_LIMIT"
+    override = _override()
+    if override is not None:
+        return override
     if device.startswith("cuda"):
         import torch
 
@@ -135,6 +135,12 @@ def device_memory(device: str) -> tuple[int, str]:
     import psutil
 
     return int(psutil.virtual_memory().total), "RAM"
+
+
+def _override() -> tuple[int, str] | None:
+    """``ABLATE_MEMORY_LIMIT``, the one way to set the limit by hand, or None."""
+    text = os.environ.get("ABLATE_MEMORY_LIMIT")
+    return (_parse_size(text), "ABLATE_MEMORY_LIMIT") if text else None
 
 
 def _parse_size(text: str) -> int:

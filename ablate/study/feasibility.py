@@ -50,6 +50,8 @@ def _strip_key(message: str, key: str) -> str:
 
 def _check_against_models(study: Study, doc: _Doc, space_doc: _Doc) -> None:
     """Every fixed/grid/param key must be one the builder knows; every grid cell must build."""
+    from ablate.models.memory import DoesNotFit  # imports torch, as the builders do
+
     resolve_arch, check_arch = arch_api(study.task)
     # (key, value, where, path) in the order the candidate is assembled; `attention` first,
     # because which family options exist depends on it.
@@ -130,7 +132,7 @@ def _check_against_models(study: Study, doc: _Doc, space_doc: _Doc) -> None:
                 # is the fixed value's fault, whatever the cell).
                 proxied = study.proxy.arch if study.scaled and i == 0 and study.proxy is not None else {}
                 at = (lambda k: ("grid", row, k)) if study.grid_rows is not None else (lambda k: ("grid", k))
-                path = _size_key(study, doc, i) if type(err).__name__ == "DoesNotFit" else None
+                path = _size_key(study, doc, i) if isinstance(err, DoesNotFit) else None
                 path = path or next((at(k) for k in keys if k in reason and k in cell), None) or next(
                     (("proxy", k) for k in proxied if k in reason), None) or next(
                     (("fixed", k) for k in study.fixed if k in reason), None) or (
