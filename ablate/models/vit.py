@@ -51,7 +51,8 @@ Deliberate deviations from the official code:
   ``init_weights()``, which the builder calls afterwards.
 
 What a model is built from is an :class:`~ablate.models.arch.Architecture` (or an arch
-dict, resolved by :mod:`ablate.models.vit_arch`); :func:`build` checks it and constructs.
+dict, resolved by :mod:`ablate.models.vit_arch`); :func:`build` checks it and constructs. The
+stems, downsampling layers, stochastic depth and MLP live in :mod:`ablate.models.vit_layers`.
 """
 
 from __future__ import annotations
@@ -66,12 +67,21 @@ from ablate.attention import BlockContext, TokenMixer, create_mixer
 from ablate.models.arch import Architecture
 from ablate.models.vit_arch import (
     _block_options,
-    _embed_geometry,
     _maps,
     _resolved,
     _stage_options,
     check_arch,
     resolve_arch,
+)
+from ablate.models.vit_layers import (
+    BNConvDownsample,
+    ConvBNDownsample,
+    ConvDownsample,
+    ConvStem,
+    DropPath,
+    Mlp,
+    PatchEmbed,
+    PatchMerging,
 )
 
 __all__ = ["HierarchicalViT", "build", "create_preset", "focal_base", "focal_small", "focal_tiny", "init_weights",
@@ -129,142 +139,6 @@ def swin_tiny(**kwargs: Any) -> nn.Module:
     return create_preset("swin_tiny", **kwargs)
 
 
-class DropPath(nn.Module):
-    """Stochastic depth: zero a sample's residual branch with probability ``p`` (training only)."""
-
-    def __init__(self, p: float = 0.0) -> None:
-        super().__init__()
-        self.p = p
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.p == 0.0 or not self.training:
-            return x
-        keep = 1.0 - self.p
-        mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)  # B, 1, ...
-        return x * mask / keep
-
-    def extra_repr(self) -> str:
-        return f"p={self.p:.3f}"
-
-
-class PatchEmbed(nn.Module):
-    """Conv patch embedding + LayerNorm; the stem and Focal's / PVT's downsampling between stages.
-
-    With ``batch_norm`` the norm is a ``BatchNorm2d`` over the conv's map instead
-    (BiFormer-STL's stem).
-    """
-
-    def __init__(self, in_chans: int, dim: int, stride: int, *, overlap: bool = False, norm: bool = True,
-                 batch_norm: bool = False) -> None:
-        super().__init__()
-        kernel, padding = _embed_geometry(stride, overlap)
-        self.proj = nn.Conv2d(in_chans, dim, kernel_size=kernel, stride=stride, padding=padding)
-        self.batch_norm = batch_norm
-        self.norm: nn.Module = nn.BatchNorm2d(dim) if batch_norm else nn.LayerNorm(dim) if norm else nn.Identity()
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
-        """``(B, C_in, H, W)`` -> tokens ``(B, H'*W', C)`` and ``(H', W')``."""
-        x = self.proj(x)  # B, C, H', W'
-        hw = (x.shape[2], x.shape[3])
-        if self.batch_norm:
-            return self.norm(x).flatten(2).transpose(1, 2), hw  # B, H'*W', C
-        return self.norm(x.flatten(2).transpose(1, 2)), hw  # B, H'*W', C
-
-
-class ConvStem(nn.Module):
-    """BiFormer's stem: two overlapping 3x3 stride-2 convs with BatchNorm and a GELU between."""
-
-    def __init__(self, in_chans: int, dim: int) -> None:
-        super().__init__()
-        self.layers = nn.Sequential(
-            nn.Conv2d(in_chans, dim // 2, 3, stride=2, padding=1), nn.BatchNorm2d(dim // 2), nn.GELU(),
-            nn.Conv2d(dim // 2, dim, 3, stride=2, padding=1), nn.BatchNorm2d(dim),
-        )
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
-        """``(B, C_in, H, W)`` -> tokens ``(B, H/4*W/4, C)`` and the map size."""
-        x = self.layers(x)  # B, C, H/4, W/4
-        return x.flatten(2).transpose(1, 2), (x.shape[2], x.shape[3])  # B, N, C
-
-
-class ConvBNDownsample(nn.Module):
-    """BiFormer's downsampling between stages: a 3x3 stride-2 conv and BatchNorm."""
-
-    def __init__(self, dim: int, out_dim: int) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(dim, out_dim, 3, stride=2, padding=1)
-        self.norm = nn.BatchNorm2d(out_dim)
-
-    def forward(self, x: torch.Tensor, hw: tuple[int, int]) -> tuple[torch.Tensor, tuple[int, int]]:
-        """Tokens ``(B, H*W, C)`` -> ``(B, ceil(H/2)*ceil(W/2), C')`` and the new map size."""
-        b, _, c = x.shape
-        x = self.norm(self.conv(x.transpose(1, 2).reshape(b, c, hw[0], hw[1])))  # B, C', H/2, W/2
-        return x.flatten(2).transpose(1, 2), (x.shape[2], x.shape[3])  # B, N', C'
-
-
-class BNConvDownsample(nn.Module):
-    """BiFormer-STL's downsampling between stages: BatchNorm, then a 2x2 stride-2 conv."""
-
-    def __init__(self, dim: int, out_dim: int) -> None:
-        super().__init__()
-        self.norm = nn.BatchNorm2d(dim)
-        self.conv = nn.Conv2d(dim, out_dim, 2, stride=2)
-
-    def forward(self, x: torch.Tensor, hw: tuple[int, int]) -> tuple[torch.Tensor, tuple[int, int]]:
-        """Tokens ``(B, H*W, C)`` -> ``(B, floor(H/2)*floor(W/2), C')`` and the new map size."""
-        b, _, c = x.shape
-        x = self.conv(self.norm(x.transpose(1, 2).reshape(b, c, hw[0], hw[1])))  # B, C', H/2, W/2
-        return x.flatten(2).transpose(1, 2), (x.shape[2], x.shape[3])  # B, N', C'
-
-
-class PatchMerging(nn.Module):
-    """Swin's downsampling: concatenate 2x2 neighbours, LayerNorm(4C), Linear(4C, C')."""
-
-    def __init__(self, dim: int, out_dim: int) -> None:
-        super().__init__()
-        self.norm = nn.LayerNorm(4 * dim)
-        self.reduction = nn.Linear(4 * dim, out_dim, bias=False)
-
-    def forward(self, x: torch.Tensor, hw: tuple[int, int]) -> tuple[torch.Tensor, tuple[int, int]]:
-        """Tokens ``(B, H*W, C)`` of an ``hw`` map -> ``(B, ceil(H/2)*ceil(W/2), C')``."""
-        b, _, c = x.shape
-        h, w = hw
-        x = x.view(b, h, w, c)  # B, H, W, C
-        if h % 2 or w % 2:
-            x = nn.functional.pad(x, (0, 0, 0, w % 2, 0, h % 2))  # B, H+h%2, W+w%2, C
-        x = torch.cat([x[:, 0::2, 0::2], x[:, 1::2, 0::2], x[:, 0::2, 1::2], x[:, 1::2, 1::2]], -1)  # B, H/2, W/2, 4C
-        hw2 = (x.shape[1], x.shape[2])
-        return self.reduction(self.norm(x.flatten(1, 2))), hw2  # B, H/2*W/2, C'
-
-
-class ConvDownsample(nn.Module):
-    """Focal's downsampling between stages: :class:`PatchEmbed` with stride 2 on the token map."""
-
-    def __init__(self, dim: int, out_dim: int, *, overlap: bool = False) -> None:
-        super().__init__()
-        self.embed = PatchEmbed(dim, out_dim, 2, overlap=overlap)
-
-    def forward(self, x: torch.Tensor, hw: tuple[int, int]) -> tuple[torch.Tensor, tuple[int, int]]:
-        """Tokens ``(B, H*W, C)`` -> ``(B, H'*W', C')`` and ``(H', W')``."""
-        b, _, c = x.shape
-        x = x.transpose(1, 2).reshape(b, c, hw[0], hw[1])  # B, C, H, W
-        return self.embed(x)
-
-
-class Mlp(nn.Module):
-    """Linear -> GELU -> Dropout -> Linear -> Dropout."""
-
-    def __init__(self, dim: int, hidden: int, drop: float = 0.0) -> None:
-        super().__init__()
-        self.fc1 = nn.Linear(dim, hidden)
-        self.act = nn.GELU()
-        self.fc2 = nn.Linear(hidden, dim)
-        self.drop = nn.Dropout(drop)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))  # B, N, C
-
-
 class Block(nn.Module):
     """Pre-norm transformer block around any token mixer.
 
@@ -280,7 +154,7 @@ class Block(nn.Module):
         self.attn = mixer
         self.norm2 = nn.LayerNorm(dim, eps=norm_eps)
         self.mlp = Mlp(dim, int(dim * mlp_ratio), drop)
-        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+        self.drop_path = DropPath(drop_path)
 
     def forward(self, x: torch.Tensor, hw: tuple[int, int], state: dict[str, Any] | None = None) -> torch.Tensor:
         """Tokens ``(B, [P+]H*W, C)`` of an ``hw`` map -> same shape; ``state`` feeds stateful mixers."""
@@ -292,8 +166,8 @@ class Block(nn.Module):
             mixed = self.attn(self.norm1(x), hw, state if state is not None else {"aux_losses": []})
         else:
             mixed = self.attn(self.norm1(x), hw)
-        x = x + self.drop_path(mixed)  # B, N, C
-        return x + self.drop_path(self.mlp(self.norm2(x)))  # B, N, C
+        x = self.drop_path.residual(x, mixed)  # B, N, C: x + drop_path(mixed)
+        return self.drop_path.residual(x, self.mlp(self.norm2(x)))  # B, N, C
 
 
 def resize_pos_embed(table: torch.Tensor, prefix: int, src: tuple[int, int], dst: tuple[int, int]) -> torch.Tensor:
