@@ -1,0 +1,132 @@
+"""Fast paths shared by the softmax mixers: a packed-qkv attention kernel and token permutations.
+
+Why these exist (measured on CPU, float32, against the official Swin ``WindowAttention``):
+
+* Autograd through ``qkv[0], qkv[1], qkv[2]`` allocates a zero tensor of the whole qkv size
+  for each of the three selects in the backward pass and adds them up; on small windows
+  that zero-filling cost about as much as the two attention matmuls. :class:`PackedAttention`
+  writes the three gradients into the qkv buffer itself once q, k and v are used up.
+* ``scaled_dot_product_attention`` cannot differentiate a learned additive mask with its
+  fused CPU kernel, so with Swin's relative position bias it takes the math path plus mask
+  checks, slower than an explicit matmul-softmax-matmul.
+* Swin's cyclic shift and window partition are three copies each way (two for ``roll``, one
+  for the partition); both are one permutation of the tokens, so :class:`TokenPermutation`
+  does one gather forward and one gather backward.
+
+Each kernel has a plain autograd reference in ``softmax.py`` (``forward_reference``), and
+tests compare values and gradients.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+__all__ = ["PackedAttention", "TokenPermutation", "packed_attention", "permute_tokens"]
+
+# Logits per chunk of the backward pass (256 KiB in float32): small enough to stay in a
+# core's L2 cache, large enough that the Python loop costs little (measured on CPU).
+_CHUNK_ELEMENTS = 1 << 16
+
+
+class PackedAttention(torch.autograd.Function):
+    """``softmax(q k^T * scale + bias + mask) v`` with q, k, v packed as one ``(G, L, 3C)`` tensor.
+
+    Inputs:
+        qkv: ``(G, L, 3*C)`` the qkv projection's output, ``C = heads * head_dim``; the last
+            dim is laid out ``(3, heads, head_dim)`` as in the official code. Nothing else may
+            hold it: the backward pass writes the gradient into its memory (below).
+        bias: ``(heads, L, L)`` learned additive bias (Swin's relative positions), or None.
+        mask: ``(R, 1, L, L)`` constant additive mask with ``G`` a multiple of ``R`` (windows
+            repeat with period ``R`` along ``G = B * R``), or None; it gets no gradient.
+        heads: number of heads.
+        scale: logit scale.
+
+    Returns:
+        ``(G, L, C)`` the heads' outputs concatenated per token (ready for ``proj``).
+
+    Memory: the backward pass needs q, k and v until the last of their gradients is
+    computed, and no longer; it writes dq, dk and dv over them, so the qkv-sized gradient
+    costs no second qkv-sized buffer (the official module's peak is below the official
+    module's). The price: this graph can be backpropagated once (a second backward with
+    ``retain_graph=True`` stops with PyTorch's "modified by an inplace operation" error);
+    ``forward_reference`` has no such limit.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, qkv: torch.Tensor, bias: torch.Tensor | None,  # type: ignore[override]
+                mask: torch.Tensor | None, heads: int, scale: float) -> torch.Tensor:
+        g, n, c3 = qkv.shape
+        c = c3 // 3
+        q, k, v = qkv.view(g, n, 3, heads, c // heads).permute(2, 0, 3, 1, 4)  # each G, nH, L, hd (views)
+        logits = torch.matmul(q * scale, k.transpose(-2, -1))  # G, nH, L, L
+        if bias is not None or mask is not None:
+            add = bias if mask is None else mask if bias is None else bias + mask  # R|1, nH|1, L, L
+            r = add.shape[0] if add.dim() == 4 else 1
+            logits.view(g // r, r, -1, n, n).add_(add.view(r, -1, n, n))  # in place; repeats over B
+        attn = torch.softmax(logits, dim=-1)  # G, nH, L, L
+        del logits
+        out = torch.matmul(attn, v)  # G, nH, L, hd
+        ctx.save_for_backward(qkv, attn)
+        ctx.heads, ctx.scale = heads, scale
+        return out.transpose(1, 2).reshape(g, n, c)  # G, L, C
+
+    @staticmethod
+    def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
+        qkv, attn = ctx.saved_tensors
+        heads, scale = ctx.heads, ctx.scale
+        g, n, c3 = qkv.shape
+        c = c3 // 3
+        hd = c // heads
+        q, k, v = qkv.view(g, n, 3, heads, hd).permute(2, 0, 3, 1, 4)  # each G, nH, L, hd (views)
+        go = grad_out.view(g, n, heads, hd).transpose(1, 2) if grad_out.is_contiguous() else \
+            grad_out.reshape(g, n, heads, hd).transpose(1, 2)  # G, nH, L, hd (view)
+        grad_bias = torch.zeros_like(attn[0]) if ctx.needs_input_grad[1] else None  # nH, L, L
+        # Chunks of windows: each chunk's L x L temporaries stay small (and in cache), and a
+        # chunk's q, k, v are overwritten by their gradients as soon as they are used up.
+        step = max(1, _CHUNK_ELEMENTS // (heads * n * n))
+        for lo in range(0, g, step):
+            sl = slice(lo, min(lo + step, g))
+            a, qc, kc, vc, goc = attn[sl], q[sl], k[sl], v[sl], go[sl].contiguous()
+            gl = torch.matmul(goc, vc.transpose(-2, -1))  # g', nH, L, L: d attn (v's last use)
+            vc.copy_(torch.matmul(a.transpose(-2, -1), goc))  # dv = attn^T dout, over v
+            # softmax backward in place: dlogits = attn*dattn - attn*sum(attn*dattn)
+            gl.mul_(a)
+            gl.addcmul_(a, gl.sum(dim=-1, keepdim=True), value=-1.0)
+            if grad_bias is not None:
+                grad_bias += gl.sum(dim=0)
+            dk = torch.matmul(gl.transpose(-2, -1), qc).mul_(scale)  # dk = dlogits^T q * scale (q's last use)
+            qc.copy_(torch.matmul(gl, kc).mul_(scale))  # dq = dlogits k * scale, over q (k's last use)
+            kc.copy_(dk)
+        return qkv, grad_bias, None, None, None
+
+
+def packed_attention(qkv: torch.Tensor, bias: torch.Tensor | None, mask: torch.Tensor | None,
+                     heads: int, scale: float) -> torch.Tensor:
+    """Apply :class:`PackedAttention` (see there); ``(G, L, 3C)`` -> ``(G, L, C)``."""
+    return PackedAttention.apply(qkv, bias, mask, heads, scale)
+
+
+class TokenPermutation(torch.autograd.Function):
+    """``x[:, index]`` along the token dim, with the inverse gather as its backward.
+
+    ``index`` must be a permutation of ``range(N)`` and ``inverse`` its inverse; autograd's
+    own ``index_select`` backward scatters into zeros, which costs a fill and an atomic add.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, index: torch.Tensor,  # type: ignore[override]
+                inverse: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(inverse)
+        return x.index_select(1, index)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
+        (inverse,) = ctx.saved_tensors
+        return grad.index_select(1, inverse), None, None
+
+
+def permute_tokens(x: torch.Tensor, index: torch.Tensor, inverse: torch.Tensor) -> torch.Tensor:
+    """``(B, N, C)`` -> ``(B, N, C)`` with token ``i`` of the output = token ``index[i]`` of ``x``."""
+    return TokenPermutation.apply(x, index, inverse)

@@ -1,0 +1,129 @@
+"""The fast softmax kernels (``ablate.attention._fast``) against plain autograd math."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from ablate.attention import create_mixer
+from ablate.attention._fast import _CHUNK_ELEMENTS, packed_attention, permute_tokens
+from ablate.attention.softmax import window_order, window_partition
+from ablate.bench.measure import peak_cpu_memory
+
+TOL64 = {"rtol": 1e-10, "atol": 1e-10}
+
+
+def explicit(qkv: torch.Tensor, bias: torch.Tensor | None, mask: torch.Tensor | None, heads: int,
+             scale: float) -> torch.Tensor:
+    """The textbook formula on q, k, v split by plain indexing."""
+    g, n, c3 = qkv.shape
+    c = c3 // 3
+    q, k, v = qkv.view(g, n, 3, heads, c // heads).permute(2, 0, 3, 1, 4)
+    logits = (q * scale) @ k.transpose(-2, -1)  # G, nH, L, L
+    if bias is not None:
+        logits = logits + bias
+    if mask is not None:
+        r = mask.shape[0]
+        logits = (logits.view(g // r, r, heads, n, n) + mask).view(g, heads, n, n)
+    return (logits.softmax(-1) @ v).transpose(1, 2).reshape(g, n, c)
+
+
+@pytest.mark.parametrize("with_bias", [False, True])
+@pytest.mark.parametrize("windows", [1, 4])
+@pytest.mark.parametrize("groups", [1, 3, 700])  # 700 groups span several backward chunks
+def test_packed_attention_values_and_gradients(with_bias: bool, windows: int, groups: int) -> None:
+    gen = torch.Generator().manual_seed(groups * 10 + windows)
+    heads, n, hd = 3, 9, 4
+    g = groups * windows
+    qkv = torch.randn(g, n, 3 * heads * hd, generator=gen, dtype=torch.float64, requires_grad=True)
+    bias = torch.randn(heads, n, n, generator=gen, dtype=torch.float64, requires_grad=True) if with_bias else None
+    mask = None
+    if windows > 1:
+        mask = torch.where(torch.rand(windows, 1, n, n, generator=gen) < 0.3, -100.0, 0.0).double()
+    grad = torch.randn(g, n, heads * hd, generator=gen, dtype=torch.float64)
+    inputs = [qkv] + ([bias] if bias is not None else [])
+
+    want = explicit(qkv, bias, mask, heads, 0.37)
+    want_grads = torch.autograd.grad(want, inputs, grad)
+    got = packed_attention(qkv, bias, mask, heads, 0.37)
+    got_grads = torch.autograd.grad(got, inputs, grad)
+
+    torch.testing.assert_close(got, want, **TOL64)
+    for a, b in zip(got_grads, want_grads):
+        torch.testing.assert_close(a, b, **TOL64)
+    if groups == 700:
+        assert heads * n * n * g > 2 * _CHUNK_ELEMENTS  # the chunked backward really loops
+
+
+def test_packed_attention_backward_runs_once() -> None:
+    """The gradient overwrites the saved q, k, v: a second pass must fail loudly, not silently."""
+    qkv = torch.randn(2, 4, 12, requires_grad=True)
+    out = packed_attention(qkv * 1.0, None, None, 2, 0.5).sum()
+    out.backward(retain_graph=True)
+    with pytest.raises(RuntimeError, match="inplace"):
+        out.backward()
+
+
+@pytest.mark.parametrize(("hw", "window", "shift"), [((8, 8), 4, 0), ((8, 8), 4, 2), ((6, 9), 3, 1)])
+def test_window_order_is_roll_then_partition(hw: tuple[int, int], window: int, shift: int) -> None:
+    x = torch.randn(2, hw[0], hw[1], 5)
+    rolled = torch.roll(x, shifts=(-shift, -shift), dims=(1, 2)) if shift else x
+    want = window_partition(rolled, window).reshape(2, -1, 5)
+    index, inverse = window_order(hw, window, shift)
+    tokens = x.reshape(2, -1, 5)
+    assert torch.equal(permute_tokens(tokens, index, inverse), want)
+    assert torch.equal(permute_tokens(want, inverse, index), tokens)
+
+
+def test_token_permutation_gradient_is_the_inverse_gather() -> None:
+    index, inverse = window_order((6, 6), 3, 1)
+    x = torch.randn(2, 36, 4, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(2, 36, 4, dtype=torch.float64)
+    (got,) = torch.autograd.grad((permute_tokens(x, index, inverse) * w).sum(), x)
+    (want,) = torch.autograd.grad((x.index_select(1, index) * w).sum(), x)
+    assert torch.equal(got, want)
+
+
+@pytest.mark.parametrize("opts", [{"window_size": 4}, {"window_size": 4, "shift_size": 2},
+                                  {"window_size": 4, "shift_size": 2, "rel_pos_bias": False},
+                                  {"window_size": 3, "shift_size": 1, "qk_scale": 0.2}])
+@pytest.mark.parametrize("hw", [(8, 8), (10, 7), (12, 12)])  # build-time map, padded, other size
+def test_window_fast_path_gradients_match_reference(opts: dict, hw: tuple[int, int]) -> None:
+    torch.manual_seed(0)
+    mixer = create_mixer("softmax", 12, 3, input_resolution=(8, 8), **opts).double()
+    x = torch.randn(2, hw[0] * hw[1], 12, dtype=torch.float64, requires_grad=True)
+    grad = torch.randn(2, hw[0] * hw[1], 12, dtype=torch.float64)
+    params = [x] + list(mixer.parameters())
+    got = torch.autograd.grad(mixer(x, hw), params, grad)
+    want = torch.autograd.grad(mixer.forward_reference(x, hw), params, grad)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, **TOL64)
+
+
+def test_window_attention_dropout_takes_the_reference_path() -> None:
+    """Attention dropout in training is the autograd path's; the kernel has none."""
+    mixer = create_mixer("softmax", 8, 2, input_resolution=(8, 8), window_size=4, attn_drop=0.5).train()
+    torch.manual_seed(1)
+    a = mixer(torch.ones(1, 64, 8), (8, 8))
+    torch.manual_seed(1)
+    b = mixer.forward_reference(torch.ones(1, 64, 8), (8, 8))
+    assert torch.equal(a, b)
+
+
+def test_window_fast_path_peak_memory_below_the_autograd_path() -> None:
+    """One training step's peak: the kernel writes gradients over q, k, v and chunks its L x L work."""
+    torch.manual_seed(0)
+    mixer = create_mixer("softmax", 32, 2, input_resolution=(28, 28), window_size=7, shift_size=3)
+    x = torch.randn(2, 28 * 28, 32, requires_grad=True)
+
+    def step(fn):  # noqa: ANN001, ANN202
+        def run() -> None:
+            y = fn(x, (28, 28))
+            y.sum().backward()
+            x.grad = None
+            mixer.zero_grad(set_to_none=True)
+        return run
+
+    fast = peak_cpu_memory(step(mixer))
+    reference = peak_cpu_memory(step(mixer.forward_reference))
+    assert fast < 0.9 * reference, (fast, reference)
