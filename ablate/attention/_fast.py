@@ -22,8 +22,10 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 
-__all__ = ["PackedAttention", "TokenPermutation", "packed_attention", "permute_tokens"]
+__all__ = ["PackedAttention", "TokenPermutation", "packed_attention", "permute_tokens", "softmax_attention",
+           "use_packed"]
 
 # Logits per chunk of the backward pass (256 KiB in float32): small enough to stay in a
 # core's L2 cache, large enough that the Python loop costs little (measured on CPU).
@@ -35,28 +37,29 @@ class PackedAttention(torch.autograd.Function):
 
     Inputs:
         qkv: ``(G, L, 3*C)`` the qkv projection's output, ``C = heads * head_dim``; the last
-            dim is laid out ``(3, heads, head_dim)`` as in the official code. Nothing else may
-            hold it: the backward pass writes the gradient into its memory (below).
+            dim is laid out ``(3, heads, head_dim)`` as in the official code.
         bias: ``(heads, L, L)`` learned additive bias (Swin's relative positions), or None.
         mask: ``(R, 1, L, L)`` constant additive mask with ``G`` a multiple of ``R`` (windows
             repeat with period ``R`` along ``G = B * R``), or None; it gets no gradient.
         heads: number of heads.
         scale: logit scale.
+        overwrite: the caller owns ``qkv`` (a fresh projection output nothing else reads):
+            the backward pass may write the gradient over it (below).
 
     Returns:
         ``(G, L, C)`` the heads' outputs concatenated per token (ready for ``proj``).
 
     Memory: the backward pass needs q, k and v until the last of their gradients is
-    computed, and no longer; it writes dq, dk and dv over them, so the qkv-sized gradient
-    costs no second qkv-sized buffer (the official module's peak is below the official
-    module's). The price: this graph can be backpropagated once (a second backward with
-    ``retain_graph=True`` stops with PyTorch's "modified by an inplace operation" error);
-    ``forward_reference`` has no such limit.
+    computed, and no longer. With ``overwrite`` it writes dq, dk and dv over them, so the
+    qkv-sized gradient costs no second qkv-sized buffer (the mixer's peak drops below the
+    official module's). The price: that graph can be backpropagated once (a second backward
+    with ``retain_graph=True`` stops with PyTorch's "modified by an inplace operation"
+    error); ``forward_reference`` has no such limit.
     """
 
     @staticmethod
     def forward(ctx: Any, qkv: torch.Tensor, bias: torch.Tensor | None,  # type: ignore[override]
-                mask: torch.Tensor | None, heads: int, scale: float) -> torch.Tensor:
+                mask: torch.Tensor | None, heads: int, scale: float, overwrite: bool) -> torch.Tensor:
         g, n, c3 = qkv.shape
         c = c3 // 3
         q, k, v = qkv.view(g, n, 3, heads, c // heads).permute(2, 0, 3, 1, 4)  # each G, nH, L, hd (views)
@@ -69,7 +72,7 @@ class PackedAttention(torch.autograd.Function):
         del logits
         out = torch.matmul(attn, v)  # G, nH, L, hd
         ctx.save_for_backward(qkv, attn)
-        ctx.heads, ctx.scale = heads, scale
+        ctx.heads, ctx.scale, ctx.overwrite = heads, scale, overwrite
         return out.transpose(1, 2).reshape(g, n, c)  # G, L, C
 
     @staticmethod
@@ -80,6 +83,8 @@ class PackedAttention(torch.autograd.Function):
         c = c3 // 3
         hd = c // heads
         q, k, v = qkv.view(g, n, 3, heads, hd).permute(2, 0, 3, 1, 4)  # each G, nH, L, hd (views)
+        grad_qkv = qkv if ctx.overwrite else torch.empty_like(qkv)  # every element is written below
+        dq, dk, dv = grad_qkv.view(g, n, 3, heads, hd).permute(2, 0, 3, 1, 4)  # each G, nH, L, hd (views)
         go = grad_out.view(g, n, heads, hd).transpose(1, 2) if grad_out.is_contiguous() else \
             grad_out.reshape(g, n, heads, hd).transpose(1, 2)  # G, nH, L, hd (view)
         grad_bias = torch.zeros_like(attn[0]) if ctx.needs_input_grad[1] else None  # nH, L, L
@@ -88,24 +93,73 @@ class PackedAttention(torch.autograd.Function):
         step = max(1, _CHUNK_ELEMENTS // (heads * n * n))
         for lo in range(0, g, step):
             sl = slice(lo, min(lo + step, g))
-            a, qc, kc, vc, goc = attn[sl], q[sl], k[sl], v[sl], go[sl].contiguous()
-            gl = torch.matmul(goc, vc.transpose(-2, -1))  # g', nH, L, L: d attn (v's last use)
-            vc.copy_(torch.matmul(a.transpose(-2, -1), goc))  # dv = attn^T dout, over v
+            a, goc = attn[sl], go[sl].contiguous()
+            gl = torch.matmul(goc, v[sl].transpose(-2, -1))  # g', nH, L, L: d attn (v's last use)
+            dv[sl].copy_(torch.matmul(a.transpose(-2, -1), goc))  # dv = attn^T dout (over v)
             # softmax backward in place: dlogits = attn*dattn - attn*sum(attn*dattn)
             gl.mul_(a)
             gl.addcmul_(a, gl.sum(dim=-1, keepdim=True), value=-1.0)
             if grad_bias is not None:
                 grad_bias += gl.sum(dim=0)
-            dk = torch.matmul(gl.transpose(-2, -1), qc).mul_(scale)  # dk = dlogits^T q * scale (q's last use)
-            qc.copy_(torch.matmul(gl, kc).mul_(scale))  # dq = dlogits k * scale, over q (k's last use)
-            kc.copy_(dk)
-        return qkv, grad_bias, None, None, None
+            dk_chunk = torch.matmul(gl.transpose(-2, -1), q[sl]).mul_(scale)  # dlogits^T q * scale (q's last use)
+            dq[sl].copy_(torch.matmul(gl, k[sl]).mul_(scale))  # dq = dlogits k * scale (over q; k's last use)
+            dk[sl].copy_(dk_chunk)
+        return grad_qkv, grad_bias, None, None, None, None
 
 
 def packed_attention(qkv: torch.Tensor, bias: torch.Tensor | None, mask: torch.Tensor | None,
-                     heads: int, scale: float) -> torch.Tensor:
+                     heads: int, scale: float, *, overwrite: bool = False) -> torch.Tensor:
     """Apply :class:`PackedAttention` (see there); ``(G, L, 3C)`` -> ``(G, L, C)``."""
-    return PackedAttention.apply(qkv, bias, mask, heads, scale)
+    return PackedAttention.apply(qkv, bias, mask, heads, scale, overwrite)
+
+
+# Longest sequence for which the packed kernel beats SDPA without a learned bias on the CPU.
+# From ``benchmarks/softmax_paths.py`` (2 cores, float32, fwd+bwd): at 49 tokens the packed
+# kernel takes 0.7-0.95x SDPA's time, at 197 and beyond SDPA's flash kernel wins (1.1-2.3x)
+# and keeps O(L) memory where the packed kernel saves an L x L matrix.
+PACKED_MAX_TOKENS = 64
+
+
+def use_packed(device: torch.device, tokens: int, learned_bias: bool) -> bool:
+    """Whether :class:`PackedAttention` or ``scaled_dot_product_attention`` computes attention.
+
+    Measured (``benchmarks/softmax_paths.py``), not assumed:
+
+    * CPU, a learned bias (Swin's relative positions) at any length: SDPA's fused CPU kernel
+      cannot differentiate a mask, so it runs its math path plus mask checks; the packed
+      kernel took 0.70x (49 tokens) and 0.87x (784 tokens) of its time.
+    * CPU, no learned bias: packed up to :data:`PACKED_MAX_TOKENS` tokens (windows), SDPA's
+      flash kernel beyond (ViT, PVT).
+    * CUDA and other devices: SDPA, whose fused kernels differentiate a mask; no GPU was at
+      hand to measure the packed kernel there, so the library's kernels keep the job.
+    """
+    if device.type != "cpu":
+        return False
+    return learned_bias or tokens <= PACKED_MAX_TOKENS
+
+
+def softmax_attention(qkv: torch.Tensor, bias: torch.Tensor | None, mask: torch.Tensor | None, heads: int,
+                      scale: float, *, overwrite: bool = False) -> torch.Tensor:
+    """``(G, L, 3C)`` packed qkv -> ``(G, L, C)``, by the kernel :func:`use_packed` picks.
+
+    Same arguments as :class:`PackedAttention`; both kernels compute the same values
+    (tested at the boundary of the choice).
+    """
+    g, n, c3 = qkv.shape
+    learned = bias is not None and bias.requires_grad and torch.is_grad_enabled()
+    if use_packed(qkv.device, n, learned):
+        return packed_attention(qkv, bias, mask, heads, scale, overwrite=overwrite)
+    c = c3 // 3
+    q, k, v = qkv.view(g, n, 3, heads, c // heads).permute(2, 0, 3, 1, 4)  # each G, nH, L, hd
+    add = None
+    if bias is not None or mask is not None:
+        add = bias if mask is None else mask if bias is None else bias + mask  # R|1, nH|1, L, L
+        r = add.shape[0] if add.dim() == 4 else 1
+        # A contiguous mask with every leading dim (an expanded view, no copy) lets CPU SDPA
+        # take its fused kernel; a broadcast one sends it down the math path.
+        add = add.reshape(1, r, -1, n, n).expand(g // r, r, heads, n, n).reshape(g, heads, n, n)
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=add, scale=scale)  # G, nH, L, hd
+    return out.transpose(1, 2).reshape(g, n, c)
 
 
 class TokenPermutation(torch.autograd.Function):

@@ -42,7 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ablate.attention._fast import packed_attention, permute_tokens
+from ablate.attention._fast import permute_tokens, softmax_attention
 from ablate.attention._registry import MixerOptions, TokenMixer, register_attention
 from ablate.errors import Infeasible
 
@@ -242,13 +242,17 @@ class SoftmaxOptions(MixerOptions):
 class SoftmaxAttention(TokenMixer):
     """Global (ViT) or shifted-window (Swin) multi-head softmax self-attention.
 
-    ``forward`` uses ``scaled_dot_product_attention`` when ``fused`` is True (default);
-    ``forward_reference`` always computes the explicit softmax, so tests can compare.
+    ``forward`` takes the fast path when ``fused`` is True (default): windows are cut by one
+    token gather, and attention runs in the kernel that :func:`ablate.attention._fast.use_packed`
+    picks by device and size (the packed-qkv kernel or ``scaled_dot_product_attention``);
+    PVT's spatial reduction and attention dropout in training use SDPA through :func:`attend`.
+    ``forward_reference`` always computes the explicit softmax with plain autograd, so tests
+    can compare.
 
     Attributes:
         window: effective window side after the clamp to ``input_resolution`` (None: global).
         shift: effective cyclic shift.
-        fused: whether ``forward`` takes the SDPA path.
+        fused: whether ``forward`` takes the fast path.
     """
 
     Options = SoftmaxOptions
@@ -352,7 +356,7 @@ class SoftmaxAttention(TokenMixer):
         return bias.view(index.shape[0], index.shape[1], -1).permute(2, 0, 1)  # nH, L, L
 
     def forward(self, x: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
-        """Attend over ``(B, N, C)`` tokens of an ``hw`` map; SDPA when ``self.fused``."""
+        """Attend over ``(B, N, C)`` tokens of an ``hw`` map; the fast path when ``self.fused``."""
         return self._forward(x, hw, fused=self.fused)
 
     def forward_reference(self, x: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
@@ -371,6 +375,13 @@ class SoftmaxAttention(TokenMixer):
         drop = self.attn_drop if self.training else 0.0
 
         if self.window is None:  # global attention
+            bias = self._bias((h, w))  # nH, HW, HW
+            if bias is not None and prefix:  # prefix rows and columns get no bias
+                bias = F.pad(bias, (prefix, 0, prefix, 0))  # nH, N, N
+            if fused and not drop and self.sr == 1:
+                out = softmax_attention(self.qkv(x), None if bias is None else bias.to(x.dtype), None,
+                                        nh, self.scale, overwrite=True)  # B, N, C (qkv is ours alone)
+                return self.proj_drop(self.proj(out))
             if self.sr > 1:  # PVT's spatial reduction: keys/values from the reduced map
                 q = self.q(x).view(b, n, nh, hd).transpose(1, 2)  # B, nH, N, hd
                 fmap = self.reduce(x.transpose(1, 2).reshape(b, c, h, w))  # B, C, H/sr, W/sr
@@ -380,9 +391,6 @@ class SoftmaxAttention(TokenMixer):
             else:
                 qkv = self.qkv(x).view(b, n, 3, nh, hd).permute(2, 0, 3, 1, 4)  # 3, B, nH, N, hd
                 q, k, v = qkv[0], qkv[1], qkv[2]
-            bias = self._bias((h, w))  # nH, HW, HW
-            if bias is not None and prefix:  # prefix rows and columns get no bias
-                bias = F.pad(bias, (prefix, 0, prefix, 0))  # nH, N, N
             out = attend(q, k, v, None if bias is None else bias.to(q.dtype),
                          scale=self.scale, dropout_p=drop, fused=fused)  # B, nH, N, hd
             out = out.transpose(1, 2).reshape(b, n, c)  # B, N, C
@@ -452,8 +460,9 @@ class SoftmaxAttention(TokenMixer):
         qkv = self.qkv(windows).view(b * nw, L, 3 * c)  # B*nW, L, 3C
         bias = self._bias((ws, ws))  # nH, L, L
         mask = self._window_mask((hp, wp))  # nW, 1, L, L
-        out = packed_attention(qkv, None if bias is None else bias.to(qkv.dtype),
-                               None if mask is None else mask.to(qkv.dtype), self.num_heads, self.scale)  # B*nW, L, C
+        out = softmax_attention(qkv, None if bias is None else bias.to(qkv.dtype),
+                                None if mask is None else mask.to(qkv.dtype), self.num_heads, self.scale,
+                                overwrite=True)  # B*nW, L, C (qkv is ours alone)
         out = self.proj_drop(self.proj(out)).view(b, nw * L, c)  # B, nW*L, C
         out = permute_tokens(out, inverse, index)  # B, Hp*Wp, C (map order, shift undone)
         if (hp, wp) != (h, w):

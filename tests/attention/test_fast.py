@@ -6,7 +6,14 @@ import pytest
 import torch
 
 from ablate.attention import create_mixer
-from ablate.attention._fast import _CHUNK_ELEMENTS, packed_attention, permute_tokens
+from ablate.attention._fast import (
+    _CHUNK_ELEMENTS,
+    PACKED_MAX_TOKENS,
+    packed_attention,
+    permute_tokens,
+    softmax_attention,
+    use_packed,
+)
 from ablate.attention.softmax import window_order, window_partition
 from ablate.bench.measure import peak_cpu_memory
 
@@ -28,10 +35,12 @@ def explicit(qkv: torch.Tensor, bias: torch.Tensor | None, mask: torch.Tensor | 
     return (logits.softmax(-1) @ v).transpose(1, 2).reshape(g, n, c)
 
 
+@pytest.mark.parametrize("overwrite", [False, True])
 @pytest.mark.parametrize("with_bias", [False, True])
 @pytest.mark.parametrize("windows", [1, 4])
 @pytest.mark.parametrize("groups", [1, 3, 700])  # 700 groups span several backward chunks
-def test_packed_attention_values_and_gradients(with_bias: bool, windows: int, groups: int) -> None:
+def test_packed_attention_values_and_gradients(overwrite: bool, with_bias: bool, windows: int,
+                                                groups: int) -> None:
     gen = torch.Generator().manual_seed(groups * 10 + windows)
     heads, n, hd = 3, 9, 4
     g = groups * windows
@@ -45,7 +54,7 @@ def test_packed_attention_values_and_gradients(with_bias: bool, windows: int, gr
 
     want = explicit(qkv, bias, mask, heads, 0.37)
     want_grads = torch.autograd.grad(want, inputs, grad)
-    got = packed_attention(qkv, bias, mask, heads, 0.37)
+    got = packed_attention(qkv, bias, mask, heads, 0.37, overwrite=overwrite)
     got_grads = torch.autograd.grad(got, inputs, grad)
 
     torch.testing.assert_close(got, want, **TOL64)
@@ -55,10 +64,17 @@ def test_packed_attention_values_and_gradients(with_bias: bool, windows: int, gr
         assert heads * n * n * g > 2 * _CHUNK_ELEMENTS  # the chunked backward really loops
 
 
-def test_packed_attention_backward_runs_once() -> None:
-    """The gradient overwrites the saved q, k, v: a second pass must fail loudly, not silently."""
+def test_packed_attention_leaves_its_input_alone_unless_told() -> None:
     qkv = torch.randn(2, 4, 12, requires_grad=True)
-    out = packed_attention(qkv * 1.0, None, None, 2, 0.5).sum()
+    before = qkv.detach().clone()
+    packed_attention(qkv, None, None, 2, 0.5).sum().backward()
+    assert torch.equal(qkv.detach(), before)
+
+
+def test_packed_attention_backward_runs_once() -> None:
+    """With ``overwrite`` the gradient replaces the saved q, k, v: a second pass fails loudly."""
+    qkv = torch.randn(2, 4, 12, requires_grad=True)
+    out = packed_attention(qkv * 1.0, None, None, 2, 0.5, overwrite=True).sum()
     out.backward(retain_graph=True)
     with pytest.raises(RuntimeError, match="inplace"):
         out.backward()
@@ -127,3 +143,48 @@ def test_window_fast_path_peak_memory_below_the_autograd_path() -> None:
     fast = peak_cpu_memory(step(mixer))
     reference = peak_cpu_memory(step(mixer.forward_reference))
     assert fast < 0.9 * reference, (fast, reference)
+
+
+# --------------------------------------------------------------------------- the choice of kernel
+
+
+def test_the_kernel_choice_follows_the_measured_table() -> None:
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert use_packed(cpu, 49, learned_bias=False)  # Swin windows
+    assert use_packed(cpu, PACKED_MAX_TOKENS, learned_bias=False)
+    assert not use_packed(cpu, PACKED_MAX_TOKENS + 1, learned_bias=False)  # ViT: SDPA's flash kernel
+    assert use_packed(cpu, 3136, learned_bias=True)  # a bias SDPA cannot differentiate on the CPU
+    assert not use_packed(cuda, 49, learned_bias=True)
+    assert not use_packed(cuda, 3136, learned_bias=False)
+
+
+@pytest.mark.parametrize("tokens", [PACKED_MAX_TOKENS, PACKED_MAX_TOKENS + 1])
+@pytest.mark.parametrize("with_mask", [False, True])
+def test_both_kernels_agree_on_each_side_of_the_choice(tokens: int, with_mask: bool) -> None:
+    gen = torch.Generator().manual_seed(tokens)
+    heads, g = 2, 6
+    qkv = torch.randn(g, tokens, 3 * heads * 8, generator=gen, dtype=torch.float64, requires_grad=True)
+    mask = torch.where(torch.rand(3, 1, tokens, tokens, generator=gen) < 0.3, -100.0, 0.0).double() \
+        if with_mask else None
+    grad = torch.randn(g, tokens, heads * 8, generator=gen, dtype=torch.float64)
+    chosen = softmax_attention(qkv, None, mask, heads, 0.3)
+    (chosen_grad,) = torch.autograd.grad(chosen, qkv, grad)
+    want = explicit(qkv, None, mask, heads, 0.3)
+    (want_grad,) = torch.autograd.grad(want, qkv, grad)
+    torch.testing.assert_close(chosen, want, **TOL64)
+    torch.testing.assert_close(chosen_grad, want_grad, **TOL64)
+
+
+@pytest.mark.parametrize("opts", [{"rel_pos_bias": False}, {}])
+def test_global_fast_path_gradients_match_reference(opts: dict) -> None:
+    """ViT (no table: SDPA beyond 64 tokens) and a global table (learned bias: packed on the CPU)."""
+    torch.manual_seed(0)
+    mixer = create_mixer("softmax", 12, 3, input_resolution=(9, 9), **opts).double()
+    assert (mixer.table_hw is not None) == (not opts)
+    x = torch.randn(2, 82, 12, dtype=torch.float64, requires_grad=True)  # a class token + 9x9
+    grad = torch.randn(2, 82, 12, dtype=torch.float64)
+    params = [x] + list(mixer.parameters())
+    got = torch.autograd.grad(mixer(x, (9, 9)), params, grad)
+    want = torch.autograd.grad(mixer.forward_reference(x, (9, 9)), params, grad)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, **TOL64)
