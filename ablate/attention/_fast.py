@@ -23,9 +23,10 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
-__all__ = ["PackedAttention", "TokenPermutation", "packed_attention", "permute_tokens", "softmax_attention",
-           "use_packed"]
+__all__ = ["PackedAttention", "TokenPermutation", "packed_attention", "permute_tokens", "register_window_order",
+           "softmax_attention", "use_packed", "window_order", "window_order_of"]
 
 # Logits per chunk of the backward pass (256 KiB in float32): small enough to stay in a
 # core's L2 cache, large enough that the Python loop costs little (measured on CPU).
@@ -184,3 +185,52 @@ class TokenPermutation(torch.autograd.Function):
 def permute_tokens(x: torch.Tensor, index: torch.Tensor, inverse: torch.Tensor) -> torch.Tensor:
     """``(B, N, C)`` -> ``(B, N, C)`` with token ``i`` of the output = token ``index[i]`` of ``x``."""
     return TokenPermutation.apply(x, index, inverse)
+
+
+def window_order(hw: tuple[int, int], window: int, shift: int,
+                 device: torch.device | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The token permutation of a cyclic shift by ``-shift`` followed by window partition.
+
+    Args:
+        hw: map size, multiples of ``window``.
+        window: window side.
+        shift: cyclic shift (0 for none).
+        device: where the index tensors live.
+
+    Returns:
+        ``(index, inverse)``, each ``(H*W,)`` long: window-major token ``i`` (windows
+        row-major, tokens row-major inside) is map token ``index[i]``; ``inverse[index[i]] == i``.
+    """
+    h, w = hw
+    tokens = torch.arange(h * w, device=device).view(h, w)  # H, W
+    if shift:
+        tokens = torch.roll(tokens, shifts=(-shift, -shift), dims=(0, 1))
+    index = tokens.view(h // window, window, w // window, window).permute(0, 2, 1, 3).flatten()  # H*W
+    inverse = torch.empty_like(index)
+    inverse[index] = torch.arange(index.numel(), device=device)
+    return index, inverse
+
+
+def register_window_order(module: nn.Module, input_resolution: tuple[int, int] | None, window: int | None,
+                          shift: int) -> tuple[int, int] | None:
+    """Keep the build-time map's window order on ``module`` (non-persistent buffers).
+
+    The official blocks build their shift mask once for ``input_resolution``; the order is
+    the same kind of table. Returns the padded build-time map, or None when there is none.
+    """
+    if window is None or input_resolution is None:
+        return None
+    padded = (input_resolution[0] + (-input_resolution[0]) % window,
+              input_resolution[1] + (-input_resolution[1]) % window)
+    index, inverse = window_order(padded, window, shift)
+    module.register_buffer("window_index", index, persistent=False)
+    module.register_buffer("window_inverse", inverse, persistent=False)
+    return padded
+
+
+def window_order_of(module: nn.Module, built_hw: tuple[int, int] | None, padded_hw: tuple[int, int], window: int,
+                    shift: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The order kept by :func:`register_window_order` for ``built_hw``, else a fresh one."""
+    if padded_hw == built_hw:
+        return module.window_index, module.window_inverse  # type: ignore[return-value]
+    return window_order(padded_hw, window, shift, device)

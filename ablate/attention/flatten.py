@@ -74,6 +74,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ablate.attention._fast import permute_tokens, register_window_order, window_order_of
 from ablate.attention._registry import MixerOptions, TokenMixer, register_attention
 from ablate.attention.softmax import check_rate, effective_window, pad_to_windows, window_partition, window_reverse
 from ablate.errors import Infeasible
@@ -222,6 +223,8 @@ class FlattenAttention(TokenMixer):
         self.shift = 0
         if o.window_size is not None:
             self.window, self.shift, _ = effective_window(o.window_size, input_resolution, o.shift_size)
+        # The fast windowed path's token order (shift + partition as one gather) for the build-time map.
+        self._order_hw = register_window_order(self, input_resolution, self.window, self.shift)
 
         self.q = nn.Linear(dim, dim, bias=o.qkv_bias)
         self.kv = nn.Linear(dim, 2 * dim, bias=o.qkv_bias)
@@ -430,6 +433,8 @@ class FlattenAttention(TokenMixer):
         return self.proj_drop(self.proj(out))
 
     def _windowed(self, x: torch.Tensor, hw: tuple[int, int], ws: int, *, reference: bool) -> torch.Tensor:
+        if not reference:
+            return self._windowed_fast(x, hw, ws)
         b, n, c = x.shape
         h, w = hw
         shift = self.shift
@@ -440,20 +445,36 @@ class FlattenAttention(TokenMixer):
         windows = window_partition(xm, ws)  # B, nW, L, C
         nw, L = windows.shape[1:3]
         windows = windows.reshape(b * nw, L, c)  # B*nW, L, C
-        if reference:
-            q = self.q(windows)  # B*nW, L, C
-            k, v = self.kv(windows).chunk(2, dim=-1)  # each B*nW, L, C
-        else:
-            q, k, v = self._qkv(windows)  # each B*nW, L, C
+        q = self.q(windows)  # B*nW, L, C
+        k, v = self.kv(windows).chunk(2, dim=-1)  # each B*nW, L, C
         if self.pos_hw is not None:
             k = k + self.positional_encoding  # table of one window: 1, L, C
-        q, k = self._kernel(q, reference=reference), self._kernel(k, reference=reference)
-        if reference:
-            out = self._attend(q, k, v, reference=True) + self._dwc(v, (ws, ws))  # B*nW, L, C
-        else:
-            out = self._attend(q, k, v, reference=False, residual=self._dwc_fast(v, (ws, ws)))  # B*nW, L, C
+        q, k = self._kernel(q, reference=True), self._kernel(k, reference=True)
+        out = self._attend(q, k, v, reference=True) + self._dwc(v, (ws, ws))  # B*nW, L, C
         out = self.proj_drop(self.proj(out)).view(b, nw, L, c)  # B, nW, L, C
         out = window_reverse(out, ws, (hp, wp))  # B, Hp, Wp, C
         if shift:
             out = torch.roll(out, shifts=(shift, shift), dims=(1, 2))
         return out[:, :h, :w].reshape(b, n, c)
+
+    def _windowed_fast(self, x: torch.Tensor, hw: tuple[int, int], ws: int) -> torch.Tensor:
+        """The windowed path with the shift and partition as one token gather each way."""
+        b, n, c = x.shape
+        h, w = hw
+        hp, wp = h + (-h) % ws, w + (-w) % ws
+        if (hp, wp) != (h, w):
+            x = pad_to_windows(x.view(b, h, w, c), ws).view(b, hp * wp, c)  # B, Hp*Wp, C
+        index, inverse = window_order_of(self, self._order_hw, (hp, wp), ws, self.shift, x.device)
+        L = ws * ws
+        nw = hp * wp // L
+        windows = permute_tokens(x, index, inverse).view(b * nw, L, c)  # B*nW, L, C (no mask: official ignores it)
+        q, k, v = self._qkv(windows)  # each B*nW, L, C
+        if self.pos_hw is not None:
+            k = k + self.positional_encoding  # table of one window: 1, L, C
+        q, k = self._kernel(q, reference=False), self._kernel(k, reference=False)
+        out = self._attend(q, k, v, reference=False, residual=self._dwc_fast(v, (ws, ws)))  # B*nW, L, C
+        out = self.proj_drop(self.proj(out)).view(b, nw * L, c)  # B, nW*L, C
+        out = permute_tokens(out, inverse, index)  # B, Hp*Wp, C (map order, shift undone)
+        if (hp, wp) != (h, w):
+            out = out.view(b, hp, wp, c)[:, :h, :w].reshape(b, n, c)
+        return out

@@ -42,7 +42,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ablate.attention._fast import permute_tokens, softmax_attention
+from ablate.attention._fast import (
+    permute_tokens,
+    register_window_order,
+    softmax_attention,
+    window_order,
+    window_order_of,
+)
 from ablate.attention._registry import MixerOptions, TokenMixer, register_attention
 from ablate.errors import Infeasible
 
@@ -272,17 +278,10 @@ class SoftmaxAttention(TokenMixer):
             self.window, self.shift, _ = effective_window(o.window_size, input_resolution, o.shift_size)
         # The fast windowed path's token order and shift mask for the build-time map, as in the
         # official block (which builds its mask once); other sizes build theirs per call.
-        self._order_hw: tuple[int, int] | None = None
-        if self.window is not None and input_resolution is not None:
-            ws = self.window
-            self._order_hw = (input_resolution[0] + (-input_resolution[0]) % ws,
-                              input_resolution[1] + (-input_resolution[1]) % ws)
-            index, inverse = window_order(self._order_hw, ws, self.shift)
-            self.register_buffer("window_index", index, persistent=False)
-            self.register_buffer("window_inverse", inverse, persistent=False)
-            if self.shift:
-                self.register_buffer("shift_mask", shifted_window_mask(self._order_hw, ws, self.shift),
-                                     persistent=False)
+        self._order_hw = register_window_order(self, input_resolution, self.window, self.shift)
+        if self._order_hw is not None and self.shift:
+            self.register_buffer("shift_mask", shifted_window_mask(self._order_hw, self.window, self.shift),  # type: ignore[arg-type]
+                                 persistent=False)
 
         self.sr = o.sr_ratio
         if self.sr > 1:  # PVT: separate projections, keys and values from the reduced map
@@ -419,16 +418,6 @@ class SoftmaxAttention(TokenMixer):
             out = torch.roll(out, shifts=(shift, shift), dims=(1, 2))
         return out[:, :h, :w].reshape(b, n, c)
 
-    def _window_order(self, padded_hw: tuple[int, int], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        """Where each window token comes from in the (padded) map, after the cyclic shift.
-
-        Returns ``(index, inverse)``: window-major token ``i`` is map token ``index[i]``, and
-        ``inverse`` undoes it. Built once for ``input_resolution``, on the fly otherwise.
-        """
-        if padded_hw == self._order_hw:
-            return self.window_index, self.window_inverse
-        return window_order(padded_hw, self.window, self.shift, device)  # type: ignore[arg-type]
-
     def _window_mask(self, padded_hw: tuple[int, int]) -> torch.Tensor | None:
         """The shift mask ``(nW, 1, L, L)`` for a padded map, or None without a shift."""
         if not self.shift:
@@ -453,7 +442,7 @@ class SoftmaxAttention(TokenMixer):
         hp, wp = h + (-h) % ws, w + (-w) % ws
         if (hp, wp) != (h, w):
             x = pad_to_windows(x.view(b, h, w, c), ws).view(b, hp * wp, c)  # B, Hp*Wp, C
-        index, inverse = self._window_order((hp, wp), x.device)
+        index, inverse = window_order_of(self, self._order_hw, (hp, wp), ws, self.shift, x.device)
         L = ws * ws
         nw = hp * wp // L
         windows = permute_tokens(x, index, inverse)  # B, nW*L, C (window-major, shifted)
@@ -468,27 +457,3 @@ class SoftmaxAttention(TokenMixer):
         if (hp, wp) != (h, w):
             out = out.view(b, hp, wp, c)[:, :h, :w].reshape(b, n, c)
         return out
-
-
-def window_order(hw: tuple[int, int], window: int, shift: int,
-                 device: torch.device | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """The token permutation of a cyclic shift by ``-shift`` followed by window partition.
-
-    Args:
-        hw: map size, multiples of ``window``.
-        window: window side.
-        shift: cyclic shift (0 for none).
-        device: where the index tensors live.
-
-    Returns:
-        ``(index, inverse)``, each ``(H*W,)`` long: window-major token ``i`` is map token
-        ``index[i]``; ``inverse[index[i]] == i``.
-    """
-    h, w = hw
-    tokens = torch.arange(h * w, device=device).view(1, h, w, 1)  # 1, H, W, 1
-    if shift:
-        tokens = torch.roll(tokens, shifts=(-shift, -shift), dims=(1, 2))
-    index = window_partition(tokens, window).flatten()  # H*W
-    inverse = torch.empty_like(index)
-    inverse[index] = torch.arange(index.numel(), device=device)
-    return index, inverse
