@@ -467,14 +467,17 @@ class FlattenAttention(TokenMixer):
         index, inverse = window_order_of(self, self._order_hw, (hp, wp), ws, self.shift, x.device)
         L = ws * ws
         nw = hp * wp // L
-        windows = permute_tokens(x, index, inverse).view(b * nw, L, c)  # B*nW, L, C (no mask: official ignores it)
+        # One window and no shift (a last stage): the order is the identity, no gather.
+        identity = nw == 1 and not self.shift and wp == ws
+        windows = (x if identity else permute_tokens(x, index, inverse)).view(b * nw, L, c)  # B*nW, L, C (no mask)
         q, k, v = self._qkv(windows)  # each B*nW, L, C
         if self.pos_hw is not None:
             k = k + self.positional_encoding  # table of one window: 1, L, C
         q, k = self._kernel(q, reference=False), self._kernel(k, reference=False)
         out = self._attend(q, k, v, reference=False, residual=self._dwc_fast(v, (ws, ws)))  # B*nW, L, C
         out = self.proj_drop(self.proj(out)).view(b, nw * L, c)  # B, nW*L, C
-        out = permute_tokens(out, inverse, index)  # B, Hp*Wp, C (map order, shift undone)
+        if not identity:
+            out = permute_tokens(out, inverse, index)  # B, Hp*Wp, C (map order, shift undone)
         if (hp, wp) != (h, w):
             out = out.view(b, hp, wp, c)[:, :h, :w].reshape(b, n, c)
         return out

@@ -445,7 +445,9 @@ class SoftmaxAttention(TokenMixer):
         index, inverse = window_order_of(self, self._order_hw, (hp, wp), ws, self.shift, x.device)
         L = ws * ws
         nw = hp * wp // L
-        windows = permute_tokens(x, index, inverse)  # B, nW*L, C (window-major, shifted)
+        # One window and no shift (Swin's last stage): the order is the identity, no gather.
+        identity = nw == 1 and not self.shift and wp == ws
+        windows = x if identity else permute_tokens(x, index, inverse)  # B, nW*L, C (window-major, shifted)
         qkv = self.qkv(windows).view(b * nw, L, 3 * c)  # B*nW, L, 3C
         bias = self._bias((ws, ws))  # nH, L, L
         mask = self._window_mask((hp, wp))  # nW, 1, L, L
@@ -453,7 +455,8 @@ class SoftmaxAttention(TokenMixer):
                                 None if mask is None else mask.to(qkv.dtype), self.num_heads, self.scale,
                                 overwrite=True)  # B*nW, L, C (qkv is ours alone)
         out = self.proj_drop(self.proj(out)).view(b, nw * L, c)  # B, nW*L, C
-        out = permute_tokens(out, inverse, index)  # B, Hp*Wp, C (map order, shift undone)
+        if not identity:
+            out = permute_tokens(out, inverse, index)  # B, Hp*Wp, C (map order, shift undone)
         if (hp, wp) != (h, w):
             out = out.view(b, hp, wp, c)[:, :h, :w].reshape(b, n, c)
         return out

@@ -103,7 +103,7 @@ def test_token_permutation_gradient_is_the_inverse_gather() -> None:
 @pytest.mark.parametrize("opts", [{"window_size": 4}, {"window_size": 4, "shift_size": 2},
                                   {"window_size": 4, "shift_size": 2, "rel_pos_bias": False},
                                   {"window_size": 3, "shift_size": 1, "qk_scale": 0.2}])
-@pytest.mark.parametrize("hw", [(8, 8), (10, 7), (12, 12)])  # build-time map, padded, other size
+@pytest.mark.parametrize("hw", [(8, 8), (10, 7), (12, 12), (4, 4)])  # built, padded, other, one window
 def test_window_fast_path_gradients_match_reference(opts: dict, hw: tuple[int, int]) -> None:
     torch.manual_seed(0)
     mixer = create_mixer("softmax", 12, 3, input_resolution=(8, 8), **opts).double()
