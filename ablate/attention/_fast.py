@@ -115,26 +115,28 @@ def packed_attention(qkv: torch.Tensor, bias: torch.Tensor | None, mask: torch.T
 
 
 # Longest sequence for which the packed kernel beats SDPA without a learned bias on the CPU.
-# From ``benchmarks/softmax_paths.py`` (2 cores, float32, fwd+bwd): at 49 tokens the packed
+# From ``benchmarks/softmax_vs_timm.py`` (2 cores, float32, fwd+bwd): at 49 tokens the packed
 # kernel takes 0.7-0.95x SDPA's time, at 197 and beyond SDPA's flash kernel wins (1.1-2.3x)
 # and keeps O(L) memory where the packed kernel saves an L x L matrix.
 PACKED_MAX_TOKENS = 64
 
 
-def use_packed(device: torch.device, tokens: int, learned_bias: bool) -> bool:
+def use_packed(device: torch.device, tokens: int, learned_bias: bool, needs_grad: bool = True) -> bool:
     """Whether :class:`PackedAttention` or ``scaled_dot_product_attention`` computes attention.
 
-    Measured (``benchmarks/softmax_paths.py``), not assumed:
+    Measured (``benchmarks/softmax_vs_timm.py``, part 2), not assumed:
 
-    * CPU, a learned bias (Swin's relative positions) at any length: SDPA's fused CPU kernel
-      cannot differentiate a mask, so it runs its math path plus mask checks; the packed
-      kernel took 0.70x (49 tokens) and 0.87x (784 tokens) of its time.
-    * CPU, no learned bias: packed up to :data:`PACKED_MAX_TOKENS` tokens (windows), SDPA's
-      flash kernel beyond (ViT, PVT).
+    * CPU, training, a learned bias (Swin's relative positions) at any length: SDPA's fused
+      CPU kernel cannot differentiate a mask, so it runs its math path plus mask checks; the
+      packed kernel took 0.70x (49 tokens) and 0.87x (784 tokens) of its time.
+    * CPU, training, no learned bias: packed up to :data:`PACKED_MAX_TOKENS` tokens
+      (windows), SDPA's flash kernel beyond (ViT, PVT).
+    * CPU without gradients (evaluation): SDPA at every size; its fused forward took
+      0.6-0.8x the packed kernel's at 49 and 197 tokens.
     * CUDA and other devices: SDPA, whose fused kernels differentiate a mask; no GPU was at
       hand to measure the packed kernel there, so the library's kernels keep the job.
     """
-    if device.type != "cpu":
+    if device.type != "cpu" or not needs_grad:
         return False
     return learned_bias or tokens <= PACKED_MAX_TOKENS
 
@@ -147,8 +149,9 @@ def softmax_attention(qkv: torch.Tensor, bias: torch.Tensor | None, mask: torch.
     (tested at the boundary of the choice).
     """
     g, n, c3 = qkv.shape
-    learned = bias is not None and bias.requires_grad and torch.is_grad_enabled()
-    if use_packed(qkv.device, n, learned):
+    needs_grad = torch.is_grad_enabled() and (qkv.requires_grad or (bias is not None and bias.requires_grad))
+    learned = needs_grad and bias is not None and bias.requires_grad
+    if use_packed(qkv.device, n, learned, needs_grad):
         return packed_attention(qkv, bias, mask, heads, scale, overwrite=overwrite)
     c = c3 // 3
     q, k, v = qkv.view(g, n, 3, heads, c // heads).permute(2, 0, 3, 1, 4)  # each G, nH, L, hd

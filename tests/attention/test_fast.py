@@ -154,6 +154,7 @@ def test_the_kernel_choice_follows_the_measured_table() -> None:
     assert use_packed(cpu, PACKED_MAX_TOKENS, learned_bias=False)
     assert not use_packed(cpu, PACKED_MAX_TOKENS + 1, learned_bias=False)  # ViT: SDPA's flash kernel
     assert use_packed(cpu, 3136, learned_bias=True)  # a bias SDPA cannot differentiate on the CPU
+    assert not use_packed(cpu, 49, learned_bias=True, needs_grad=False)  # evaluation: SDPA's fused forward
     assert not use_packed(cuda, 49, learned_bias=True)
     assert not use_packed(cuda, 3136, learned_bias=False)
 
@@ -188,3 +189,11 @@ def test_global_fast_path_gradients_match_reference(opts: dict) -> None:
     want = torch.autograd.grad(mixer.forward_reference(x, (9, 9)), params, grad)
     for a, b in zip(got, want):
         torch.testing.assert_close(a, b, **TOL64)
+
+
+def test_evaluation_takes_sdpa_with_the_same_values() -> None:
+    torch.manual_seed(0)
+    mixer = create_mixer("softmax", 12, 3, input_resolution=(8, 8), window_size=4, shift_size=2).double().eval()
+    x = torch.randn(2, 64, 12, dtype=torch.float64)
+    with torch.no_grad():
+        torch.testing.assert_close(mixer(x, (8, 8)), mixer.forward_reference(x, (8, 8)), **TOL64)
