@@ -121,20 +121,39 @@ class BNConvDownsample(nn.Module):
 
 
 class PatchMerging(nn.Module):
-    """Swin's downsampling: concatenate 2x2 neighbours, LayerNorm(4C), Linear(4C, C')."""
+    """Swin's downsampling: concatenate 2x2 neighbours, LayerNorm(4C), Linear(4C, C').
+
+    The 4C channels are the official order ``[x(0,0), x(1,0), x(0,1), x(1,1)]`` (row, column
+    offset in the 2x2 cell), gathered with one reshape and one permute (timm's layout) instead
+    of four strided slices and a ``cat``: the same values, and a backward that is one permuted
+    copy instead of a zero-filled map per slice. :meth:`forward_reference` keeps the slices.
+    """
 
     def __init__(self, dim: int, out_dim: int) -> None:
         super().__init__()
         self.norm = nn.LayerNorm(4 * dim)
         self.reduction = nn.Linear(4 * dim, out_dim, bias=False)
 
-    def forward(self, x: torch.Tensor, hw: tuple[int, int]) -> tuple[torch.Tensor, tuple[int, int]]:
-        """Tokens ``(B, H*W, C)`` of an ``hw`` map -> ``(B, ceil(H/2)*ceil(W/2), C')``."""
+    @staticmethod
+    def _padded(x: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
         b, _, c = x.shape
         h, w = hw
         x = x.view(b, h, w, c)  # B, H, W, C
         if h % 2 or w % 2:
             x = nn.functional.pad(x, (0, 0, 0, w % 2, 0, h % 2))  # B, H+h%2, W+w%2, C
+        return x
+
+    def forward(self, x: torch.Tensor, hw: tuple[int, int]) -> tuple[torch.Tensor, tuple[int, int]]:
+        """Tokens ``(B, H*W, C)`` of an ``hw`` map -> ``(B, ceil(H/2)*ceil(W/2), C')``."""
+        x = self._padded(x, hw)  # B, H, W, C (H, W even)
+        b, h, w, c = x.shape
+        x = x.view(b, h // 2, 2, w // 2, 2, c).permute(0, 1, 3, 4, 2, 5)  # B, H/2, W/2, dw, dh, C
+        x = x.reshape(b, (h // 2) * (w // 2), 4 * c)  # B, H/2*W/2, 4C: (dh, dw) = 00, 10, 01, 11
+        return self.reduction(self.norm(x)), (h // 2, w // 2)  # B, H/2*W/2, C'
+
+    def forward_reference(self, x: torch.Tensor, hw: tuple[int, int]) -> tuple[torch.Tensor, tuple[int, int]]:
+        """:meth:`forward` with the official code's four strided slices and ``cat``."""
+        x = self._padded(x, hw)
         x = torch.cat([x[:, 0::2, 0::2], x[:, 1::2, 0::2], x[:, 0::2, 1::2], x[:, 1::2, 1::2]], -1)  # B, H/2, W/2, 4C
         hw2 = (x.shape[1], x.shape[2])
         return self.reduction(self.norm(x.flatten(1, 2))), hw2  # B, H/2*W/2, C'

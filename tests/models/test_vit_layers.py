@@ -1,12 +1,13 @@
-"""Stochastic depth in one pass (``DropPath`` folds ``1/keep`` into the mask, ``residual`` the add):
-the same function as the former ``x + x_branch * mask / keep``, with the same random draws."""
+"""The rewritten layers equal the formulas they replace: ``DropPath`` (``1/keep`` folded into the
+mask, the residual add into one ``addcmul``) equals ``x + branch * mask / keep`` with the same
+random draws, and ``PatchMerging`` (reshape and permute) equals the official slices and ``cat``."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from ablate.models.vit_layers import DropPath
+from ablate.models.vit_layers import DropPath, PatchMerging
 
 
 def _old_drop_path(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
@@ -46,3 +47,22 @@ def test_drop_path_is_the_identity_when_off() -> None:
     for module in (DropPath(0.0).train(), DropPath(0.3).eval()):
         assert module(b) is b
         assert torch.equal(module.residual(x, b), x + b)
+
+
+@pytest.mark.parametrize("hw", [(8, 8), (7, 7), (6, 5), (1, 1), (2, 9)])
+def test_patch_merging_equals_the_official_slices_and_cat_exactly(hw: tuple[int, int]) -> None:
+    torch.manual_seed(0)
+    module = PatchMerging(6, 10)
+    x0 = torch.randn(3, hw[0] * hw[1], 6)
+    grad = None
+    results = []
+    for fn in (module.forward_reference, module.forward):
+        x = x0.clone().requires_grad_()
+        out, hw2 = fn(x, hw)
+        grad = torch.randn_like(out) if grad is None else grad
+        out.backward(grad)
+        results.append((out, hw2, x.grad))
+        module.zero_grad()
+    (ref, ref_hw, ref_grad), (out, out_hw, out_grad) = results
+    assert out_hw == ref_hw == ((hw[0] + 1) // 2, (hw[1] + 1) // 2)
+    assert torch.equal(out, ref) and torch.equal(out_grad, ref_grad)  # pure data movement: bit for bit
