@@ -48,7 +48,7 @@ def key_from_resolved(arch: Mapping[str, Any], train: Mapping[str, Any] | None) 
 
 
 def train_identity(train: Mapping[str, Any] | None) -> dict[str, Any] | None:
-    """A trial's training settings without its seed, in today's full form.
+    """A trial's training settings without its seed and ``compile``, in today's full form.
 
     Trials stored before recipes carry only the keys of the time; they trained with what
     is now the ``proxy`` recipe, so its values fill the rest.
@@ -61,6 +61,7 @@ def train_identity(train: Mapping[str, Any] | None) -> dict[str, Any] | None:
     if "recipe" not in full:
         full = {**full, **resolve_recipe("proxy", full), "recipe": "proxy"}
     full.pop("seed", None)
+    full.pop("compile", None)  # how a trial runs (torch.compile), not what it computes
     return full
 
 

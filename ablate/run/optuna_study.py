@@ -120,8 +120,10 @@ def _frozen(spec: Mapping[str, Any], key: str) -> Any:
         if "recipe" not in train:
             return {**train_identity(train), "seed": train.get("seed")}
         fields = {f.name for f in dataclasses.fields(TrainSpec)}
-        return dataclasses.asdict(TrainSpec(**{k: v for k, v in train.items() if k in fields})
+        full = dataclasses.asdict(TrainSpec(**{k: v for k, v in train.items() if k in fields})
                                   .resolved(spec.get("scale", "proxy")))
+        full.pop("compile")  # how a driver runs its trials (torch.compile), not what they compute
+        return full
     return spec.get(key)
 
 

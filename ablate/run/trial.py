@@ -115,7 +115,7 @@ def run_trial(study: Study, params: Mapping[str, Any], report: Callable[[dict], 
                       label_smoothing=train.label_smoothing, seed=train.seed, amp=train.amp, device=device,
                       recipe=train.recipe, randaugment=train.randaugment, random_erasing=train.random_erasing,
                       mixup=train.mixup, cutmix=train.cutmix, clip_grad=train.clip_grad, ema_decay=train.ema_decay,
-                      num_workers=study.data.num_workers, cpus=study.resources.cpu)
+                      num_workers=study.data.num_workers, cpus=study.resources.cpu, compile=train.compile)
     train_tf, eval_tf = recipe_transforms(cfg, study.data.image_size)
     try:  # the folder may have changed since validate; an image may not decode
         data = load_classification(study.data.name, path=study.data.path, image_size=study.data.image_size,
@@ -154,7 +154,8 @@ def _run_detect_trial(study: Study, candidate: Candidate, report: Callable[[dict
     train = study.train_for(candidate.params, repeat=repeat)
     cfg = DetectConfig(epochs=train.epochs, batch_size=train.batch_size, image_size=study.data.image_size,
                        lr=train.effective_lr, weight_decay=train.weight_decay, warmup_epochs=train.warmup_epochs,
-                       seed=train.seed, amp=train.amp, device=device, workers=study.data.num_workers or 0)
+                       seed=train.seed, amp=train.amp, device=device, workers=study.data.num_workers or 0,
+                       compile=train.compile)
     torch.manual_seed(train.seed)
     wants_latency = any(o.name == "latency_ms" for o in study.objectives)
     costs = measure_costs(candidate.arch, paper=candidate.paper, latency=wants_latency,

@@ -76,7 +76,7 @@ _SEED_MAX = 2**32 - 1
 #: Arch keys a study may not set (the runner derives them from the data).
 _RESERVED_KEYS = tuple(_RESERVED)
 #: Training-section keys that are the same at both scales, so ``proxy:`` refuses them.
-_SAME_AT_BOTH_SCALES = ("seed", "amp", "lr_batch")
+_SAME_AT_BOTH_SCALES = ("seed", "amp", "compile", "lr_batch")
 
 Task = Literal[_TASKS]  # type: ignore[valid-type]
 ObjectiveName = Literal[tuple(OBJECTIVES)]  # type: ignore[valid-type]
@@ -210,6 +210,10 @@ class TrainSection(_Section):
         "Seed of the first repeat (repeat r trains with seed + r), 0 to 2**32 - 1. Left out: the study's seed."))
     amp: bool | None = Field(None, description=(
         "Mixed precision on CUDA (the CPU always trains in float32). " + _recipe_default("amp")))
+    compile: bool = Field(False, description=(
+        "torch.compile the model for the training and evaluation steps (inductor; needs a C++ compiler, g++ or "
+        "$CXX, on the CPU). Costs a one-off compile of tens of seconds per trial; same results within float "
+        "rounding. Also ultralytics' compile for task detect."))
     label_smoothing: float | None = Field(None, ge=0, lt=1, description=(
         "Label smoothing of the cross-entropy, in [0, 1). " + _recipe_default("label_smoothing")))
     recipe: Recipe | None = Field(None, description=(

@@ -76,6 +76,10 @@ def check_study(path: str | os.PathLike[str], *, scale: str = "proxy", storage: 
     - for SQLite, the file is a SQLite database (or empty) that can be written, or, when
       missing, its nearest existing folder can hold it (nothing is created here).
 
+    With ``train.compile: true`` the host's C++ compiler that torch.compile needs on the CPU
+    is looked up (:func:`ablate.train.toolchain.missing_compiler`); a trial checks again for
+    its own device.
+
     Left to the run, because they are a database's or a machine's state rather than the
     file's: whether a database already holds this study with another spec (the run checks
     that when it opens the study; validate never opens a database), whether a server is
@@ -87,6 +91,13 @@ def check_study(path: str | os.PathLike[str], *, scale: str = "proxy", storage: 
             (``file: --storage: ...`` for the override).
     """
     study, doc = _load(path, check=True, scale=scale)
+    if study.train.compile:
+        from ablate.train.toolchain import missing_compiler
+
+        problem = missing_compiler("cpu")
+        if problem is not None:
+            raise doc.error(("train", "compile"), f"true needs a compiler: {problem}, allowed: false, or install "
+                                                  "g++ (or set $CXX to a C++ compiler)")
     if storage is None:
         _check_storage(study.storage, lambda what: doc.error(("storage",), what))
     else:

@@ -153,7 +153,8 @@ class TrainSpec:
     one of them filled. ``recipe`` None means the scale's recipe (``proxy`` at
     ``--scale proxy``, ``deit`` at ``--scale paper``). ``lr`` is the rate for a batch of
     ``lr_batch`` images, scaled linearly to ``batch_size`` (no scaling when ``lr_batch``
-    is None): :attr:`effective_lr` is what the optimiser sees.
+    is None): :attr:`effective_lr` is what the optimiser sees. ``compile`` (torch.compile)
+    changes how a trial runs, not what it computes, so a configuration's key leaves it out.
     """
 
     epochs: int
@@ -172,6 +173,7 @@ class TrainSpec:
     cutmix: float | None = None
     clip_grad: float | None = None
     ema_decay: float | None = None
+    compile: bool = False
 
     def resolved(self, scale: str = "proxy") -> TrainSpec:
         """Every recipe key filled from the recipe (named, or the scale's)."""

@@ -290,6 +290,7 @@ def _study_train(doc: _Doc, raw: Any, seed: int) -> TrainSpec:
         warmup_epochs=given("warmup_epochs", lambda x: _int(doc, p("warmup_epochs"), x, 0, epochs)),
         seed=_int(doc, p("seed"), v["seed"], 0, 2**32 - 1),
         amp=given("amp", lambda x: _bool(doc, p("amp"), x)),
+        compile=_bool(doc, p("compile"), v["compile"]),
         label_smoothing=given("label_smoothing",
                               lambda x: _check_train_value(doc, p("label_smoothing"), "label_smoothing", x)),
         recipe=given("recipe", lambda x: _check_train_value(doc, p("recipe"), "recipe", x)),

@@ -25,6 +25,11 @@ On CUDA the loop also trains in channels-last memory format and under autocast: 
 where the GPU supports it, else float16 with a gradient scaler; loader workers come from
 the trial's CPUs (:func:`ablate.data.loader_workers`) with pinned memory and persistent
 workers. The CPU trains in float32.
+
+With ``compile`` the training and evaluation forward passes run through ``torch.compile``
+(inductor); the optimiser, clipping, the EMA, checkpoints (``state_dict``) and FLOP counts
+keep the module itself, so parameter names and counted costs do not change. The first steps
+pay the compilation (and one more for evaluation, whose grad mode and dropout differ).
 """
 
 from __future__ import annotations
@@ -42,11 +47,11 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from ablate.data import ClassificationData, classification_transforms, loader_workers
-from ablate.errors import AblateError
+from ablate.errors import AblateError, EnvironmentProblem
 from ablate.train.recipes import BUDGET, RECIPES
 
-__all__ = ["TrainConfig", "TrainingDiverged", "autocast_dtype", "recipe_transforms", "train_classifier",
-           "warmup_cosine"]
+__all__ = ["TrainConfig", "TrainingDiverged", "autocast_dtype", "compile_model", "recipe_transforms",
+           "train_classifier", "warmup_cosine"]
 
 #: DeiT ``--mixup-switch-prob`` / Swin ``AUG.MIXUP_SWITCH_PROB``: cutmix instead of mixup
 #: for this share of the batches when both are on.
@@ -90,6 +95,8 @@ class TrainConfig:
         num_workers: Loader workers; None derives them (:func:`ablate.data.loader_workers`).
         cpus: The trial's CPU share, from which workers are derived.
         channels_last: Channels-last memory format; None means on CUDA only.
+        compile: Run the model's forward (train and eval) through ``torch.compile``; needs
+            the host's C++ compiler on the CPU (:func:`ablate.train.toolchain.missing_compiler`).
     """
 
     epochs: int = BUDGET["epochs"]
@@ -111,6 +118,7 @@ class TrainConfig:
     num_workers: int | None = None
     cpus: float = 1.0
     channels_last: bool | None = None
+    compile: bool = False
 
     @classmethod
     def for_recipe(cls, recipe: str, **overrides: Any) -> TrainConfig:
@@ -186,6 +194,30 @@ def _loaders(data: ClassificationData, cfg: TrainConfig, device: torch.device) -
     return train, val
 
 
+def compile_model(model: nn.Module, device: torch.device | str = "cpu") -> nn.Module:
+    """``torch.compile(model)`` once the compiler it needs on ``device`` was found.
+
+    The result shares ``model``'s parameters and buffers; keep using ``model`` itself for
+    ``state_dict``, the optimiser, an EMA and FLOP counts. Compilation happens lazily, at
+    the first call, and again when grad mode, train/eval mode or a shape changes (a trial
+    compiles its training batch, the evaluation batch and the last, shorter evaluation
+    batch). Shapes are static (``dynamic=False``): torch's automatic dynamic shapes make a
+    mixer compiled apart after a graph break (Focal's, called with each stage's map size)
+    symbolic, and inductor 2.14 then fails on it ("cannot determine truth value of
+    Relational"); a frame recompiled more than torch's limit (8) runs eagerly.
+
+    Raises:
+        EnvironmentProblem: no C++ compiler (CPU) or C compiler (CUDA) was found.
+    """
+    from ablate.train.toolchain import missing_compiler
+
+    problem = missing_compiler(str(torch.device(device)))
+    if problem is not None:
+        raise EnvironmentProblem(f"train.compile: true needs a compiler: {problem}, allowed: train.compile: "
+                                 "false, or install g++ (or set $CXX to a C++ compiler)")
+    return torch.compile(model, dynamic=False)
+
+
 def _evaluate(model: nn.Module, loader: DataLoader, device: torch.device, amp_dtype: torch.dtype | None,
               channels_last: bool) -> float:
     model.eval()
@@ -219,8 +251,12 @@ def train_classifier(model: nn.Module, data: ClassificationData, cfg: TrainConfi
     train/validation split is the data's and does not change with it. With mixing, an odd
     batch loses its last image (mixing pairs images within the batch).
 
+    With ``cfg.compile`` the forward passes run compiled (:func:`compile_model`); the
+    metrics agree with an eager run to float rounding, not bit for bit.
+
     Raises:
         TrainingDiverged: on a non-finite loss.
+        EnvironmentProblem: ``cfg.compile`` without the compiler it needs.
     """
     from timm.data import Mixup
     from timm.loss import SoftTargetCrossEntropy
@@ -234,6 +270,9 @@ def train_classifier(model: nn.Module, data: ClassificationData, cfg: TrainConfi
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     amp_dtype = autocast_dtype(device, cfg.amp)
+    # The compiled wrapper runs the forward passes; ``model`` stays what the optimiser, the
+    # EMA and the caller's state_dict see (its parameter names carry no ``_orig_mod.``).
+    forward = compile_model(model, device) if cfg.compile else model
     train_loader, val_loader = _loaders(data, cfg, device)
     optimizer = create_optimizer_v2(model, opt="adamw", lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = max(1, len(train_loader))
@@ -265,7 +304,7 @@ def train_classifier(model: nn.Module, data: ClassificationData, cfg: TrainConfi
                     continue
                 images, targets = mixup(images, targets)  # B, 3, H, W mixed; B, K soft targets
             with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                loss = loss_fn(model(images), targets)
+                loss = loss_fn(forward(images), targets)
                 aux = getattr(model, "aux_loss", None)  # e.g. LaViT's diagonality loss, already weighted
                 if aux is not None:
                     loss = loss + aux
@@ -288,7 +327,7 @@ def train_classifier(model: nn.Module, data: ClassificationData, cfg: TrainConfi
         metrics = {
             "epoch": epoch,
             "train_loss": loss_sum / max(1, seen),
-            "top1": _evaluate(model, val_loader, device, amp_dtype, channels_last),
+            "top1": _evaluate(forward, val_loader, device, amp_dtype, channels_last),
             "lr": optimizer.param_groups[0]["lr"],
         }
         if ema is not None:

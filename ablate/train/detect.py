@@ -43,6 +43,8 @@ class DetectConfig:
         amp: mixed precision on CUDA (``amp``); always off on CPU.
         device: ``"cpu"`` or ``"cuda"``.
         workers: data-loader worker processes (``workers``; 0 keeps a trial single-process).
+        compile: ``torch.compile`` the model (``compile``: ultralytics compiles the forward
+            and computes the loss outside the graph; its EMA and checkpoints keep the module).
     """
 
     epochs: int = 3
@@ -55,6 +57,7 @@ class DetectConfig:
     amp: bool = False
     device: str = "cpu"
     workers: int = 0
+    compile: bool = False
 
 
 def _metric(metrics: Mapping[str, Any], *names: str) -> float | None:
@@ -87,8 +90,19 @@ def train_detector(arch: Mapping[str, Any] | Architecture, data_yaml: str | Path
 
     Raises:
         TrainingDiverged: the training loss became NaN or infinite.
+        EnvironmentProblem: ``cfg.compile`` without the compiler it needs (ultralytics
+            itself would log a warning and train uncompiled).
     """
     from ablate.models.yolo.upstream import detection_trainer
+
+    if cfg.compile:
+        from ablate.errors import EnvironmentProblem
+        from ablate.train.toolchain import missing_compiler
+
+        problem = missing_compiler(cfg.device)
+        if problem is not None:
+            raise EnvironmentProblem(f"train.compile: true needs a compiler: {problem}, allowed: train.compile: "
+                                     "false, or install g++ (or set $CXX to a C++ compiler)")
 
     DetectionTrainer = detection_trainer()  # noqa: N806 - a class
 
@@ -138,7 +152,7 @@ def train_detector(arch: Mapping[str, Any] | Architecture, data_yaml: str | Path
             weight_decay=cfg.weight_decay, warmup_epochs=min(cfg.warmup_epochs, cfg.epochs / 2),
             seed=cfg.seed, deterministic=True, device=cfg.device, workers=cfg.workers, amp=amp,
             plots=False, val=True, save=True, project=str(root), name="train", exist_ok=True,
-            verbose=False, close_mosaic=0, patience=max(cfg.epochs, 1), cache=False,
+            verbose=False, close_mosaic=0, patience=max(cfg.epochs, 1), cache=False, compile=cfg.compile,
         )
         trainer = CandidateTrainer(overrides=overrides)
         trainer.add_callback("on_fit_epoch_end", epoch_end)

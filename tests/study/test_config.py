@@ -203,8 +203,8 @@ def test_storage_urls(fake_models: None, in_tmp: Path) -> None:
 
 ALL_KEYS = ("name, description, task, base, space, fixed, grid, proxy, objectives, data, train, sampler, scheduler, "
             "trials, max_concurrent, resources, storage, seed, paper_resolution, reference, repeats, baseline")
-TRAIN_KEYS = ("epochs, batch_size, lr, weight_decay, warmup_epochs, seed, amp, label_smoothing, recipe, lr_batch, "
-              "randaugment, random_erasing, mixup, cutmix, clip_grad, ema_decay")
+TRAIN_KEYS = ("epochs, batch_size, lr, weight_decay, warmup_epochs, seed, amp, compile, label_smoothing, recipe, "
+              "lr_batch, randaugment, random_erasing, mixup, cutmix, clip_grad, ema_decay")
 
 # (old text in BASE, new text, the whole error line; `{tmp}` is the study's folder)
 BAD = [

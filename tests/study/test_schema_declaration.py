@@ -113,7 +113,7 @@ VALID_STUDIES: dict[str, dict[str, Any]] = {
     "every key of train": {**GRID, "train": {
         "epochs": 4, "batch_size": 32, "lr": 1.0e-3, "weight_decay": 0, "warmup_epochs": 4, "seed": 7, "amp": True,
         "label_smoothing": 0.1, "recipe": "deit", "lr_batch": 512, "randaugment": "rand-m9-mstd0.5-inc1",
-        "random_erasing": 0.25, "mixup": 0.8, "cutmix": 1, "clip_grad": 5, "ema_decay": 0.99996}},
+        "random_erasing": 0.25, "mixup": 0.8, "cutmix": 1, "clip_grad": 5, "ema_decay": 0.99996, "compile": True}},
     "no augmentation": {**GRID, "train": {"randaugment": "", "recipe": "proxy"}},
     "everything at the top": {
         **GRID, "description": "d", "task": "classify", "base": "focal_tiny", "space": str(ROOT / "search_spaces" /
