@@ -155,10 +155,16 @@ def make_step(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> C
     return step
 
 
-def _timed(step: Callable[[], None]) -> float:
-    start = time.perf_counter()
+#: What a step's seconds are read from: the wall clock (what a user waits for), or the CPU time
+#: of the whole process (every thread; steadier on a shared machine, where a preempted step
+#: loses wall time but not CPU time; best with ``--threads 1``, where no thread spins waiting).
+CLOCKS: dict[str, Callable[[], float]] = {"wall": time.perf_counter, "cpu": time.process_time}
+
+
+def _timed(step: Callable[[], None], clock: Callable[[], float] = time.perf_counter) -> float:
+    start = clock()
     step()
-    return time.perf_counter() - start
+    return clock() - start
 
 
 def _peak_mib(step: Callable[[], None]) -> float:
@@ -168,7 +174,7 @@ def _peak_mib(step: Callable[[], None]) -> float:
 
 
 def measure(entries: Sequence[Entry], *, batch: int, image_size: int, steps: int, warmup: int = 2,
-            num_classes: int = 1000, memory: bool = False, mixers: bool = False,
+            num_classes: int = 1000, memory: bool = False, mixers: bool = False, clock: str = "wall",
             progress: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
     """Time each entry against its reference, paired and interleaved.
 
@@ -184,6 +190,7 @@ def measure(entries: Sequence[Entry], *, batch: int, image_size: int, steps: int
         mixers: also time every block's token mixer alone (forward+backward at its input
             shape, :func:`mixer_seconds`) on both sides of a twin, to tell a gap in the
             mixers from one in the rest of the model.
+        clock: ``"wall"`` or ``"cpu"`` (:data:`CLOCKS`).
         progress: called with a line per finished entry (stderr in the script).
 
     Returns:
@@ -194,6 +201,9 @@ def measure(entries: Sequence[Entry], *, batch: int, image_size: int, steps: int
     """
     if steps < 1 or batch < 1 or image_size < 1:
         raise ValueError(f"steps, batch and image_size must be positive, got {steps=}, {batch=}, {image_size=}")
+    if clock not in CLOCKS:
+        raise ValueError(f"clock must be one of {', '.join(CLOCKS)}, got {clock!r}")
+    tick = CLOCKS[clock]
     gen = torch.Generator().manual_seed(0)
     images = torch.randn(batch, 3, image_size, image_size, generator=gen)
     labels = torch.randint(0, num_classes, (batch,), generator=gen)
@@ -212,13 +222,13 @@ def measure(entries: Sequence[Entry], *, batch: int, image_size: int, steps: int
         t_theirs: list[float] = []
         for i in range(steps):
             if theirs is None:
-                t_ours.append(_timed(ours))
+                t_ours.append(_timed(ours, tick))
             elif i % 2 == 0:
-                t_ours.append(_timed(ours))
-                t_theirs.append(_timed(theirs))
+                t_ours.append(_timed(ours, tick))
+                t_theirs.append(_timed(theirs, tick))
             else:
-                t_theirs.append(_timed(theirs))
-                t_ours.append(_timed(ours))
+                t_theirs.append(_timed(theirs, tick))
+                t_ours.append(_timed(ours, tick))
         row: dict[str, Any] = dict(
             model=entry.name, reference=entry.reference_name, twin=entry.twin, params=param_count(entry.model),
             reference_params=param_count(entry.reference) if entry.reference is not None else None,
@@ -230,8 +240,8 @@ def measure(entries: Sequence[Entry], *, batch: int, image_size: int, steps: int
                        ratio=statistics.median(ratios), ratio_q1=ratios[(len(ratios) - 1) // 4],
                        ratio_q3=ratios[(3 * (len(ratios) - 1) + 3) // 4])
         if mixers:
-            row["mixer_s"] = mixer_seconds(entry.model, images)
-            row["reference_mixer_s"] = mixer_seconds(entry.reference, images) if entry.twin else None
+            row["mixer_s"] = mixer_seconds(entry.model, images, clock=tick)
+            row["reference_mixer_s"] = mixer_seconds(entry.reference, images, clock=tick) if entry.twin else None
         if memory:
             row["peak_mib"] = _peak_mib(ours)
             row["reference_peak_mib"] = _peak_mib(theirs) if theirs is not None else None
@@ -275,7 +285,8 @@ def _mixer_calls(model: nn.Module, images: torch.Tensor) -> list[tuple[Callable[
     return calls
 
 
-def mixer_seconds(model: nn.Module, images: torch.Tensor, rounds: int = 3) -> float:
+def mixer_seconds(model: nn.Module, images: torch.Tensor, rounds: int = 3,
+                  clock: Callable[[], float] = time.perf_counter) -> float:
     """Seconds of forward+backward in all token mixers of one step (each timed alone, median of
     ``rounds``, after one untimed call), to split a step into mixers and the rest."""
     total = 0.0
@@ -288,7 +299,7 @@ def mixer_seconds(model: nn.Module, images: torch.Tensor, rounds: int = 3) -> fl
             out.backward(torch.ones_like(out))
 
         run()
-        total += statistics.median(_timed(run) for _ in range(rounds))
+        total += statistics.median(_timed(run, clock) for _ in range(rounds))
     return total
 
 
@@ -328,6 +339,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--image-size", type=int, default=224)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (default: the CPU count)")
     parser.add_argument("--no-memory", action="store_true", help="skip the one profiled step per model")
+    parser.add_argument("--clock", choices=list(CLOCKS), default="wall",
+                        help="seconds from the wall clock (default) or the process's CPU time")
     parser.add_argument("--mixers", action="store_true",
                         help="also time the token mixers alone: the step split into mixers and the rest")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
@@ -359,20 +372,21 @@ def main(argv: Sequence[str] | None = None) -> int:
             say(f"{e.name} vs {e.reference_name}: {ours:,} vs {theirs:,} parameters "
                 f"({'equal' if ours == theirs else 'NOT EQUAL'})")
     rows = measure(entries, batch=args.batch, image_size=args.image_size, steps=args.steps, warmup=args.warmup,
-                   memory=not args.no_memory, mixers=args.mixers, progress=say)
+                   memory=not args.no_memory, mixers=args.mixers, clock=args.clock, progress=say)
     load_after = list(os.getloadavg())
     if args.json:
-        print(json.dumps(dict(machine=before, load_after=load_after, batch=args.batch, steps=args.steps,
-                              warmup=args.warmup, image_size=args.image_size, rows=rows), indent=1))
+        print(json.dumps(dict(machine=before, load_after=load_after, clock=args.clock, batch=args.batch,
+                              steps=args.steps, warmup=args.warmup, image_size=args.image_size, rows=rows), indent=1))
         return 0
     m = before
     print(f"machine: {m['cpu']}, {m['cores']} CPUs, {m['threads']} torch threads, torch {m['torch']}, "
           f"timm {m['timm']}, python {m['python']}")
     print(f"load average (1/5/15 min): {' '.join(f'{x:.2f}' for x in m['load'])} before, "
           f"{' '.join(f'{x:.2f}' for x in load_after)} after")
-    print(f"training step: AdamW, cross-entropy, float32, batch {args.batch}, {args.image_size}px, "
+    print(f"training step: AdamW, cross-entropy, float32, batch {args.batch}, {args.image_size}px, {args.clock} clock, "
           f"{args.warmup} warm-up + {args.steps} paired rounds (order alternating); "
-          f"ratio = ablate img/s / timm img/s (median of per-round ratios, IQR)")
+          f"ratio = ablate img/s / timm img/s (median of per-round ratios, IQR)"
+          + ("; img/s per CPU-second of the process" if args.clock == "cpu" else ""))
     print(table(rows))
     for r in rows:
         if r.get("mixer_s") is not None:

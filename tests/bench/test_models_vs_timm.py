@@ -42,7 +42,7 @@ def test_measure_runs_every_kind_of_row_on_tiny_standins() -> None:
     assert entries[0].reference.layers[-1].blocks[-1].drop_path1.drop_prob == pytest.approx(0.2)
     before = {e.name: [p.detach().clone() for p in e.model.parameters()] for e in entries}
     lines: list[str] = []
-    rows = bench.measure(entries, batch=2, image_size=32, steps=1, warmup=0, num_classes=10, memory=True, mixers=True,
+    rows = bench.measure(entries, batch=2, image_size=32, steps=1, warmup=0, num_classes=10, memory=True, mixers=True, clock="cpu",
                          progress=lines.append)
     assert [r["model"] for r in rows] == list(ABLATE) and len(lines) == 3
     for r in rows:
@@ -57,13 +57,16 @@ def test_measure_runs_every_kind_of_row_on_tiny_standins() -> None:
     assert rows[0]["params_equal"] is True and rows[1]["params_equal"] is True and rows[2]["params_equal"] is None
     for e in entries:  # a real optimiser step happened
         assert any(not p.equal(q) for p, q in zip(e.model.parameters(), before[e.name]))
+    with pytest.raises(ValueError, match="clock"):
+        bench.measure(entries, batch=2, image_size=32, steps=1, clock="sundial")
     text = bench.table(rows)
     assert text.count("\n") == 4 and "n/a (no twin)" in text
     json.dumps(rows)  # the --json output is plain data
 
 
 def test_the_script_refuses_bad_flags_in_one_line(capsys: pytest.CaptureFixture[str]) -> None:
-    for argv in (["--batch", "0"], ["--steps", "-1"], ["--models", " , "], ["--image-size", "33"]):
+    for argv in (["--batch", "0"], ["--steps", "-1"], ["--models", " , "], ["--image-size", "33"],
+                 ["--clock", "sundial"], ["--batch", "100000"]):
         with pytest.raises(SystemExit) as info:
             bench.main(argv)
         assert info.value.code == 2
