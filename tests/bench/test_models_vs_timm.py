@@ -42,8 +42,8 @@ def test_measure_runs_every_kind_of_row_on_tiny_standins() -> None:
     assert entries[0].reference.layers[-1].blocks[-1].drop_path1.drop_prob == pytest.approx(0.2)
     before = {e.name: [p.detach().clone() for p in e.model.parameters()] for e in entries}
     lines: list[str] = []
-    rows = bench.measure(entries, batch=2, image_size=32, steps=1, warmup=0, num_classes=10, memory=True, mixers=True, clock="cpu",
-                         progress=lines.append)
+    rows = bench.measure(entries, batch=2, image_size=32, steps=1, warmup=0, num_classes=10, memory=True,
+                         mixers=True, clock="cpu", progress=lines.append)
     assert [r["model"] for r in rows] == list(ABLATE) and len(lines) == 3
     for r in rows:
         assert r["images_per_s"] > 0 and r["reference_images_per_s"] > 0 and r["ratio"] > 0
