@@ -291,6 +291,17 @@ class FocalAttention(TokenMixer):
         valid = (y >= 0) & (y < ph) & (x >= 0) & (x < pw)
         return torch.where(valid, y * pw + x, ph * pw), valid
 
+    def _pooled_on_map(self, nwh: int, nww: int, level: int) -> bool:
+        """Whether every pooled key of every window at ``level`` lies on the map.
+
+        The same bounds as :meth:`_pooled_index`'s mask, in integers: deciding it from the
+        mask tensor would make the forward branch on data (a graph break under torch.compile).
+        """
+        stride, size = 2 ** level, self.region_sizes[level]
+        first = -(self.opts.focal_window // 2)  # the smallest pooled row/column a window reads
+        return first >= 0 and all(
+            (n - 1) * stride + first + size - 1 < n * stride for n in (nwh, nww))
+
     def _bias(self, hp: int, wp: int, valids: list[torch.Tensor], dtype: torch.dtype) -> torch.Tensor:
         """Additive logits bias ``(nW or 1, nH, L, S)`` in key order window, ring, levels."""
         ws, nh = self.window, self.num_heads
@@ -302,9 +313,8 @@ class FocalAttention(TokenMixer):
         for k, table in enumerate(self.relative_position_bias_table_to_windows):
             parts.append(table[:, getattr(self, f"relative_position_index_{k}")])  # nH, L, K*K
         bias = torch.cat(parts, dim=-1).to(dtype)[None]  # 1, nH, L, S
-        # (On the meta device, used to count FLOPs without memory, values are unknown:
-        # take the general path, which has the same matmuls.)
-        if not self.shift and not bias.is_meta and all(bool(v.all()) for v in valids):
+        on_map = all(self._pooled_on_map(hp // ws, wp // ws, level) for level in range(len(valids)))
+        if not self.shift and on_map:
             return bias
         nw = (hp // ws) * (wp // ws)
         extra = bias.new_zeros(nw, 1, L, bias.shape[-1])  # nW, 1, L, S

@@ -209,3 +209,20 @@ def test_focal_t_param_counts(dim: int, heads: int, res: tuple[int, int], focal_
     formula = (3 * dim * dim + 3 * dim) + (dim * dim + dim) + (2 * ws - 1) ** 2 * heads \
         + heads * ws * ws * ring + heads * (ws + size - 1) ** 2 + (ws * ws + 1)
     assert formula == expected
+
+
+def test_the_integer_on_map_rule_equals_the_pooled_mask() -> None:
+    """The forward decides "no key padded" from integers (no data-dependent branch); it must agree with the mask."""
+    import itertools
+
+    from ablate.attention import create_mixer
+
+    seen = set()
+    for fw, ws, side in itertools.product([1, 3, 5], [2, 4, 7], [4, 8, 14, 28]):
+        mixer = create_mixer("focal", 16, 2, input_resolution=(side, side), window_size=ws, focal_window=fw)
+        n = -(-side // mixer.window)  # windows per side after padding
+        for level in range(len(mixer.pool_windows)):
+            _, valid = mixer._pooled_index(n, n, level, torch.device("cpu"))
+            assert bool(valid.all()) == mixer._pooled_on_map(n, n, level), (fw, ws, side, level)
+            seen.add(bool(valid.all()))
+    assert seen == {True, False}
