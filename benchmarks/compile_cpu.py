@@ -6,7 +6,9 @@ cross-entropy plus the model's aux loss, backward, AdamW step) eagerly and throu
 ``ablate.train.classify.compile_model`` (``torch.compile``, inductor), as
 ``train_classifier`` runs it. It prints the medians after warm-up, their ratio, and the
 compile time (the first compiled steps minus the steady step time) separately, with the
-machine: CPU count, torch threads, torch version, load average before and after.
+machine: CPU count, torch threads, torch version, load average before and after. Torch runs
+one thread by default, as a Ray trial with ``resources.cpu: 1`` does (and so that other
+load on a shared machine does not stall OpenMP's spinning threads).
 
 Inductor's cache is a fresh temporary folder by default, so the compile time is what the
 first trial of a new architecture pays (``--warm-cache`` keeps torch's own cache).
@@ -50,7 +52,8 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--steps", type=int, default=5, help="timed steps per mode after warm-up (default 5)")
     p.add_argument("--warmup", type=int, default=2, help="untimed steps per mode first (default 2; compiled: "
                    "the first of them compiles)")
-    p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's choice)")
+    p.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1: a trial with "
+                   "resources.cpu 1, which Ray runs with OMP_NUM_THREADS=1; 0: torch's choice)")
     p.add_argument("--warm-cache", action="store_true", help="keep inductor's cache (compile time then "
                    "measures a cache hit)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
@@ -92,6 +95,7 @@ def measure(name: str, batch: int, warmup: int, steps: int) -> dict[str, Any]:
     images = torch.randn(batch, 3, kw["img_size"], kw["img_size"], generator=gen)  # B, 3, H, W
     labels = torch.randint(0, 10, (batch,), generator=gen)  # B
     for mode in ("eager", "compiled"):
+        torch.compiler.reset()  # each preset compiles from scratch (compile_model resets too)
         torch.manual_seed(0)
         model = create_preset(name, num_classes=10, drop_path_rate=0.0, **kw).train()
         row["params_m"] = sum(p.numel() for p in model.parameters()) / 1e6

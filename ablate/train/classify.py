@@ -204,7 +204,9 @@ def compile_model(model: nn.Module, device: torch.device | str = "cpu") -> nn.Mo
     batch). Shapes are static (``dynamic=False``): torch's automatic dynamic shapes make a
     mixer compiled apart after a graph break (Focal's, called with each stage's map size)
     symbolic, and inductor 2.14 then fails on it ("cannot determine truth value of
-    Relational"); a frame recompiled more than torch's limit (8) runs eagerly.
+    Relational"); a frame recompiled more than torch's limit (8) runs eagerly. Torch's
+    compilation caches are reset first (``torch.compiler.reset``), so an earlier model in
+    this process (a previous trial in a reused Ray worker) does not use up that limit.
 
     Raises:
         EnvironmentProblem: no C++ compiler (CPU) or C compiler (CUDA) was found.
@@ -215,6 +217,10 @@ def compile_model(model: nn.Module, device: torch.device | str = "cpu") -> nn.Mo
     if problem is not None:
         raise EnvironmentProblem(f"train.compile: true needs a compiler: {problem}, allowed: train.compile: "
                                  "false, or install g++ (or set $CXX to a C++ compiler)")
+    # A trial process trains one model at a time, and Ray reuses it for the next trial: torch
+    # counts recompilations per Python function (every model's ``forward`` is one), so without
+    # a reset the ninth compiled model would silently train eagerly.
+    torch.compiler.reset()
     return torch.compile(model, dynamic=False)
 
 
