@@ -202,8 +202,8 @@ def compile_model(model: nn.Module, device: torch.device | str = "cpu") -> nn.Mo
     the first call, and again when grad mode, train/eval mode or a shape changes (a trial
     compiles its training batch, the evaluation batch and the last, shorter evaluation
     batch). Shapes are static (``dynamic=False``): torch's automatic dynamic shapes make a
-    mixer compiled apart after a graph break (Focal's, called with each stage's map size)
-    symbolic, and inductor 2.14 then fails on it ("cannot determine truth value of
+    mixer compiled apart after a graph break (Focal's had one, called with each stage's map
+    size) symbolic, and inductor 2.14 then failed on it ("cannot determine truth value of
     Relational"); a frame recompiled more than torch's limit (8) runs eagerly. Torch's
     compilation caches are reset first (``torch.compiler.reset``), so an earlier model in
     this process (a previous trial in a reused Ray worker) does not use up that limit.

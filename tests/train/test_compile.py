@@ -56,11 +56,9 @@ def _compiled_calls(model: nn.Module) -> dict[str, bool | None]:
     model.register_forward_pre_hook(hook)
     return state
 
-#: Families whose forward cannot be one graph, with the reason (the README's list).
-GRAPH_BREAKS: dict[str, str] = {
-    "focal": "ablate/attention/focal.py FocalAttention._bias: `all(bool(v.all()) for v in valids)` turns a "
-             "tensor into a Python bool (data-dependent branch: skip the padding mask when no key is padded)",
-}
+#: Families whose forward cannot be one graph, with the reason (the README's list). Empty since
+#: focal decides "no padded key" from integers (commit 122e53a); it broke once per focal layer.
+GRAPH_BREAKS: dict[str, str] = {}
 
 #: Mixer option sets per family, covering each family's layouts (window, shift, spatial
 #: reduction, routing, global); a family missing here fails test_every_family_is_covered.
