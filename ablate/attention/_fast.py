@@ -28,9 +28,12 @@ from torch import nn
 __all__ = ["PackedAttention", "TokenPermutation", "packed_attention", "permute_tokens", "register_window_order",
            "softmax_attention", "use_packed", "window_order", "window_order_of"]
 
-# Logits per chunk of the backward pass (256 KiB in float32): small enough to stay in a
-# core's L2 cache, large enough that the Python loop costs little (measured on CPU).
-_CHUNK_ELEMENTS = 1 << 16
+# The backward pass works on at most _CHUNKS slices of the windows, each with at least
+# _CHUNK_MIN_ELEMENTS logits (1 MiB in float32). Slicing cuts the L x L temporaries to a
+# quarter; more slices meant hundreds of small matmuls per block, and each one waits for
+# every thread (a Swin-T step with 2 threads fell to 0.4x timm's speed on a loaded machine).
+_CHUNKS = 4
+_CHUNK_MIN_ELEMENTS = 1 << 18
 
 
 class PackedAttention(torch.autograd.Function):
@@ -91,7 +94,7 @@ class PackedAttention(torch.autograd.Function):
         grad_bias = torch.zeros_like(attn[0]) if ctx.needs_input_grad[1] else None  # nH, L, L
         # Chunks of windows: each chunk's L x L temporaries stay small (and in cache), and a
         # chunk's q, k, v are overwritten by their gradients as soon as they are used up.
-        step = max(1, _CHUNK_ELEMENTS // (heads * n * n))
+        step = max(-(-g // _CHUNKS), -(-_CHUNK_MIN_ELEMENTS // (heads * n * n)))  # windows per slice
         for lo in range(0, g, step):
             sl = slice(lo, min(lo + step, g))
             a, goc = attn[sl], go[sl].contiguous()

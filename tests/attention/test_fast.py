@@ -7,7 +7,7 @@ import torch
 
 from ablate.attention import create_mixer
 from ablate.attention._fast import (
-    _CHUNK_ELEMENTS,
+    _CHUNK_MIN_ELEMENTS,
     PACKED_MAX_TOKENS,
     packed_attention,
     permute_tokens,
@@ -38,7 +38,7 @@ def explicit(qkv: torch.Tensor, bias: torch.Tensor | None, mask: torch.Tensor | 
 @pytest.mark.parametrize("overwrite", [False, True])
 @pytest.mark.parametrize("with_bias", [False, True])
 @pytest.mark.parametrize("windows", [1, 4])
-@pytest.mark.parametrize("groups", [1, 3, 700])  # 700 groups span several backward chunks
+@pytest.mark.parametrize("groups", [1, 3, 4000])  # 4000 groups span several backward slices
 def test_packed_attention_values_and_gradients(overwrite: bool, with_bias: bool, windows: int,
                                                 groups: int) -> None:
     gen = torch.Generator().manual_seed(groups * 10 + windows)
@@ -60,8 +60,8 @@ def test_packed_attention_values_and_gradients(overwrite: bool, with_bias: bool,
     torch.testing.assert_close(got, want, **TOL64)
     for a, b in zip(got_grads, want_grads):
         torch.testing.assert_close(a, b, **TOL64)
-    if groups == 700:
-        assert heads * n * n * g > 2 * _CHUNK_ELEMENTS  # the chunked backward really loops
+    if groups == 4000:
+        assert heads * n * n * g > 2 * _CHUNK_MIN_ELEMENTS  # the sliced backward really loops
 
 
 def test_packed_attention_leaves_its_input_alone_unless_told() -> None:
@@ -129,12 +129,12 @@ def test_window_attention_dropout_takes_the_reference_path() -> None:
 def test_window_fast_path_peak_memory_below_the_autograd_path() -> None:
     """One training step's peak: the kernel writes gradients over q, k, v and chunks its L x L work."""
     torch.manual_seed(0)
-    mixer = create_mixer("softmax", 32, 2, input_resolution=(28, 28), window_size=7, shift_size=3)
-    x = torch.randn(2, 28 * 28, 32, requires_grad=True)
+    mixer = create_mixer("softmax", 32, 2, input_resolution=(56, 56), window_size=7, shift_size=3)
+    x = torch.randn(2, 56 * 56, 32, requires_grad=True)
 
     def step(fn):  # noqa: ANN001, ANN202
         def run() -> None:
-            y = fn(x, (28, 28))
+            y = fn(x, (56, 56))
             y.sum().backward()
             x.grad = None
             mixer.zero_grad(set_to_none=True)
