@@ -33,7 +33,7 @@ __all__ = ["PackedAttention", "TokenPermutation", "packed_attention", "permute_t
 # quarter; more slices meant hundreds of small matmuls per block, and each one waits for
 # every thread (a Swin-T step with 2 threads fell to 0.4x timm's speed on a loaded machine).
 _CHUNKS = 4
-_CHUNK_MIN_ELEMENTS = 1 << 18
+_CHUNK_MIN_ELEMENTS = 1 << 15
 
 
 class PackedAttention(torch.autograd.Function):
@@ -174,18 +174,27 @@ class TokenPermutation(torch.autograd.Function):
 
     ``index`` must be a permutation of ``range(N)`` and ``inverse`` its inverse; autograd's
     own ``index_select`` backward scatters into zeros, which costs a fill and an atomic add.
+    Rows are gathered from the flattened ``(B*N, C)`` tensor, the fastest gather on the CPU
+    (0.6-0.7x the time of ``index_select`` along dim 1, measured at 56x56).
     """
 
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, index: torch.Tensor,  # type: ignore[override]
                 inverse: torch.Tensor) -> torch.Tensor:
         ctx.save_for_backward(inverse)
-        return x.index_select(1, index)
+        return _gather_rows(x, index)
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
         (inverse,) = ctx.saved_tensors
-        return grad.index_select(1, inverse), None, None
+        return _gather_rows(grad, inverse), None, None
+
+
+def _gather_rows(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """``x[:, index]`` for ``(B, N, C)`` ``x`` as one row gather over ``B*N`` rows."""
+    b, n, c = x.shape
+    rows = (index[None, :] + torch.arange(0, b * n, n, device=index.device)[:, None]).flatten()  # B*N
+    return x.reshape(b * n, c).index_select(0, rows).view(b, n, c)
 
 
 def permute_tokens(x: torch.Tensor, index: torch.Tensor, inverse: torch.Tensor) -> torch.Tensor:
