@@ -35,7 +35,6 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 Step = Callable[[], None]
@@ -162,20 +161,19 @@ def compare_mixers(shapes: Sequence[tuple[int, int, int]], rounds: int) -> list[
     return rows
 
 
-def compare_kernels(rounds: int, lengths: Sequence[int] = (49, 64, 65, 197, 785),
+def compare_kernels(rounds: int, lengths: Sequence[int] = (16, 25, 36, 49, 64, 144, 197, 785),
                     groups: int = 2, heads: int = 2, head_dim: int = 32) -> list[dict[str, Any]]:
     """Part 2: packed kernel over SDPA, fwd+bwd, per length, with and without a learned bias."""
-    from ablate.attention._fast import packed_attention, use_packed
+    from ablate.attention._fast import packed_attention, sdpa_attention, use_packed
     from ablate.bench.measure import peak_cpu_memory
 
+    scale = head_dim ** -0.5
+
     def sdpa(qkv: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-        g, n, c3 = qkv.shape
-        q, k, v = qkv.view(g, n, 3, heads, head_dim).permute(2, 0, 3, 1, 4)
-        mask = None if bias is None else bias.expand(g, heads, n, n)
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask).transpose(1, 2).reshape(g, n, c3 // 3)
+        return sdpa_attention(qkv, bias, None, heads, scale)
 
     def packed(qkv: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-        return packed_attention(qkv, bias, None, heads, head_dim ** -0.5, overwrite=True)
+        return packed_attention(qkv, bias, None, heads, scale, overwrite=True)
 
     rows = []
     for n in lengths:
@@ -228,7 +226,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--shapes", default=",".join(f"{d}:{h}:{s}" for d, h, s in SHAPES),
                         help="dim:heads:side,... for part 1")
-    parser.add_argument("--lengths", default="49,64,65,197,785", help="sequence lengths for part 2")
+    parser.add_argument("--lengths", default="16,25,36,49,64,144,197,785", help="sequence lengths for part 2")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)

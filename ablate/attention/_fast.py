@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 __all__ = ["PackedAttention", "TokenPermutation", "packed_attention", "permute_tokens", "register_window_order",
-           "softmax_attention", "use_packed", "window_order", "window_order_of"]
+           "sdpa_attention", "softmax_attention", "use_packed", "window_order", "window_order_of"]
 
 # The backward pass works on at most _CHUNKS slices of the windows, each with at least
 # _CHUNK_MIN_ELEMENTS logits (1 MiB in float32). Slicing cuts the L x L temporaries to a
@@ -118,10 +118,10 @@ def packed_attention(qkv: torch.Tensor, bias: torch.Tensor | None, mask: torch.T
 
 
 # Longest sequence for which the packed kernel beats SDPA without a learned bias on the CPU.
-# From ``benchmarks/softmax_vs_timm.py`` (2 cores, float32, fwd+bwd): at 49 tokens the packed
-# kernel takes 0.7-0.95x SDPA's time, at 197 and beyond SDPA's flash kernel wins (1.1-2.3x)
-# and keeps O(L) memory where the packed kernel saves an L x L matrix.
-PACKED_MAX_TOKENS = 64
+# ``benchmarks/softmax_vs_timm.py`` part 2 (2 cores, float32, fwd+bwd, packed / SDPA):
+# 0.75 at 16 tokens, 0.87 at 25, 0.92 at 36, 1.03 at 49, 1.00 at 64, 1.27-1.74 from 144 on
+# (where SDPA's flash kernel also keeps O(L) memory instead of an L x L matrix).
+PACKED_MAX_TOKENS = 36
 
 
 def use_packed(device: torch.device, tokens: int, learned_bias: bool, needs_grad: bool = True) -> bool:
@@ -130,12 +130,12 @@ def use_packed(device: torch.device, tokens: int, learned_bias: bool, needs_grad
     Measured (``benchmarks/softmax_vs_timm.py``, part 2), not assumed:
 
     * CPU, training, a learned bias (Swin's relative positions) at any length: SDPA's fused
-      CPU kernel cannot differentiate a mask, so it runs its math path plus mask checks; the
-      packed kernel took 0.70x (49 tokens) and 0.87x (784 tokens) of its time.
-    * CPU, training, no learned bias: packed up to :data:`PACKED_MAX_TOKENS` tokens
-      (windows), SDPA's flash kernel beyond (ViT, PVT).
-    * CPU without gradients (evaluation): SDPA at every size; its fused forward took
-      0.6-0.8x the packed kernel's at 49 and 197 tokens.
+      CPU kernel cannot differentiate a mask, so it runs its math path; the packed kernel
+      took 0.53-0.90x its time from 16 to 785 tokens (0.61x at Swin's 49).
+    * CPU, training, no learned bias: packed up to :data:`PACKED_MAX_TOKENS` tokens, SDPA's
+      flash kernel beyond.
+    * CPU without gradients (evaluation): SDPA at every size; in the Swin mixer its fused
+      forward took 0.78-0.93x the packed kernel's time (28x28 to 56x56 maps, batch 8).
     * CUDA and other devices: SDPA, whose fused kernels differentiate a mask; no GPU was at
       hand to measure the packed kernel there, so the library's kernels keep the job.
     """
@@ -151,20 +151,31 @@ def softmax_attention(qkv: torch.Tensor, bias: torch.Tensor | None, mask: torch.
     Same arguments as :class:`PackedAttention`; both kernels compute the same values
     (tested at the boundary of the choice).
     """
-    g, n, c3 = qkv.shape
+    n = qkv.shape[1]
     needs_grad = torch.is_grad_enabled() and (qkv.requires_grad or (bias is not None and bias.requires_grad))
     learned = needs_grad and bias is not None and bias.requires_grad
     if use_packed(qkv.device, n, learned, needs_grad):
         return packed_attention(qkv, bias, mask, heads, scale, overwrite=overwrite)
+    return sdpa_attention(qkv, bias, mask, heads, scale)
+
+
+def sdpa_attention(qkv: torch.Tensor, bias: torch.Tensor | None, mask: torch.Tensor | None, heads: int,
+                   scale: float) -> torch.Tensor:
+    """:class:`PackedAttention`'s function through ``scaled_dot_product_attention``."""
+    g, n, c3 = qkv.shape
     c = c3 // 3
     q, k, v = qkv.view(g, n, 3, heads, c // heads).permute(2, 0, 3, 1, 4)  # each G, nH, L, hd
     add = None
     if bias is not None or mask is not None:
         add = bias if mask is None else mask if bias is None else bias + mask  # R|1, nH|1, L, L
         r = add.shape[0] if add.dim() == 4 else 1
-        # A contiguous mask with every leading dim (an expanded view, no copy) lets CPU SDPA
-        # take its fused kernel; a broadcast one sends it down the math path.
+        # A contiguous mask with every leading dim lets CPU SDPA take its fused kernel; a
+        # broadcast one sends it down the math path (about 5x slower at 56x56).
         add = add.reshape(1, r, -1, n, n).expand(g // r, r, heads, n, n).reshape(g, heads, n, n)
+        if not torch.is_grad_enabled():
+            # A mask that requires grad sends CPU SDPA down its math path even under no_grad
+            # (measured 3.4 vs 1.1 ms at 128 windows of 49 tokens).
+            add = add.detach()
     out = F.scaled_dot_product_attention(q, k, v, attn_mask=add, scale=scale)  # G, nH, L, hd
     return out.transpose(1, 2).reshape(g, n, c)
 

@@ -150,7 +150,8 @@ def test_window_fast_path_peak_memory_below_the_autograd_path() -> None:
 
 def test_the_kernel_choice_follows_the_measured_table() -> None:
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
-    assert use_packed(cpu, 49, learned_bias=False)  # Swin windows
+    assert use_packed(cpu, 49, learned_bias=True)  # Swin windows
+    assert use_packed(cpu, 25, learned_bias=False)  # small windows without a bias
     assert use_packed(cpu, PACKED_MAX_TOKENS, learned_bias=False)
     assert not use_packed(cpu, PACKED_MAX_TOKENS + 1, learned_bias=False)  # ViT: SDPA's flash kernel
     assert use_packed(cpu, 3136, learned_bias=True)  # a bias SDPA cannot differentiate on the CPU
