@@ -26,14 +26,15 @@ import torch.nn.functional as F
 from torch import nn
 
 __all__ = ["PackedAttention", "TokenPermutation", "packed_attention", "permute_tokens", "register_window_order",
-           "sdpa_attention", "softmax_attention", "use_packed", "window_order", "window_order_of"]
+           "sdpa_attention", "softmax_attention", "tokens_to_windows", "use_packed", "window_order", "window_order_of",
+           "windows_to_tokens"]
 
 # The backward pass works on at most _CHUNKS slices of the windows, each with at least
 # _CHUNK_MIN_ELEMENTS logits (1 MiB in float32). Slicing cuts the L x L temporaries to a
 # quarter; more slices meant hundreds of small matmuls per block, and each one waits for
 # every thread (a Swin-T step with 2 threads fell to 0.4x timm's speed on a loaded machine).
-_CHUNKS = 4
-_CHUNK_MIN_ELEMENTS = 1 << 15
+_CHUNKS = 2
+_CHUNK_MIN_ELEMENTS = 1 << 16
 
 
 class PackedAttention(torch.autograd.Function):
@@ -105,8 +106,9 @@ class PackedAttention(torch.autograd.Function):
             gl.addcmul_(a, gl.sum(dim=-1, keepdim=True), value=-1.0)
             if grad_bias is not None:
                 grad_bias += gl.sum(dim=0)
-            dk_chunk = torch.matmul(gl.transpose(-2, -1), q[sl]).mul_(scale)  # dlogits^T q * scale (q's last use)
-            dq[sl].copy_(torch.matmul(gl, k[sl]).mul_(scale))  # dq = dlogits k * scale (over q; k's last use)
+            gl.mul_(scale)  # d(q k^T) = dlogits * scale, once for both products below
+            dk_chunk = torch.matmul(gl.transpose(-2, -1), q[sl])  # dk (q's last use)
+            dq[sl].copy_(torch.matmul(gl, k[sl]))  # dq, over q (k's last use)
             dk[sl].copy_(dk_chunk)
         return grad_qkv, grad_bias, None, None, None, None
 
@@ -242,9 +244,10 @@ def register_window_order(module: nn.Module, input_resolution: tuple[int, int] |
     """Keep the build-time map's window order on ``module`` (non-persistent buffers).
 
     The official blocks build their shift mask once for ``input_resolution``; the order is
-    the same kind of table. Returns the padded build-time map, or None when there is none.
+    the same kind of table. Returns the padded build-time map, or None when there is none
+    (no shift needs no order: the partition is a strided copy).
     """
-    if window is None or input_resolution is None:
+    if window is None or input_resolution is None or not shift:
         return None
     padded = (input_resolution[0] + (-input_resolution[0]) % window,
               input_resolution[1] + (-input_resolution[1]) % window)
@@ -260,3 +263,32 @@ def window_order_of(module: nn.Module, built_hw: tuple[int, int] | None, padded_
     if padded_hw == built_hw:
         return module.window_index, module.window_inverse  # type: ignore[return-value]
     return window_order(padded_hw, window, shift, device)
+
+
+def tokens_to_windows(module: nn.Module, built_hw: tuple[int, int] | None, x: torch.Tensor, hw: tuple[int, int],
+                      window: int, shift: int) -> torch.Tensor:
+    """``(B, H*W, C)`` map tokens -> ``(B, nW*L, C)`` window-major, after a cyclic shift by ``-shift``.
+
+    Without a shift this is the partition as one strided copy (none at all for a single
+    window); with one, the shift and the partition are one row gather (:class:`TokenPermutation`)
+    instead of the official three copies. ``hw`` must be multiples of ``window``.
+    """
+    if not shift:
+        b, _, c = x.shape
+        h, w = hw
+        x = x.view(b, h // window, window, w // window, window, c)  # B, nWh, ws, nWw, ws, C
+        return x.permute(0, 1, 3, 2, 4, 5).reshape(b, h * w, c)
+    index, inverse = window_order_of(module, built_hw, hw, window, shift, x.device)
+    return permute_tokens(x, index, inverse)
+
+
+def windows_to_tokens(module: nn.Module, built_hw: tuple[int, int] | None, y: torch.Tensor, hw: tuple[int, int],
+                      window: int, shift: int) -> torch.Tensor:
+    """The inverse of :func:`tokens_to_windows`: ``(B, nW*L, C)`` -> ``(B, H*W, C)``, shift undone."""
+    if not shift:
+        b, _, c = y.shape
+        h, w = hw
+        y = y.view(b, h // window, w // window, window, window, c)  # B, nWh, nWw, ws, ws, C
+        return y.permute(0, 1, 3, 2, 4, 5).reshape(b, h * w, c)
+    index, inverse = window_order_of(module, built_hw, hw, window, shift, y.device)
+    return permute_tokens(y, inverse, index)

@@ -74,7 +74,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ablate.attention._fast import permute_tokens, register_window_order, window_order_of
+from ablate.attention._fast import register_window_order, tokens_to_windows, windows_to_tokens
 from ablate.attention._registry import MixerOptions, TokenMixer, register_attention
 from ablate.attention.softmax import check_rate, effective_window, pad_to_windows, window_partition, window_reverse
 from ablate.errors import Infeasible
@@ -464,20 +464,16 @@ class FlattenAttention(TokenMixer):
         hp, wp = h + (-h) % ws, w + (-w) % ws
         if (hp, wp) != (h, w):
             x = pad_to_windows(x.view(b, h, w, c), ws).view(b, hp * wp, c)  # B, Hp*Wp, C
-        index, inverse = window_order_of(self, self._order_hw, (hp, wp), ws, self.shift, x.device)
         L = ws * ws
         nw = hp * wp // L
-        # One window and no shift (a last stage): the order is the identity, no gather.
-        identity = nw == 1 and not self.shift and wp == ws
-        windows = (x if identity else permute_tokens(x, index, inverse)).view(b * nw, L, c)  # B*nW, L, C (no mask)
+        windows = tokens_to_windows(self, self._order_hw, x, (hp, wp), ws, self.shift).view(b * nw, L, c)  # no mask
         q, k, v = self._qkv(windows)  # each B*nW, L, C
         if self.pos_hw is not None:
             k = k + self.positional_encoding  # table of one window: 1, L, C
         q, k = self._kernel(q, reference=False), self._kernel(k, reference=False)
         out = self._attend(q, k, v, reference=False, residual=self._dwc_fast(v, (ws, ws)))  # B*nW, L, C
         out = self.proj_drop(self.proj(out)).view(b, nw * L, c)  # B, nW*L, C
-        if not identity:
-            out = permute_tokens(out, inverse, index)  # B, Hp*Wp, C (map order, shift undone)
+        out = windows_to_tokens(self, self._order_hw, out, (hp, wp), ws, self.shift)  # B, Hp*Wp, C
         if (hp, wp) != (h, w):
             out = out.view(b, hp, wp, c)[:, :h, :w].reshape(b, n, c)
         return out

@@ -48,11 +48,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from ablate.attention._fast import (
-    permute_tokens,
     register_window_order,
     softmax_attention,
+    tokens_to_windows,
     window_order,
-    window_order_of,
+    windows_to_tokens,
 )
 from ablate.attention._registry import MixerOptions, TokenMixer, register_attention
 from ablate.errors import Infeasible
@@ -459,12 +459,9 @@ class SoftmaxAttention(TokenMixer):
         hp, wp = h + (-h) % ws, w + (-w) % ws
         if (hp, wp) != (h, w):
             x = pad_to_windows(x.view(b, h, w, c), ws).view(b, hp * wp, c)  # B, Hp*Wp, C
-        index, inverse = window_order_of(self, self._order_hw, (hp, wp), ws, self.shift, x.device)
         L = ws * ws
         nw = hp * wp // L
-        # One window and no shift (Swin's last stage): the order is the identity, no gather.
-        identity = nw == 1 and not self.shift and wp == ws
-        windows = x if identity else permute_tokens(x, index, inverse)  # B, nW*L, C (window-major, shifted)
+        windows = tokens_to_windows(self, self._order_hw, x, (hp, wp), ws, self.shift)  # B, nW*L, C
         qkv = self.qkv(windows).view(b * nw, L, 3 * c)  # B*nW, L, 3C
         bias = self._bias((ws, ws))  # nH, L, L
         mask = self._window_mask((hp, wp))  # nW, 1, L, L
@@ -472,8 +469,7 @@ class SoftmaxAttention(TokenMixer):
                                 None if mask is None else mask.to(qkv.dtype), self.num_heads, self.scale,
                                 overwrite=True)  # B*nW, L, C (qkv is ours alone)
         out = self.proj_drop(self.proj(out)).view(b, nw * L, c)  # B, nW*L, C
-        if not identity:
-            out = permute_tokens(out, inverse, index)  # B, Hp*Wp, C (map order, shift undone)
+        out = windows_to_tokens(self, self._order_hw, out, (hp, wp), ws, self.shift)  # B, Hp*Wp, C
         if (hp, wp) != (h, w):
             out = out.view(b, hp, wp, c)[:, :h, :w].reshape(b, n, c)
         return out
