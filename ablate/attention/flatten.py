@@ -367,7 +367,7 @@ class FlattenAttention(TokenMixer):
         nh = self.num_heads
         weight = self.dwc.weight.repeat(nh, 1, 1, 1)  # C, 1, k, k
         bias = self.dwc.bias.repeat(nh) if self.dwc.bias is not None else None  # C
-        fmap = v.reshape(b, grid[0], grid[1], c).permute(0, 3, 1, 2)  # B', C, gh, gw (channels-last view)
+        fmap = v.contiguous().view(b, grid[0], grid[1], c).permute(0, 3, 1, 2)  # B', C, gh, gw (channels-last view)
         out = F.conv2d(fmap, weight, bias, padding=self.dwc.padding, groups=c)  # B', C, gh, gw
         return out.permute(0, 2, 3, 1).reshape(b, n, c)  # B', gh*gw, C
 
