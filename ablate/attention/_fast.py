@@ -119,11 +119,12 @@ def packed_attention(qkv: torch.Tensor, bias: torch.Tensor | None, mask: torch.T
     return PackedAttention.apply(qkv, bias, mask, heads, scale, overwrite)
 
 
-# Longest sequence for which the packed kernel beats SDPA without a learned bias on the CPU.
-# ``benchmarks/softmax_vs_timm.py`` part 2 (2 cores, float32, fwd+bwd, packed / SDPA):
-# 0.75 at 16 tokens, 0.87 at 25, 0.92 at 36, 1.03 at 49, 1.00 at 64, 1.27-1.74 from 144 on
-# (where SDPA's flash kernel also keeps O(L) memory instead of an L x L matrix).
-PACKED_MAX_TOKENS = 36
+# Longest sequence the packed kernel takes without a learned bias on the CPU.
+# ``benchmarks/softmax_vs_timm.py`` part 2 (2 cores, float32, fwd+bwd, packed / SDPA): up to
+# 64 tokens the two are within run-to-run noise of each other (0.87-1.14 over two runs of
+# 16-64 tokens) and the packed kernel's peak is smaller (0.72-0.94x); from 144 tokens on
+# SDPA's flash kernel is faster (packed 1.2-1.5x) and keeps O(L) memory (packed 1.6-4x).
+PACKED_MAX_TOKENS = 64
 
 
 def use_packed(device: torch.device, tokens: int, learned_bias: bool, needs_grad: bool = True) -> bool:
@@ -134,8 +135,8 @@ def use_packed(device: torch.device, tokens: int, learned_bias: bool, needs_grad
     * CPU, training, a learned bias (Swin's relative positions) at any length: SDPA's fused
       CPU kernel cannot differentiate a mask, so it runs its math path; the packed kernel
       took 0.53-0.90x its time from 16 to 785 tokens (0.61x at Swin's 49).
-    * CPU, training, no learned bias: packed up to :data:`PACKED_MAX_TOKENS` tokens, SDPA's
-      flash kernel beyond.
+    * CPU, training, no learned bias: packed up to :data:`PACKED_MAX_TOKENS` tokens (as fast,
+      less memory), SDPA's flash kernel beyond.
     * CPU without gradients (evaluation): SDPA at every size; in the Swin mixer its fused
       forward took 0.78-0.93x the packed kernel's time (28x28 to 56x56 maps, batch 8).
     * CUDA and other devices: SDPA, whose fused kernels differentiate a mask; no GPU was at
