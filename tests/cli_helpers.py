@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+import subprocess
 import sys
 
 import pytest
@@ -22,3 +24,13 @@ def run_cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, s
         sys.argv = argv
     out, err = capsys.readouterr()
     return code, out, err
+
+
+def interrupt(proc: subprocess.Popen, timeout: float) -> None:
+    """Stop a server process as Ctrl-C would; kill it if it has not exited after ``timeout`` seconds."""
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()

@@ -27,7 +27,7 @@ from torch import nn
 
 __all__ = ["PackedAttention", "TokenPermutation", "packed_attention", "permute_tokens", "register_window_order",
            "sdpa_attention", "softmax_attention", "tokens_to_windows", "use_packed", "window_order", "window_order_of",
-           "windows_to_tokens"]
+           "window_partition", "window_reverse", "windows_to_tokens"]
 
 # The backward pass works on at most _CHUNKS slices of the windows, each with at least
 # _CHUNK_MIN_ELEMENTS logits (1 MiB in float32). Slicing cuts the L x L temporaries to a
@@ -35,6 +35,29 @@ __all__ = ["PackedAttention", "TokenPermutation", "packed_attention", "permute_t
 # every thread (a Swin-T step with 2 threads fell to 0.4x timm's speed on a loaded machine).
 _CHUNKS = 2
 _CHUNK_MIN_ELEMENTS = 1 << 16
+
+
+def window_partition(x: torch.Tensor, window: int) -> torch.Tensor:
+    """Cut a map into non-overlapping windows, keeping windows and tokens row-major.
+
+    Args:
+        x: ``(B, H, W, C)`` map with ``H`` and ``W`` multiples of ``window``.
+        window: side of the square window.
+
+    Returns:
+        ``(B, nW, window*window, C)`` with ``nW = (H/window)*(W/window)``.
+    """
+    b, h, w, c = x.shape
+    x = x.view(b, h // window, window, w // window, window, c)  # B, nWh, ws, nWw, ws, C
+    return x.permute(0, 1, 3, 2, 4, 5).reshape(b, (h // window) * (w // window), window * window, c)
+
+
+def window_reverse(windows: torch.Tensor, window: int, hw: tuple[int, int]) -> torch.Tensor:
+    """Inverse of :func:`window_partition`: ``(B, nW, window*window, C)`` -> ``(B, H, W, C)``."""
+    h, w = hw
+    b, _, _, c = windows.shape
+    x = windows.view(b, h // window, w // window, window, window, c)  # B, nWh, nWw, ws, ws, C
+    return x.permute(0, 1, 3, 2, 4, 5).reshape(b, h, w, c)
 
 
 class PackedAttention(torch.autograd.Function):
@@ -69,10 +92,10 @@ class PackedAttention(torch.autograd.Function):
         c = c3 // 3
         q, k, v = qkv.view(g, n, 3, heads, c // heads).permute(2, 0, 3, 1, 4)  # each G, nH, L, hd (views)
         logits = torch.matmul(q * scale, k.transpose(-2, -1))  # G, nH, L, L
-        if bias is not None or mask is not None:
-            add = bias if mask is None else mask if bias is None else bias + mask  # R|1, nH|1, L, L
-            r = add.shape[0] if add.dim() == 4 else 1
-            logits.view(g // r, r, -1, n, n).add_(add.view(r, -1, n, n))  # in place; repeats over B
+        add = _additive(bias, mask)  # R, nH|1, L, L
+        if add is not None:
+            r = add.shape[0]
+            logits.view(g // r, r, -1, n, n).add_(add)  # in place; repeats over B
         attn = torch.softmax(logits, dim=-1)  # G, nH, L, L
         del logits
         out = torch.matmul(attn, v)  # G, nH, L, hd
@@ -111,6 +134,13 @@ class PackedAttention(torch.autograd.Function):
             dq[sl].copy_(torch.matmul(gl, k[sl]))  # dq, over q (k's last use)
             dk[sl].copy_(dk_chunk)
         return grad_qkv, grad_bias, None, None, None, None
+
+
+def _additive(bias: torch.Tensor | None, mask: torch.Tensor | None) -> torch.Tensor | None:
+    """The logits' additive term ``(R, nH|1, L, L)``: a ``(nH, L, L)`` bias plus a ``(R, 1, L, L)`` mask."""
+    if bias is None:
+        return mask
+    return bias[None] if mask is None else bias + mask
 
 
 def packed_attention(qkv: torch.Tensor, bias: torch.Tensor | None, mask: torch.Tensor | None,
@@ -168,10 +198,9 @@ def sdpa_attention(qkv: torch.Tensor, bias: torch.Tensor | None, mask: torch.Ten
     g, n, c3 = qkv.shape
     c = c3 // 3
     q, k, v = qkv.view(g, n, 3, heads, c // heads).permute(2, 0, 3, 1, 4)  # each G, nH, L, hd
-    add = None
-    if bias is not None or mask is not None:
-        add = bias if mask is None else mask if bias is None else bias + mask  # R|1, nH|1, L, L
-        r = add.shape[0] if add.dim() == 4 else 1
+    add = _additive(bias, mask)  # R, nH|1, L, L
+    if add is not None:
+        r = add.shape[0]
         # A contiguous mask with every leading dim lets CPU SDPA take its fused kernel; a
         # broadcast one sends it down the math path (about 5x slower at 56x56).
         add = add.reshape(1, r, -1, n, n).expand(g // r, r, heads, n, n).reshape(g, heads, n, n)
@@ -233,8 +262,8 @@ def window_order(hw: tuple[int, int], window: int, shift: int,
     h, w = hw
     tokens = torch.arange(h * w, device=device).view(h, w)  # H, W
     if shift:
-        tokens = torch.roll(tokens, shifts=(-shift, -shift), dims=(0, 1))
-    index = tokens.view(h // window, window, w // window, window).permute(0, 2, 1, 3).flatten()  # H*W
+        tokens = torch.roll(tokens, shifts=(-shift, -shift), dims=(0, 1))  # H, W
+    index = window_partition(tokens.view(1, h, w, 1), window).flatten()  # H*W
     inverse = torch.empty_like(index)
     inverse[index] = torch.arange(index.numel(), device=device)
     return index, inverse
@@ -276,9 +305,7 @@ def tokens_to_windows(module: nn.Module, built_hw: tuple[int, int] | None, x: to
     """
     if not shift:
         b, _, c = x.shape
-        h, w = hw
-        x = x.view(b, h // window, window, w // window, window, c)  # B, nWh, ws, nWw, ws, C
-        return x.permute(0, 1, 3, 2, 4, 5).reshape(b, h * w, c)
+        return window_partition(x.view(b, hw[0], hw[1], c), window).view(b, -1, c)  # B, nW*L, C
     index, inverse = window_order_of(module, built_hw, hw, window, shift, x.device)
     return permute_tokens(x, index, inverse)
 
@@ -288,8 +315,6 @@ def windows_to_tokens(module: nn.Module, built_hw: tuple[int, int] | None, y: to
     """The inverse of :func:`tokens_to_windows`: ``(B, nW*L, C)`` -> ``(B, H*W, C)``, shift undone."""
     if not shift:
         b, _, c = y.shape
-        h, w = hw
-        y = y.view(b, h // window, w // window, window, window, c)  # B, nWh, nWw, ws, ws, C
-        return y.permute(0, 1, 3, 2, 4, 5).reshape(b, h * w, c)
+        return window_reverse(y.view(b, -1, window * window, c), window, hw).view(b, -1, c)  # B, H*W, C
     index, inverse = window_order_of(module, built_hw, hw, window, shift, y.device)
     return permute_tokens(y, inverse, index)

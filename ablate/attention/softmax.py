@@ -52,6 +52,8 @@ from ablate.attention._fast import (
     softmax_attention,
     tokens_to_windows,
     window_order,
+    window_partition,
+    window_reverse,
     windows_to_tokens,
 )
 from ablate.attention._registry import MixerOptions, TokenMixer, register_attention
@@ -87,30 +89,8 @@ FAST_MASK_VALUE = -1.0e4
 
 
 # --------------------------------------------------------------------------- helpers
-# Shared with ``focal.py``; each is a pure function of its arguments.
-
-
-def window_partition(x: torch.Tensor, window: int) -> torch.Tensor:
-    """Cut a map into non-overlapping windows, keeping windows and tokens row-major.
-
-    Args:
-        x: ``(B, H, W, C)`` map with ``H`` and ``W`` multiples of ``window``.
-        window: side of the square window.
-
-    Returns:
-        ``(B, nW, window*window, C)`` with ``nW = (H/window)*(W/window)``.
-    """
-    b, h, w, c = x.shape
-    x = x.view(b, h // window, window, w // window, window, c)  # B, nWh, ws, nWw, ws, C
-    return x.permute(0, 1, 3, 2, 4, 5).reshape(b, (h // window) * (w // window), window * window, c)
-
-
-def window_reverse(windows: torch.Tensor, window: int, hw: tuple[int, int]) -> torch.Tensor:
-    """Inverse of :func:`window_partition`: ``(B, nW, window*window, C)`` -> ``(B, H, W, C)``."""
-    h, w = hw
-    b, _, _, c = windows.shape
-    x = windows.view(b, h // window, w // window, window, window, c)  # B, nWh, nWw, ws, ws, C
-    return x.permute(0, 1, 3, 2, 4, 5).reshape(b, h, w, c)
+# Shared with ``focal.py``; each is a pure function of its arguments (``window_partition`` and
+# ``window_reverse`` live in ``_fast.py``, which the fast paths share, and are re-exported here).
 
 
 def pad_to_windows(x: torch.Tensor, window: int) -> torch.Tensor:

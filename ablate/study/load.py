@@ -92,12 +92,11 @@ def check_study(path: str | os.PathLike[str], *, scale: str = "proxy", storage: 
     """
     study, doc = _load(path, check=True, scale=scale)
     if study.train.compile:
-        from ablate.train.toolchain import missing_compiler
+        from ablate.train.toolchain import compile_refusal
 
-        problem = missing_compiler("cpu")
-        if problem is not None:
-            raise doc.error(("train", "compile"), f"true needs a compiler: {problem}, allowed: false, or install "
-                                                  "g++ (or set $CXX to a C++ compiler)")
+        refusal = compile_refusal("cpu")
+        if refusal is not None:
+            raise doc.error(("train", "compile"), refusal)
     if storage is None:
         _check_storage(study.storage, lambda what: doc.error(("storage",), what))
     else:

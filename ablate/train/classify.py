@@ -47,7 +47,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from ablate.data import ClassificationData, classification_transforms, loader_workers
-from ablate.errors import AblateError, EnvironmentProblem
+from ablate.errors import AblateError
 from ablate.train.recipes import BUDGET, RECIPES
 
 __all__ = ["TrainConfig", "TrainingDiverged", "autocast_dtype", "compile_model", "recipe_transforms",
@@ -211,12 +211,9 @@ def compile_model(model: nn.Module, device: torch.device | str = "cpu") -> nn.Mo
     Raises:
         EnvironmentProblem: no C++ compiler (CPU) or C compiler (CUDA) was found.
     """
-    from ablate.train.toolchain import missing_compiler
+    from ablate.train.toolchain import require_compiler
 
-    problem = missing_compiler(str(torch.device(device)))
-    if problem is not None:
-        raise EnvironmentProblem(f"train.compile: true needs a compiler: {problem}, allowed: train.compile: "
-                                 "false, or install g++ (or set $CXX to a C++ compiler)")
+    require_compiler(str(torch.device(device)))
     # A trial process trains one model at a time, and Ray reuses it for the next trial: torch
     # counts recompilations per Python function (every model's ``forward`` is one), so without
     # a reset the ninth compiled model would silently train eagerly.

@@ -96,13 +96,9 @@ def train_detector(arch: Mapping[str, Any] | Architecture, data_yaml: str | Path
     from ablate.models.yolo.upstream import detection_trainer
 
     if cfg.compile:
-        from ablate.errors import EnvironmentProblem
-        from ablate.train.toolchain import missing_compiler
+        from ablate.train.toolchain import require_compiler
 
-        problem = missing_compiler(cfg.device)
-        if problem is not None:
-            raise EnvironmentProblem(f"train.compile: true needs a compiler: {problem}, allowed: train.compile: "
-                                     "false, or install g++ (or set $CXX to a C++ compiler)")
+        require_compiler(cfg.device)
 
     DetectionTrainer = detection_trainer()  # noqa: N806 - a class
 

@@ -16,7 +16,9 @@ import shlex
 import shutil
 import sys
 
-__all__ = ["missing_compiler"]
+from ablate.errors import EnvironmentProblem
+
+__all__ = ["compile_refusal", "missing_compiler", "require_compiler"]
 
 
 def _first_word(command: str) -> str | None:
@@ -55,3 +57,22 @@ def missing_compiler(device: str = "cpu") -> str | None:
             where = f"$CC={cc!r}" if cc is not None else "cc, gcc or clang (or $CC)"
             return f"no C compiler found on the PATH: {where}, which Triton needs for torch.compile on CUDA"
     return None
+
+
+def compile_refusal(device: str = "cpu", allowed_key: str = "") -> str | None:
+    """What ``train.compile: true`` is told on ``device`` (the text after its key), or None when it can run.
+
+    ``allowed_key`` prefixes the allowed value where the line names no key of its own.
+    """
+    problem = missing_compiler(device)
+    if problem is None:
+        return None
+    return (f"true needs a compiler: {problem}, allowed: {allowed_key}false, or install g++ "
+            "(or set $CXX to a C++ compiler)")
+
+
+def require_compiler(device: str = "cpu") -> None:
+    """Raise :class:`EnvironmentProblem` (one line) unless ``torch.compile`` can build kernels on ``device``."""
+    refusal = compile_refusal(device, allowed_key="train.compile: ")
+    if refusal is not None:
+        raise EnvironmentProblem(f"train.compile: {refusal}")

@@ -25,7 +25,7 @@ from ablate.testing.fake_study import write_fake_study
 from ablate.results import StudyReader, load_results
 from ablate.dashboards import Sources, create_app, make_server
 from ablate.dashboards.app import _parse
-from tests.cli_helpers import run_cli
+from tests.cli_helpers import interrupt, run_cli
 
 ABLATE = str(Path(sys.executable).with_name("ablate"))
 ROOT = Path(__file__).resolve().parents[2]
@@ -267,12 +267,7 @@ def test_dashboard_command_serves_and_stops_on_ctrl_c(fake_db, tmp_path):
                      if c.status == "LISTEN"]
         assert listening and all(c.laddr.ip == "127.0.0.1" for c in listening)
     finally:
-        proc.send_signal(2)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        interrupt(proc, timeout=10)
     assert proc.returncode == 0, proc.stderr.read()
 
 

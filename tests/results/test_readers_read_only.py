@@ -24,7 +24,7 @@ import pytest
 
 from ablate.errors import StorageError
 from ablate.results import StudyReader, load_results, study_names
-from tests.cli_helpers import run_cli
+from tests.cli_helpers import interrupt, run_cli
 
 PY = sys.executable
 _WRITE = textwrap.dedent("""
@@ -145,12 +145,7 @@ def _dashboard(target: str, *, prefix: list[str] = (), cwd: str | None = None) -
         with urllib.request.urlopen(req, timeout=30) as res:
             assert res.status == 200 and b"generated" in res.read()
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        interrupt(proc, timeout=20)
     assert proc.returncode == 0, proc.stderr.read()
 
 
