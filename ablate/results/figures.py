@@ -17,11 +17,16 @@ import pandas as pd
 from ablate.results import stats
 from ablate.results.aggregate import front_and_indistinguishable
 from ablate.results.pareto import hypervolume_history, nondominated
-from ablate.metrics import COSTS, metric
+from ablate.metrics import COSTS
+from ablate.results.curves import curve_figure, curves_figure
+from ablate.results.figure_style import (FRONT_COLOR, IMPORTANCE_MIN_TRIALS, MEAN_COLOR, NEAR_COLOR, STATE_SYMBOL,
+                                         base_layout as _layout, family_colors, family_of, label_of, spans_decades,
+                                         with_note)
 from ablate.results.reader import StudyResults, trial_metric
 
-__all__ = ["axes_of", "family_of", "pareto_points", "config_points", "pareto_figure", "curve_figure",
-           "parallel_figure", "hypervolume_figure", "importance_figure", "COST_KEYS", "label_of"]
+__all__ = ["axes_of", "family_of", "study_families", "pareto_points", "config_points", "pareto_figure",
+           "curve_figure", "curves_figure", "parallel_figure", "hypervolume_figure", "hypervolume_note", "importance_figure",
+           "importance_note", "config_figure", "COST_KEYS", "label_of"]
 
 #: Trial attributes that are costs (lower is better) and can go on the Pareto plot's x axis.
 COST_KEYS = COSTS
@@ -30,13 +35,6 @@ COST_KEYS = COSTS
 WEBGL_ABOVE = 5000
 #: Parallel coordinates show at most this many trials (the best by the chosen objective).
 PARALLEL_MAX = 500
-_STATE_SYMBOL = {"COMPLETE": "circle", "PRUNED": "triangle-down", "FAIL": "x", "RUNNING": "diamond-open"}
-
-
-def label_of(key: str) -> str:
-    """A readable axis label for a metric or cost key."""
-    found = metric(key)
-    return found.label if found is not None else key
 
 
 def axes_of(results: StudyResults) -> tuple[str, str]:
@@ -50,18 +48,6 @@ def axes_of(results: StudyResults) -> tuple[str, str]:
     y = maxed[0] if maxed else names[0]
     costs = [n for n in names if n != y]
     return (costs[0] if costs else "gflops"), y
-
-
-def family_of(params: Mapping[str, Any], attrs: Mapping[str, Any]) -> str:
-    """The attention family a trial used (per-stage lists joined), for colouring."""
-    arch = attrs.get("arch") or {}
-    value = params.get("attention", arch.get("attention") if isinstance(arch, Mapping) else None)
-    if value is None:
-        return "-"
-    if isinstance(value, (list, tuple)):
-        distinct = list(dict.fromkeys(str(v) for v in value))
-        return "+".join(distinct)
-    return str(value)
 
 
 def _metric(row: Any, key: str) -> float | None:
@@ -167,9 +153,23 @@ def _short(value: Any) -> str:
     return str(value)
 
 
+def study_families(results: StudyResults) -> list[str]:
+    """Every attention family among the study's trials, whatever their state (for stable colours)."""
+    frame = results.trials
+    if frame.empty:
+        return []
+    return sorted({family_of(p, a) for p, a in zip(frame["params"], frame["attrs"])})
+
+
 def pareto_figure(results: StudyResults, *, x: str | None = None, y: str | None = None,
-                  states: Sequence[str] = ("COMPLETE",)) -> Any:
+                  states: Sequence[str] = ("COMPLETE",), log_x: bool = False, log_y: bool = False,
+                  colors: Mapping[str, str] | None = None) -> Any:
     """Quality against cost: trials coloured by family, configuration means, the front as a step line.
+
+    Colour means family and nothing else (:mod:`ablate.results.figure_style`): a family's
+    colour comes from the registry, so showing or hiding PRUNED, FAIL or RUNNING trials
+    never recolours anything, and no family is drawn in the front's red. The state is the
+    marker (PRUNED a triangle, FAIL an x, RUNNING an open diamond).
 
     With repeats (a configuration with two runs or more), every configuration's mean is
     drawn with its 95 % intervals as error bars (``meta.kind == "configs"``; those
@@ -177,42 +177,52 @@ def pareto_figure(results: StudyResults, *, x: str | None = None, y: str | None 
     and the trials fade behind them. The front (``meta.kind == "front"``) is the 2-D front
     of the configuration means for these axes; its ``customdata`` are each front
     configuration's first trial (a click opens it), as for every configuration marker.
+    A plot with nothing to draw says why (``layout.meta.note``).
 
     Args:
         x, y: keys to plot (default :func:`axes_of`); any objective or cost attribute.
         states: which trial states to show; PRUNED, FAIL and RUNNING trials appear with
             their own marker where they have both values, and never count for the front.
+        log_x, log_y: logarithmic axes (costs that span decades); ignored for an axis
+            with a value of zero or below, which a log axis cannot place.
+        colors: family → colour (default :func:`~ablate.results.figure_style.family_colors`
+            over the registry and every family of the study).
     """
     dx, dy = axes_of(results)
     x, y = x or dx, y or dy
-    pts = pareto_points(results, x, y)
-    pts = pts[pts["state"].isin(list(states))]
+    palette = dict(colors) if colors is not None else family_colors(study_families(results))
+    every = pareto_points(results, x, y)
+    pts = every[every["state"].isin(list(states))]
     configs = config_points(results, x, y)
     repeated = not configs.empty and int(configs["n"].max()) >= 2
     data = []
     kind = "scattergl" if len(pts) > WEBGL_ABOVE else "scatter"  # WebGL only pays off past a few thousand markers
     for family, group in pts.groupby("family", sort=True):
+        color = palette.get(family) or family_colors([family])[family]
         for state, sub in group.groupby("state", sort=False):
             data.append({
                 "type": kind, "x": sub["x"].tolist(), "y": sub["y"].tolist(), "mode": "markers",
                 "name": family if state == "COMPLETE" else f"{family} ({state})", "legendgroup": family,
                 "customdata": sub["number"].tolist(), "hovertext": sub["hover"].tolist(), "hoverinfo": "text",
-                "marker": {"symbol": _STATE_SYMBOL.get(state, "circle"), "size": 6 if repeated else 9,
-                           "line": {"width": 1, "color": "#333"}, **({"opacity": 0.4} if repeated else {})},
-                "meta": {"kind": "trials", "state": state}})
+                "marker": {"symbol": STATE_SYMBOL.get(state, "circle"), "size": 6 if repeated else 9,
+                           "color": color,
+                           "line": {"width": 1.5 if state != "COMPLETE" else 1,
+                                    "color": color if state != "COMPLETE" else "#333"},
+                           **({"opacity": 0.4} if repeated else {})},
+                "meta": {"kind": "trials", "state": state, "family": family}})
     if repeated:
         for cls, name, marker in (
                 ("other", "configuration mean ± 95 % CI",
-                 {"symbol": "circle", "size": 10, "color": "#555", "line": {"width": 1, "color": "#222"}}),
+                 {"symbol": "circle", "size": 10, "color": MEAN_COLOR, "line": {"width": 1, "color": "#222"}}),
                 ("near", "indistinguishable from the front",
-                 {"symbol": "diamond-open", "size": 12, "color": "#ff7f0e", "line": {"width": 2}})):
+                 {"symbol": "diamond-open", "size": 12, "color": NEAR_COLOR, "line": {"width": 2}})):
             sub = configs[configs["kind"] == cls]
             if sub.empty:
                 continue
             data.append({"type": "scatter", "x": sub["x"].tolist(), "y": sub["y"].tolist(), "mode": "markers",
                          "name": name, "marker": marker, **_error_bars(sub, marker["color"]),
                          "customdata": sub["first"].tolist(), "hovertext": sub["hover"].tolist(),
-                         "hoverinfo": "text", "meta": {"kind": "configs", "class": cls}})
+                         "hoverinfo": "text", "meta": {"kind": "configs", "class": cls, "keys": sub["key"].tolist()}})
     front = configs[configs["kind"] == "front"].sort_values("x")
     if not front.empty:
         # Steps through the corners the front attains: going right, x gets worse when x is
@@ -220,17 +230,37 @@ def pareto_figure(results: StudyResults, *, x: str | None = None, y: str | None 
         data.append({"type": "scatter", "x": front["x"].tolist(), "y": front["y"].tolist(), "mode": "lines+markers",
                      "name": "Pareto front of the means" if repeated else "Pareto front",
                      "line": {"shape": "hv" if _direction(results, x, "minimize") == "minimize" else "vh",
-                              "color": "#d62728", "width": 2},
-                     "marker": {"size": 13, "symbol": "circle-open", "color": "#d62728", "line": {"width": 2}},
-                     **(_error_bars(front, "#d62728") if repeated else {}),
+                              "color": FRONT_COLOR, "width": 2},
+                     "marker": {"size": 13, "symbol": "circle-open", "color": FRONT_COLOR, "line": {"width": 2}},
+                     **(_error_bars(front, FRONT_COLOR) if repeated else {}),
                      "customdata": front["first"].tolist(), "hovertext": front["hover"].tolist(),
-                     "hoverinfo": "text", "meta": {"kind": "front"}})
+                     "hoverinfo": "text", "meta": {"kind": "front", "keys": front["key"].tolist()}})
     title = f"{results.name}: {label_of(y)} against {label_of(x)}"
     if not configs.empty and not repeated:
         title += f" ({stats.ONE_SEED})"
     layout = _layout(title, label_of(x), label_of(y), 520)
     layout.update(clickmode="event", legend={"title": {"text": "attention"}})
-    return {"data": data, "layout": layout}
+    for axis, wanted, values in (("xaxis", log_x, every["x"]), ("yaxis", log_y, every["y"])):
+        if wanted and spans_decades(values, 0.0):
+            layout[axis]["type"] = "log"
+    return with_note({"data": data, "layout": layout}, _pareto_note(results, every, pts, x, y, states))
+
+
+def _pareto_note(results: StudyResults, every: pd.DataFrame, shown: pd.DataFrame, x: str, y: str,
+                 states: Sequence[str]) -> str | None:
+    """Why the Pareto plot is empty, or None when it has points."""
+    if not shown.empty:
+        return None
+    n = len(results.trials)
+    if n == 0:
+        return "No trials yet: the plot fills in as trials finish (this page refreshes by itself)."
+    counts = results.trials["state"].value_counts().to_dict()
+    have = ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
+    if every.empty:
+        return (f"None of the {n} trials ({have}) has both {label_of(y)} and {label_of(x)} yet: "
+                f"a trial is placed once it has both.")
+    return (f"No {' or '.join(states)} trial has both values yet ({have}); "
+            f"tick another state above to see the others.")
 
 
 def _error_bars(sub: pd.DataFrame, color: str) -> dict[str, Any]:
@@ -240,30 +270,6 @@ def _error_bars(sub: pd.DataFrame, color: str) -> dict[str, Any]:
                 "width": 3}
 
     return {"error_x": bars("x"), "error_y": bars("y")}
-
-
-def _layout(title: str, xtitle: str, ytitle: str, height: int, **extra: Any) -> dict[str, Any]:
-    return {"title": {"text": title}, "xaxis": {"title": {"text": xtitle}, "gridcolor": "#eee", "zeroline": False},
-            "yaxis": {"title": {"text": ytitle}, "gridcolor": "#eee", "zeroline": False}, "height": height,
-            "plot_bgcolor": "white", "paper_bgcolor": "white", "hovermode": "closest",
-            "margin": {"l": 60, "r": 60, "t": 50, "b": 50}, **extra}
-
-
-def curve_figure(attrs: Mapping[str, Any], metric: str) -> Any:
-    """A trial's per-epoch curve: the quality metric and the training loss (second axis)."""
-    curve = list(attrs.get("curve") or [])
-    epochs = [c.get("epoch") for c in curve]
-    data = []
-    if any(metric in c for c in curve):
-        data.append({"type": "scatter", "x": epochs, "y": [c.get(metric) for c in curve], "name": label_of(metric),
-                     "mode": "lines+markers"})
-    if any("train_loss" in c for c in curve):
-        data.append({"type": "scatter", "x": epochs, "y": [c.get("train_loss") for c in curve], "name": "train loss",
-                     "mode": "lines+markers", "yaxis": "y2", "line": {"dash": "dot"}})
-    layout = _layout("learning curve" if curve else "learning curve (no epoch finished)", "epoch",
-                     label_of(metric), 380,
-                     yaxis2={"title": {"text": "train loss"}, "overlaying": "y", "side": "right", "showgrid": False})
-    return {"data": data, "layout": layout}
 
 
 def parallel_figure(results: StudyResults, objective: str) -> Any:
@@ -341,21 +347,135 @@ def _dimension(name: str, values: list[Any]) -> dict[str, Any]:
 
 
 def hypervolume_figure(results: StudyResults) -> Any:
-    """Hypervolume of the COMPLETE trials as the study went on (two-objective studies)."""
+    """Hypervolume of the COMPLETE trials as the study went on (two-objective studies).
+
+    A curve that is missing or flat at 0 carries a sentence saying why (:func:`hypervolume_note`).
+    """
     hv = hypervolume_history(results)
     data = [{"type": "scatter", "x": hv["number"].tolist(), "y": hv["hypervolume"].tolist(), "mode": "lines",
              "line": {"shape": "hv"}, "name": "hypervolume"}]
     names = " × ".join(o["name"] for o in results.objectives)
     title = (f"hypervolume ({names}; reference point: the worst value of each objective)"
              if len(results.objectives) == 2 else "hypervolume needs exactly two objectives")
-    return {"data": data, "layout": _layout(title, "trial number", "hypervolume", 380)}
+    return with_note({"data": data, "layout": _layout(title, "trial number", "hypervolume", 380)},
+                     hypervolume_note(results, hv))
 
 
-def importance_figure(importances: Mapping[str, float], objective: str, method: str) -> Any:
-    """Horizontal bars of parameter importances for one objective."""
+def hypervolume_note(results: StudyResults, history: pd.DataFrame | None = None) -> str | None:
+    """Why the hypervolume curve is empty or flat at 0, or None when it has risen.
+
+    The reference point is the worst value of each objective over the COMPLETE trials, so
+    the area stays 0 until one COMPLETE trial beats that point in both objectives: one
+    trial alone, or trials that only trade one objective for the other, add nothing.
+    """
+    if len(results.objectives) != 2:
+        return (f"Hypervolume is drawn for studies with two objectives; this one has "
+                f"{len(results.objectives)}.")
+    hv = hypervolume_history(results) if history is None else history
+    n = len(hv)
+    if n == 0:
+        return "Hypervolume needs at least 2 COMPLETE trials; the study has none yet."
+    if n < 2:
+        return "Hypervolume needs at least 2 COMPLETE trials; the study has 1."
+    if float(hv["hypervolume"].max()) <= 0.0:
+        a, b = (o["name"] for o in results.objectives)
+        return (f"Flat at 0: none of the {n} COMPLETE trials beats the reference point (the worst {a} and the "
+                f"worst {b} seen) in both objectives yet; they only trade one for the other.")
+    return None
+
+
+def importance_note(results: StudyResults, needed: int = IMPORTANCE_MIN_TRIALS) -> str | None:
+    """Why parameter importance cannot be drawn yet, or None when it can.
+
+    It needs ``needed`` COMPLETE trials and at least one setting that takes two values
+    among them (an importance ranks what varied).
+    """
+    frame = results.trials
+    done = frame[frame["state"] == "COMPLETE"] if not frame.empty else frame
+    n = len(done)
+    varied = _varied_params(done)
+    if n < needed:
+        return (f"Parameter importance needs at least {needed} COMPLETE trials whose settings vary; "
+                f"the study has {n}" + (f" ({len(varied)} setting(s) vary)." if n else "."))
+    if not varied:
+        return (f"Parameter importance needs settings that vary; all {n} COMPLETE trials share the same "
+                f"settings.")
+    return None
+
+
+def _varied_params(done: pd.DataFrame) -> list[str]:
+    seen: dict[str, set[str]] = {}
+    for params in (done["params"] if not done.empty else ()):
+        for k, v in params.items():
+            seen.setdefault(k, set()).add(_short(v))
+    return sorted(k for k, vs in seen.items() if len(vs) > 1)
+
+
+def importance_figure(importances: Mapping[str, float], objective: str, method: str, *,
+                      note: str | None = None) -> Any:
+    """Horizontal bars of parameter importances for one objective (``note``: why there are none)."""
     items = sorted(importances.items(), key=lambda kv: kv[1])
     data = [{"type": "bar", "x": [float(v) for _, v in items], "y": [k for k, _ in items], "orientation": "h"}]
-    layout = _layout(f"parameter importance for {objective} ({method})", "importance", "",
-                     max(240, 60 + 40 * len(items)))
+    title = f"parameter importance for {objective}" + (f" ({method})" if method else "")
+    layout = _layout(title, "importance", "", max(240, 60 + 40 * len(items)))
     layout["margin"]["l"] = 140
-    return {"data": data, "layout": layout}
+    return with_note({"data": data, "layout": layout}, note)
+
+
+def config_figure(results: StudyResults, objective: str, *, colors: Mapping[str, str] | None = None) -> Any:
+    """Every configuration's mean of ``objective`` with its 95 % interval as error bars.
+
+    The numbers are the study's aggregates (``results.configs``: the ``mean`` and ``ci95``
+    that ``ablate show --format json`` prints), one marker per configuration coloured by
+    its family, best first; a configuration with one run has no bar and says so on hover.
+    """
+    configs = [c for c in results.configs if c["mean"].get(objective) is not None]
+    maximize = _direction(results, objective, "maximize") == "maximize"
+    configs.sort(key=lambda c: -c["mean"][objective] if maximize else c["mean"][objective])
+    palette = dict(colors) if colors is not None else family_colors(study_families(results))
+    front, near = set(results.pareto_configs), set(results.indistinguishable)
+    by_family: dict[str, list[tuple[int, dict[str, Any]]]] = {}
+    frame = results.trials
+    attrs_of = dict(zip(frame["number"], frame["attrs"])) if not frame.empty else {}
+    for i, c in enumerate(configs):
+        by_family.setdefault(family_of(c["params"], attrs_of.get(c["trials"][0], {})), []).append((i, c))
+    data = []
+    for family in sorted(by_family):
+        rows = by_family[family]
+        color = palette.get(family) or family_colors([family])[family]
+        means = [c["mean"][objective] for _, c in rows]
+        cis = [c["ci95"].get(objective) for _, c in rows]
+        hover = []
+        for (_, c), mean, ci in zip(rows, means, cis):
+            where = " (on the front)" if c["key"] in front else " (indistinguishable from the front)" \
+                if c["key"] in near else ""
+            spread = f" [{ci[0]:.4g}, {ci[1]:.4g}]" if ci else f" ({stats.ONE_SEED})"
+            settings = "<br>".join(f"{k} = {_short(v)}" for k, v in c["params"].items())
+            hover.append(f"<b>configuration {c['key']}</b>{where}<br>n = {c['n']}: trials "
+                         f"{', '.join(map(str, c['trials']))}<br>{objective} {mean:.4g}{spread}<br>{settings}")
+        data.append({"type": "scatter", "mode": "markers", "name": family, "x": [i for i, _ in rows], "y": means,
+                     "customdata": [c["trials"][0] for _, c in rows], "hovertext": hover, "hoverinfo": "text",
+                     "marker": {"color": color, "size": 10, "symbol": [
+                         "star" if c["key"] in front else "circle" for _, c in rows],
+                         "line": {"width": 1, "color": "#333"}},
+                     "error_y": {"type": "data", "symmetric": False, "visible": True, "color": color,
+                                 "array": [(ci[1] - m) if ci else 0.0 for m, ci in zip(means, cis)],
+                                 "arrayminus": [(m - ci[0]) if ci else 0.0 for m, ci in zip(means, cis)]},
+                     "meta": {"kind": "config-means", "family": family, "keys": [c["key"] for _, c in rows]}})
+    layout = _layout(f"{label_of(objective)} per configuration: mean and 95 % interval (best first)",
+                     "configuration (best first)", label_of(objective), 420)
+    layout["xaxis"].update(tickmode="array", tickvals=list(range(len(configs))),
+                           ticktext=[_config_label(c) for c in configs], tickangle=-30)
+    layout["legend"] = {"title": {"text": "attention"}}
+    note = None
+    if not configs:
+        note = f"No COMPLETE trial has {objective} yet: each configuration appears once one of its runs completes."
+    elif max(c["n"] for c in configs) < 2:
+        note = (f"{len(configs)} configuration(s), each with 1 run: no error bars until a configuration has "
+                f"2 COMPLETE runs (repeats: 2 or more).")
+    return with_note({"data": data, "layout": layout}, note)
+
+
+def _config_label(config: Mapping[str, Any]) -> str:
+    text = ", ".join(f"{k}={_short(v)}" for k, v in config["params"].items()) or str(config["key"])
+    return text if len(text) <= 40 else text[:39] + "…"
