@@ -14,6 +14,8 @@ from __future__ import annotations
 import html
 import json
 import math
+import os
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -27,7 +29,7 @@ from ablate.results.table import AblationTable, ablation_table
 
 __all__ = ["AblationTable", "ablation_table", "render_report", "REPORT_FORMATS", "pareto_png", "noise_text",
            "front_text", "text_cell", "to_markdown", "to_latex", "to_csv", "to_html", "to_html_table",
-           "config_rows", "configs_csv"]
+           "config_rows", "configs_csv", "strip_paths", "shown_storage"]
 
 REPORT_FORMATS = ("md", "latex", "csv", "html", "png")
 
@@ -134,15 +136,22 @@ def to_html_table(table: AblationTable) -> str:
 
 
 def to_html(results: StudyResults, table: AblationTable) -> str:
-    """One self-contained page: the table, the noise floor, the Pareto plot (plotly.js inlined), no network."""
+    """One self-contained page: the table, the noise floor, the Pareto plot, no network.
+
+    plotly.js is inlined exactly once, in the head (the figure's own HTML is made without it,
+    so no second copy can slip in). Nothing on the page names an absolute path: the study's
+    storage file, its data folder and any other path the stored spec or a trial carries are
+    shown relative to the working directory, or by name (:func:`strip_paths`), so a report
+    can be shared without telling where it was made.
+    """
     import plotly.io as pio
+    from plotly.offline import get_plotlyjs
 
     from ablate.results.figures import pareto_figure
-    from ablate.storage import display_url
 
-    plot = pio.to_html(pareto_figure(results, states=("COMPLETE",)), include_plotlyjs=True, full_html=False,
+    plot = pio.to_html(pareto_figure(results, states=("COMPLETE",)), include_plotlyjs=False, full_html=False,
                        config={"displaylogo": False}, validate=False)
-    return f"""<!doctype html>
+    page = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(results.name)}: ablate report</title>
 <style>
 body {{ font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }}
@@ -153,31 +162,130 @@ table.ablation tbody tr:last-child td {{ border-bottom: 2px solid #222; }}
 table.ablation tr.front td {{ font-weight: 600; }}
 table.ablation tr.near td {{ font-style: italic; }}
 p.caption {{ color: #555; }}
-</style></head><body>
+</style>
+{_PLOTLY_SLOT}
+</head><body>
 <h1>{html.escape(table.title)}</h1>
-<p>study <code>{html.escape(results.name)}</code>, storage <code>{html.escape(display_url(results.storage))}</code></p>
+<p>study <code>{html.escape(results.name)}</code>, storage <code>{html.escape(shown_storage(results.storage))}</code></p>
 {to_html_table(table)}
 <p class="caption">{html.escape(table.caption)}</p>
 <p class="noise">{html.escape(table.noise)}</p>
 {plot}
 </body></html>
 """
+    page = strip_paths(page, _known_paths(results))
+    # Inserted after the paths are stripped: plotly.js is left byte for byte as plotly ships it.
+    return page.replace(_PLOTLY_SLOT, f'<script type="text/javascript">{get_plotlyjs()}</script>', 1)
+
+
+_PLOTLY_SLOT = "<!--ablate:plotly.js-->"
+
+
+def _known_paths(results: StudyResults) -> list[str]:
+    """Absolute paths a report of ``results`` may print: the storage file, the working and
+    home folders, the temporary folder, and every absolute path in the stored spec."""
+    import tempfile
+
+    from ablate.storage import sqlite_path
+
+    found = [os.getcwd(), os.path.expanduser("~"), tempfile.gettempdir()]
+    db = sqlite_path(results.storage)
+    if db is not None:
+        found.append(os.path.abspath(db))
+
+    def walk(value: Any) -> None:
+        if isinstance(value, str) and os.path.isabs(value):
+            found.append(value)
+        elif isinstance(value, Mapping):
+            for v in value.values():
+                walk(v)
+        elif isinstance(value, (list, tuple)):
+            for v in value:
+                walk(v)
+
+    walk(results.spec or {})
+    return found
+
+
+def shown_storage(url: str, cwd: str | None = None) -> str:
+    """A storage as a report names it: a SQLite file as ``sqlite:///`` and its path relative to
+    ``cwd`` (default: the working directory) when inside it, else by its name; other URLs
+    without their password (:func:`ablate.storage.display_url`)."""
+    from ablate.storage import display_url, sqlite_path
+
+    db = sqlite_path(url)
+    if db is None:
+        return display_url(url)
+    shown = _shown_path(os.path.abspath(db), os.path.normpath(cwd or os.getcwd()))
+    return f"sqlite:///{shown}" if not shown.startswith("…") else shown
+
+
+def _shown_path(path: str, cwd: str) -> str:
+    """How a report names ``path``: relative to ``cwd`` when inside it, else ``…/`` and its name."""
+    path = os.path.normpath(path)
+    if path == cwd:
+        return "."
+    if cwd != os.sep and path.startswith(cwd.rstrip(os.sep) + os.sep):
+        return os.path.relpath(path, cwd).replace(os.sep, "/")
+    name = os.path.basename(path.rstrip(os.sep))
+    return f"…/{name}" if name else "…"
+
+
+def strip_paths(text: str, paths: list[str], cwd: str | None = None) -> str:
+    """``text`` with every absolute path under one of ``paths`` (longest first) shown by
+    :func:`_shown_path`: relative to ``cwd`` (default: the working directory), else by name.
+
+    A path is replaced whole, up to the next character that cannot be part of a path in
+    text, HTML or JSON (whitespace, quotes, ``<>&``, a backslash, ``?#,;)]}``), so
+    ``/tmp/x/runs/a.db`` becomes ``…/a.db`` and not ``…/x/runs/a.db``. The root folder is
+    never a prefix (it would match every path).
+    """
+    cwd = os.path.normpath(cwd or os.getcwd())
+    plain = {os.path.normpath(p) for p in paths if p and os.path.isabs(p)} - {os.sep}
+    # as HTML and JSON print them too (a path with `&` or a quote in it)
+    prefixes = sorted(plain | {html.escape(p) for p in plain} | {json.dumps(p)[1:-1] for p in plain}, key=len,
+                      reverse=True)
+    if not prefixes:
+        return text
+    pattern = re.compile(r"(?<![\w.~-])(?:" + "|".join(re.escape(p) for p in prefixes) + r")(?![\w.-])"
+                         r"(?:/[^\s\"'<>&\\?#,;)\]}]*)?")
+    return pattern.sub(lambda m: _shown_path(m.group(0).rstrip("/") or m.group(0), cwd), text)
 
 
 def render_report(results: StudyResults, fmt: str) -> str | bytes:
-    """The report of a study in one of :data:`REPORT_FORMATS` (``png`` gives bytes)."""
+    """The report of a study in one of :data:`REPORT_FORMATS` (``png`` gives bytes).
+
+    Markdown, LaTeX and HTML name no absolute path (:func:`strip_paths`: relative to the
+    working directory, else by name); the CSV keeps every value as stored.
+    """
     if fmt not in REPORT_FORMATS:
         raise ValueError(f"unknown report format {fmt!r}, allowed: {', '.join(REPORT_FORMATS)}")
     if fmt == "png":
         return pareto_png(results)
     table = ablation_table(results)
-    if fmt == "md":
-        return to_markdown(table) + _front_line(results)
-    if fmt == "latex":
-        return to_latex(table)
     if fmt == "csv":
         return to_csv(table)
+    # Text for a paper or a pull request names no absolute path (the CSV keeps the raw values):
+    # stripped before LaTeX or HTML escaping could hide a path from the match.
+    table = _table_without_paths(table, _known_paths(results))
+    if fmt == "md":
+        return strip_paths(to_markdown(table) + _front_line(results), _known_paths(results))
+    if fmt == "latex":
+        return to_latex(table)
     return to_html(results, table)
+
+
+def _table_without_paths(table: AblationTable, paths: list[str]) -> AblationTable:
+    """``table`` with :func:`strip_paths` applied to its title, caption, noise line and text cells."""
+    import dataclasses
+
+    frame = table.frame.copy()
+    for c in frame.columns:
+        if frame[c].dtype == object:
+            frame[c] = [strip_paths(v, paths) if isinstance(v, str) else v for v in frame[c]]
+    return dataclasses.replace(table, frame=frame, title=strip_paths(table.title, paths),
+                               caption=strip_paths(table.caption, paths), noise=strip_paths(table.noise, paths),
+                               labels={k: strip_paths(v, paths) for k, v in table.labels.items()})
 
 
 def _front_line(results: StudyResults) -> str:
