@@ -20,14 +20,15 @@ from dash import Input, Output, State, dcc, html, no_update
 
 from ablate.errors import AblateError
 from ablate.storage import display_url
-from ablate.results.figures import hypervolume_figure, importance_figure, parallel_figure
+from ablate.results.figures import (config_figure, hypervolume_figure, importance_figure, importance_note,
+                                    parallel_figure)
 
-from ablate.dashboards import pages
+from ablate.dashboards import live, pages
 from ablate.dashboards.sources import Sources, StudyRef
 
 __all__ = ["create_app", "make_server"]
 
-_STUDY_PATH = re.compile(r"^/study/(?P<key>[0-9a-f]+)/(?P<page>pareto|table|analysis|trial/(?P<number>\d+))/?$")
+_STUDY_PATH = re.compile(r"^/study/(?P<key>[0-9a-f]+)/(?P<page>pareto|curves|trials|table|analysis|trial/(?P<number>\d+))/?$")
 
 
 def _parse(pathname: str | None) -> tuple[str, str | None, int | None]:
@@ -115,8 +116,8 @@ def create_app(sources: Sources, *, refresh_s: float = 5.0) -> dash.Dash:
     def route(pathname: str | None, _version: Any) -> Any:
         page, key, number = _parse(pathname)
         by_poll = dash.ctx.triggered_id == "version"
-        if by_poll and page in ("pareto", "analysis", "missing"):
-            return no_update  # these pages re-draw their plots themselves and keep their controls
+        if by_poll and page in ("pareto", "curves", "trials", "analysis", "missing"):
+            return no_update  # these pages re-draw their plots (or rows) themselves and keep their controls
         if page == "studies":
             refs, errors = sources.studies()
             rows = []
@@ -134,6 +135,10 @@ def create_app(sources: Sources, *, refresh_s: float = 5.0) -> dash.Dash:
             return pages.trial_page(ref, results, number)
         if page == "table":
             return pages.table_page(ref, results)
+        if page == "trials":
+            return live.trials_page(ref, results)
+        if page == "curves":
+            return live.curves_controls(ref, results)
         if results.trials.empty and page == "pareto":
             return html.Div([pages.nav(ref, results, page),
                              pages.message(f"study {ref.name!r} has no trials yet; this page refreshes by itself.",
@@ -141,14 +146,33 @@ def create_app(sources: Sources, *, refresh_s: float = 5.0) -> dash.Dash:
                              pages.pareto_controls(ref, results)])
         return pages.pareto_controls(ref, results) if page == "pareto" else pages.analysis_controls(ref, results)
 
-    def pareto(_version: Any, states: list[str] | None, x: str | None, pathname: str | None) -> Any:
+    def pareto(_version: Any, states: list[str] | None, x: str | None, log: list[str] | None,
+               pathname: str | None) -> Any:
         _page, key, _n = _parse(pathname)
         ref = ref_of(key)
-        return pages.pareto_view(ref, sources.read(ref), states or [], x)
+        return pages.pareto_view(ref, sources.read(ref), states or [], x, log or [])
 
     app.callback(Output("pareto-graph", "figure"), Output("pareto-summary", "children"),
                  Input("version", "data"), Input("pareto-states", "value"), Input("pareto-x", "value"),
-                 State("url", "pathname"))(_guard(2, notice_at=1)(pareto))
+                 Input("pareto-log", "value"), State("url", "pathname"))(_guard(2, notice_at=1)(pareto))
+
+    def curves(_version: Any, metric: str | None, states: list[str] | None, log: list[str] | None,
+               pathname: str | None) -> Any:
+        _page, key, _n = _parse(pathname)
+        return live.curves_view(sources.read(ref_of(key)), metric, states or [], log or [])
+
+    app.callback(Output("curves-graph", "figure"), Output("curves-summary", "children"),
+                 Input("version", "data"), Input("curves-metric", "value"), Input("curves-states", "value"),
+                 Input("curves-log", "value"), State("url", "pathname"))(_guard(2, notice_at=1)(curves))
+
+    @app.callback(Output("trials-table", "data"), Input("version", "data"), State("url", "pathname"),
+                  prevent_initial_call=True)
+    @_guard()
+    def trial_rows(_version: Any, pathname: str | None) -> Any:
+        # Only the rows change: the table keeps its filter, sort and page.
+        _page, key, _n = _parse(pathname)
+        ref = ref_of(key)
+        return live.trials_rows(ref, sources.read(ref))[0]
 
     @app.callback(Output("url", "pathname"), Input("pareto-graph", "clickData"), State("url", "pathname"),
                   prevent_initial_call=True)
@@ -161,22 +185,32 @@ def create_app(sources: Sources, *, refresh_s: float = 5.0) -> dash.Dash:
         number = int(custom[0] if isinstance(custom, list) else custom)
         return f"/study/{key}/trial/{number}"
 
+    # A click on a curve opens its trial too (the same answer, another graph).
+    app.callback(Output("url", "pathname", allow_duplicate=True), Input("curves-graph", "clickData"),
+                 State("url", "pathname"), prevent_initial_call=True)(open_trial)
+
     def analysis(_version: Any, objective: str | None, pathname: str | None) -> Any:
         _page, key, _n = _parse(pathname)
         ref = ref_of(key)
         results = sources.read(ref)
         objective = objective or results.objectives[0]["name"]
-        try:
-            values, method = sources.importances(ref, objective)
-            importance, note = importance_figure(values, objective, method), ""
-        except AblateError as err:
-            importance, note = {"data": [], "layout": {"title": {"text": "parameter importance"}}}, str(err)
-        return parallel_figure(results, objective), note, importance, hypervolume_figure(results)
+        note = importance_note(results)
+        if note is None:
+            try:
+                values, method = sources.importances(ref, objective)
+                importance = importance_figure(values, objective, method)
+            except AblateError as err:
+                note = str(err)
+        if note is not None:
+            importance = importance_figure({}, objective, "", note=note)
+        return (parallel_figure(results, objective), config_figure(results, objective), note or "", importance,
+                hypervolume_figure(results))
 
-    app.callback(Output("analysis-parallel", "figure"), Output("analysis-importance-note", "children"),
+    app.callback(Output("analysis-parallel", "figure"), Output("analysis-configs", "figure"),
+                 Output("analysis-importance-note", "children"),
                  Output("analysis-importance", "figure"), Output("analysis-hypervolume", "figure"),
                  Input("version", "data"), Input("analysis-objective", "value"),
-                 State("url", "pathname"))(_guard(4, notice_at=1)(analysis))
+                 State("url", "pathname"))(_guard(5, notice_at=2)(analysis))
     return app
 
 

@@ -13,7 +13,9 @@ from typing import Any
 
 from dash import dash_table, dcc, html
 
-from ablate.results.figures import COST_KEYS, axes_of, curve_figure, label_of, pareto_figure
+from ablate.results.curves import curve_figure
+from ablate.results.figure_style import spans_decades
+from ablate.results.figures import COST_KEYS, axes_of, label_of, pareto_figure, pareto_points
 from ablate.results.report import ablation_table, front_text, noise_text, text_cell
 from ablate.results import StudyResults
 from ablate.storage import display_url
@@ -24,7 +26,8 @@ __all__ = ["study_path", "studies_page", "study_summary", "pareto_controls", "pa
            "table_page", "analysis_controls", "message", "nav"]
 
 STATES = ("COMPLETE", "PRUNED", "FAIL", "RUNNING")
-PAGES = (("pareto", "Pareto"), ("table", "ablation table"), ("analysis", "analysis"))
+PAGES = (("pareto", "Pareto"), ("curves", "curves"), ("trials", "trials"), ("table", "ablation table"),
+         ("analysis", "analysis"))
 
 
 def study_path(ref: StudyRef, page: str = "pareto") -> str:
@@ -114,6 +117,8 @@ def pareto_controls(ref: StudyRef, results: StudyResults) -> html.Div:
             html.Label(" x axis: ", style={"marginLeft": "2em"}),
             dcc.Dropdown(id="pareto-x", options=[{"label": label_of(k), "value": k} for k in options], value=x,
                          clearable=False, style={"width": "320px", "display": "inline-block", "verticalAlign": "middle"}),
+            dcc.Checklist(id="pareto-log", options=[{"label": "log x", "value": "x"}, {"label": "log y", "value": "y"}],
+                          value=["x"] if _spans_decades(results, x) else [], inline=True, style={"marginLeft": "2em"}),
         ], className="controls"),
         html.Div(id="pareto-summary", className="summary"),
         dcc.Graph(id="pareto-graph", config={"displaylogo": False}, style={"height": "540px"}),
@@ -121,13 +126,20 @@ def pareto_controls(ref: StudyRef, results: StudyResults) -> html.Div:
     ])
 
 
+def _spans_decades(results: StudyResults, x: str) -> bool:
+    """Whether the x axis's values span a decade or more: then the log axis is on by default."""
+    _, y = axes_of(results)
+    return spans_decades(pareto_points(results, x, y)["x"]) if not results.trials.empty else False
+
+
 def _has_attr(results: StudyResults, key: str) -> bool:
     return not results.trials.empty and any(key in a for a in results.trials["attrs"])
 
 
-def pareto_view(ref: StudyRef, results: StudyResults, states: Sequence[str], x: str | None) -> tuple[dict, Any]:
-    """The Pareto figure and its summary line for the chosen states and x axis."""
-    fig = pareto_figure(results, x=x, states=("COMPLETE", *states))
+def pareto_view(ref: StudyRef, results: StudyResults, states: Sequence[str], x: str | None,
+                log: Sequence[str] = ()) -> tuple[dict, Any]:
+    """The Pareto figure and its summary line for the chosen states, x axis and log axes."""
+    fig = pareto_figure(results, x=x, states=("COMPLETE", *states), log_x="x" in log, log_y="y" in log)
     fig["layout"]["uirevision"] = ref.key  # keep zoom and legend clicks across refreshes
     return fig, pareto_summary(results)
 
@@ -169,6 +181,7 @@ def trial_page(ref: StudyRef, results: StudyResults, number: int) -> html.Div:
         return html.Div([nav(ref, results, ""), message(f"study {ref.name!r} has no trial {number}")])
     row = hit.iloc[0]
     attrs, params, values = row["attrs"], row["params"], row["values"]
+    intermediate = row.get("intermediate")  # Optuna's intermediate values, where the reader gives them
     _, y = axes_of(results)
     costs = {k: attrs[k] for k in (*COST_KEYS, "epochs_done", "wall_s") if k in attrs}
     children: list[Any] = [
@@ -190,7 +203,9 @@ def trial_page(ref: StudyRef, results: StudyResults, number: int) -> html.Div:
             _kv_table("objectives", values),
             _kv_table("costs", costs),
         ], className="row"),
-        dcc.Graph(id="trial-curve", figure=curve_figure(attrs, y), config={"displaylogo": False}),
+        dcc.Graph(id="trial-curve", figure=curve_figure(
+            attrs, y, intermediate if isinstance(intermediate, dict) else None,
+            results.objectives[0]["name"] if results.objectives else None), config={"displaylogo": False}),
         html.H3("full architecture"),
         html.Pre(json.dumps(attrs.get("arch", {}), indent=2, default=str), id="trial-arch", className="arch"),
     ]
@@ -288,7 +303,8 @@ def _cell(value: Any) -> Any:
 
 
 def analysis_controls(ref: StudyRef, results: StudyResults) -> html.Div:
-    """The analysis page's frame: objective chooser and the three plots."""
+    """The analysis page's frame: objective chooser and the four plots (parallel coordinates, the
+    configuration means with their intervals, importance, hypervolume)."""
     names = [o["name"] for o in results.objectives]
     return html.Div([
         nav(ref, results, "analysis"),
@@ -297,6 +313,7 @@ def analysis_controls(ref: StudyRef, results: StudyResults) -> html.Div:
                                clearable=False, style={"width": "240px", "display": "inline-block",
                                                        "verticalAlign": "middle"})], className="controls"),
         dcc.Graph(id="analysis-parallel", config={"displaylogo": False}),
+        dcc.Graph(id="analysis-configs", config={"displaylogo": False}),
         html.Div(id="analysis-importance-note", className="muted"),
         dcc.Graph(id="analysis-importance", config={"displaylogo": False}),
         dcc.Graph(id="analysis-hypervolume", config={"displaylogo": False}),

@@ -64,9 +64,14 @@ def curve_metrics(results: StudyResults) -> list[str]:
     return list(dict.fromkeys([*objectives, *names]))
 
 
-def curve_figure(attrs: Mapping[str, Any], metric: str, intermediate: Mapping[Any, Any] | None = None) -> Any:
-    """A trial's per-epoch curve: the quality metric and the training loss (second axis)."""
-    curve = trial_curve(attrs, intermediate, metric)
+def curve_figure(attrs: Mapping[str, Any], metric: str, intermediate: Mapping[Any, Any] | None = None,
+                 objective: str | None = None) -> Any:
+    """A trial's per-epoch curve: the quality metric and the training loss (second axis).
+
+    Without a ``curve`` attribute the trial's ``intermediate`` values (those of
+    ``objective``, default ``metric``) are drawn instead.
+    """
+    curve = trial_curve(attrs, intermediate, objective or metric)
     epochs = [c.get("epoch") for c in curve]
     data = []
     if any(metric in c for c in curve):

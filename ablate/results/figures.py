@@ -324,7 +324,9 @@ def parallel_figure(results: StudyResults, objective: str) -> Any:
               "shapes": shapes, "annotations": notes, "plot_bgcolor": "white", "paper_bgcolor": "white",
               "xaxis": {"visible": False, "range": [-0.6, max(len(dims) - 0.6, 0.4)]},
               "yaxis": {"visible": False, "range": [-0.05, 1.15]}, "margin": {"l": 40, "r": 40, "t": 60, "b": 20}}
-    return {"data": data, "layout": layout}
+    note = None if total else ("No COMPLETE trial yet: each one adds a line across the settings and objectives "
+                               "once it completes.")
+    return with_note({"data": data, "layout": layout}, note)
 
 
 #: Eight steps of the Viridis colour scale, darkest (worst) first.

@@ -88,7 +88,8 @@ def test_every_page_renders_through_the_callbacks(fake_db):
     fig = _callback(client, "..pareto-graph.figure...pareto-summary.children..",
                     [{"id": "version", "property": "data", "value": None},
                      {"id": "pareto-states", "property": "value", "value": []},
-                     {"id": "pareto-x", "property": "value", "value": "gflops"}],
+                     {"id": "pareto-x", "property": "value", "value": "gflops"},
+                     {"id": "pareto-log", "property": "value", "value": []}],
                     [{"id": "url", "property": "pathname", "value": f"/study/{ref.key}/pareto"}])
     data = fig["pareto-graph"]["figure"]["data"]
     plotted = sum(len(t["customdata"]) for t in data if t["meta"]["kind"] == "trials")
@@ -114,8 +115,9 @@ def test_every_page_renders_through_the_callbacks(fake_db):
                     [{"id": "url", "property": "pathname", "value": f"/study/{ref.key}/pareto"}])
     assert nav["url"]["pathname"] == f"/study/{ref.key}/trial/7"
 
-    analysis = _callback(client, "..analysis-parallel.figure...analysis-importance-note.children..."
-                                 "analysis-importance.figure...analysis-hypervolume.figure..",
+    analysis = _callback(client, "..analysis-parallel.figure...analysis-configs.figure..."
+                                 "analysis-importance-note.children...analysis-importance.figure..."
+                                 "analysis-hypervolume.figure..",
                          [{"id": "version", "property": "data", "value": None},
                           {"id": "analysis-objective", "property": "value", "value": "top1"}],
                          [{"id": "url", "property": "pathname", "value": f"/study/{ref.key}/analysis"}])
