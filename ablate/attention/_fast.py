@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["PackedAttention", "TokenPermutation", "packed_attention", "permute_tokens", "register_window_order",
+__all__ = ["DepthwiseConv", "PackedAttention", "TokenPermutation", "depthwise_conv", "packed_attention", "permute_tokens", "register_window_order",
            "sdpa_attention", "softmax_attention", "tokens_to_windows", "use_packed", "window_order", "window_order_of",
            "window_partition", "window_reverse", "windows_to_tokens"]
 
@@ -318,3 +318,57 @@ def windows_to_tokens(module: nn.Module, built_hw: tuple[int, int] | None, y: to
         return window_reverse(y.view(b, -1, window * window, c), window, hw).view(b, -1, c)  # B, H*W, C
     index, inverse = window_order_of(module, built_hw, hw, window, shift, y.device)
     return permute_tokens(y, inverse, index)
+
+
+class DepthwiseConv(torch.autograd.Function):
+    """A stride-1, same-padded depthwise conv whose backward is two cheap convolutions.
+
+    On CPU, autograd's depthwise ``convolution_backward`` took 1.5 ms for a 5x5 kernel over
+    a 2x64x28x28 map whose forward takes 0.09 ms (1 thread). The input gradient is the
+    same depthwise conv with the kernel flipped (0.09 ms); the weight gradient is a
+    depthwise conv of the padded input with the output gradient as the kernel, batch
+    folded into channels (0.39 ms, channels-last).
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:  # type: ignore[override]
+        ctx.save_for_backward(x, weight)
+        ctx.has_bias = bias is not None
+        return F.conv2d(x, weight, bias, padding=weight.shape[-1] // 2, groups=x.shape[1])
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, g: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:  # type: ignore[override]
+        x, weight = ctx.saved_tensors
+        b, c, h, w = x.shape
+        k = weight.shape[-1]
+        pad = k // 2
+        grad_x = grad_w = grad_b = None
+        if ctx.needs_input_grad[0]:
+            grad_x = F.conv2d(g, weight.flip(-1, -2), padding=pad, groups=c)  # B, C, H, W
+        if ctx.needs_input_grad[1]:
+            # dW[c, i, j] = sum_{b,y,x} g[b, c, y, x] * xpad[b, c, y+i, x+j]: a "valid" depthwise conv
+            # of xpad by g over B*C channels, laid out channels-last (H, W, B*C)
+            xp = F.pad(x.permute(2, 3, 0, 1), (0, 0, 0, 0, pad, pad, pad, pad))  # Hp, Wp, B, C
+            inp = xp.reshape(1, h + 2 * pad, w + 2 * pad, b * c).permute(0, 3, 1, 2)  # 1, B*C, Hp, Wp
+            kern = g.reshape(b * c, 1, h, w)  # B*C, 1, H, W
+            grad_w = F.conv2d(inp, kern, groups=b * c).view(b, c, k, k).sum(0).unsqueeze(1)  # C, 1, k, k
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            grad_b = g.sum(dim=(0, 2, 3))  # C
+        return grad_x, grad_w, grad_b
+
+
+def depthwise_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """``F.conv2d(x, weight, bias, padding=k // 2, groups=C)`` for an odd square kernel.
+
+    On CPU the backward is :class:`DepthwiseConv`'s; elsewhere (CUDA's cuDNN has its own
+    depthwise kernels) the plain call.
+
+    Args:
+        x: ``(B, C, H, W)`` map, any memory format.
+        weight: ``(C, 1, k, k)``, ``k`` odd.
+        bias: ``(C,)`` or None.
+    """
+    if x.device.type != "cpu" or weight.shape[-1] != weight.shape[-2] or weight.shape[-1] % 2 == 0:
+        return F.conv2d(x, weight, bias, padding=weight.shape[-1] // 2, groups=x.shape[1])
+    return DepthwiseConv.apply(x, weight, bias)

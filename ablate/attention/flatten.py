@@ -74,7 +74,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ablate.attention._fast import register_window_order, tokens_to_windows, windows_to_tokens
+from ablate.attention._fast import depthwise_conv, register_window_order, tokens_to_windows, windows_to_tokens
 from ablate.attention._registry import MixerOptions, TokenMixer, register_attention
 from ablate.attention.softmax import check_rate, effective_window, pad_to_windows, window_partition, window_reverse
 from ablate.errors import Infeasible
@@ -321,8 +321,10 @@ class FlattenAttention(TokenMixer):
             # the (B', nH, Nq, 1) normaliser instead of two scaled copies of k and v, and
             # q meets [k^T v | mean(k)] in one product (the same dot products, one copy of q)
             kvm = torch.cat([k.transpose(-2, -1) @ v, k.mean(dim=-2).unsqueeze(-1)], dim=-1)  # B', nH, hd, hd+1
-            r = q @ kvm  # B', nH, Nq, hd+1
-            out = r[..., :hd] * (1.0 / (r[..., hd:] + EPS) / nk)  # B', nH, Nq, hd
+            # split, not two slices: split's backward is one cat, two slices' is two zero-filled
+            # (B', nH, Nq, hd+1) buffers added up
+            num, den = (q @ kvm).split([hd, 1], dim=-1)  # B', nH, Nq, hd and B', nH, Nq, 1
+            out = num * (1.0 / (den + EPS) / nk)  # B', nH, Nq, hd
         if residual is not None:  # residual first: the sum takes its (B', Nq, nH, hd) memory order
             return torch.add(residual.view(b, nq, nh, hd), out.transpose(1, 2)).reshape(b, nq, c)
         return out.transpose(1, 2).reshape(b, nq, c)
@@ -368,7 +370,7 @@ class FlattenAttention(TokenMixer):
         weight = self.dwc.weight.repeat(nh, 1, 1, 1)  # C, 1, k, k
         bias = self.dwc.bias.repeat(nh) if self.dwc.bias is not None else None  # C
         fmap = v.contiguous().view(b, grid[0], grid[1], c).permute(0, 3, 1, 2)  # B', C, gh, gw (channels-last view)
-        out = F.conv2d(fmap, weight, bias, padding=self.dwc.padding, groups=c)  # B', C, gh, gw
+        out = depthwise_conv(fmap, weight, bias)  # B', C, gh, gw
         return out.permute(0, 2, 3, 1).reshape(b, n, c)  # B', gh*gw, C
 
     # ------------------------------------------------------------------ forward

@@ -7,6 +7,7 @@ import torch
 
 from ablate.attention import create_mixer
 from ablate.attention._fast import (
+    depthwise_conv,
     _CHUNK_MIN_ELEMENTS,
     PACKED_MAX_TOKENS,
     packed_attention,
@@ -198,3 +199,38 @@ def test_evaluation_takes_sdpa_with_the_same_values() -> None:
     x = torch.randn(2, 64, 12, dtype=torch.float64)
     with torch.no_grad():
         torch.testing.assert_close(mixer(x, (8, 8)), mixer.forward_reference(x, (8, 8)), **TOL64)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("with_bias", [False, True])
+@pytest.mark.parametrize("shape,kernel", [((2, 6, 7, 5), 5), ((3, 4, 9, 9), 3), ((1, 2, 4, 6), 7), ((2, 3, 1, 1), 5)])
+def test_depthwise_conv_values_and_gradients(shape: tuple[int, int, int, int], kernel: int, with_bias: bool,
+                                             channels_last: bool) -> None:
+    """The hand-written backward equals autograd's depthwise conv, input, weight and bias."""
+    torch.manual_seed(0)
+    b, c, h, w = shape
+    x = torch.randn(b, h, w, c, dtype=torch.float64).permute(0, 3, 1, 2) if channels_last else \
+        torch.randn(shape, dtype=torch.float64)
+    weight = torch.randn(c, 1, kernel, kernel, dtype=torch.float64)
+    bias = torch.randn(c, dtype=torch.float64) if with_bias else None
+    grad_out = torch.randn(shape, dtype=torch.float64)
+    leaves = [t.clone().requires_grad_(True) for t in (x, weight) + ((bias,) if with_bias else ())]
+    fast = depthwise_conv(leaves[0], leaves[1], leaves[2] if with_bias else None)
+    fast_grads = torch.autograd.grad(fast, leaves, grad_out)
+    ref_leaves = [t.clone().requires_grad_(True) for t in (x, weight) + ((bias,) if with_bias else ())]
+    ref = torch.nn.functional.conv2d(ref_leaves[0], ref_leaves[1], ref_leaves[2] if with_bias else None,
+                                     padding=kernel // 2, groups=c)
+    ref_grads = torch.autograd.grad(ref, ref_leaves, grad_out)
+    torch.testing.assert_close(fast, ref, rtol=1e-12, atol=1e-12)
+    for got, want in zip(fast_grads, ref_grads):
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
+
+
+def test_depthwise_conv_skips_the_gradients_nobody_asked_for() -> None:
+    """Only the weight needs a gradient (a frozen map): no input gradient is computed."""
+    x = torch.randn(1, 3, 5, 5)
+    weight = torch.randn(3, 1, 3, 3, requires_grad=True)
+    out = depthwise_conv(x, weight, None)
+    (grad_w,) = torch.autograd.grad(out.sum(), [weight])
+    want = torch.nn.grad.conv2d_weight(x, weight.shape, torch.ones_like(out), padding=1, groups=3)
+    torch.testing.assert_close(grad_w, want)
