@@ -14,6 +14,7 @@ from ablate.run.optuna_study import open_optuna_study, state_counts
 from ablate.run.progress import Progress
 from ablate.run.ray_tune import concurrency, fit, interruptible, ray_session
 from ablate.run.searcher import StudySearcher
+from ablate.run.trackers import Trackers
 from ablate.run.trial import TrialFn, run_trial
 from ablate.storage import open_storage
 
@@ -35,7 +36,8 @@ class RunSummary:
 
 def run_study(study: Study, *, storage: str | None = None, trials: int | None = None, address: str | None = None,
               device: str = "auto", trial_fn: TrialFn = run_trial, progress: bool = True,
-              num_cpus: int | None = None, max_retries: int = 1, heartbeat_grace_s: float = 60.0) -> RunSummary:
+              num_cpus: int | None = None, max_retries: int = 1, heartbeat_grace_s: float = 60.0,
+              trackers: Trackers | None = None) -> RunSummary:
     """Run (or resume) ``study`` until its budget is met and every configuration has its repeats.
 
     Args:
@@ -54,20 +56,41 @@ def run_study(study: Study, *, storage: str | None = None, trials: int | None = 
         heartbeat_grace_s: How long another driver's silent runs are kept before they are
             treated as dead, closed and re-queued (every driver beats at least every
             :data:`~ablate.run.claims.MAX_BEAT_S` seconds, so keep it well above that).
+        trackers: Where the driver also logs every trial (MLflow, TensorBoard), opened and
+            checked; None: :meth:`Trackers.open` of the study's ``trackers:``, before anything
+            is stored (a tracker that cannot log is a ConfigError, not a failure mid-study).
 
     Any number of drivers may run one study on one storage at once: each run is claimed in
     the storage (:mod:`ablate.run.claims`) before it trains, and a driver with nothing left
     to claim waits until the runs in flight elsewhere are finished (or taken over).
     """
     url = storage or study.storage
+    trackers = trackers if trackers is not None else Trackers.open(study)
+    try:
+        return _run(study, url, trackers, trials=trials, address=address, device=device, trial_fn=trial_fn,
+                    progress=progress, num_cpus=num_cpus, max_retries=max_retries,
+                    heartbeat_grace_s=heartbeat_grace_s)
+    finally:
+        trackers.close()  # runs of interrupted trials end KILLED, event files are flushed
+
+
+def _run(study: Study, url: str, trackers: Trackers, *, trials: int | None, address: str | None, device: str,
+         trial_fn: TrialFn, progress: bool, num_cpus: int | None, max_retries: int,
+         heartbeat_grace_s: float) -> RunSummary:
     storage_ = open_storage(url, create=True)
     ostudy = open_optuna_study(study, url, storage=storage_)
     claims = Claims(url, study.name)
     budget_total = trials if trials is not None else study.trials
     summary = RunSummary(study=study.name, storage=url)
     reporter = Progress(study, enabled=progress)
-    searcher = StudySearcher(study, ostudy, budget_total, on_finish=reporter.trial_done, storage=storage_,
-                             claims=claims, max_retries=max_retries, grace_s=heartbeat_grace_s)
+
+    def finished(frozen) -> None:
+        reporter.trial_done(frozen)
+        trackers.finish(frozen)
+
+    searcher = StudySearcher(study, ostudy, budget_total, on_finish=finished, storage=storage_,
+                             claims=claims, max_retries=max_retries, grace_s=heartbeat_grace_s,
+                             on_epoch=trackers.epoch if trackers else None)
     closed = searcher.take_over()
     if closed:
         summary.message = f"closed {len(closed)} interrupted trial(s) as FAIL: {closed}"

@@ -15,12 +15,14 @@ gets no rows for duplicates; infeasible candidates are stored once, as FAIL with
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import optuna
+from optuna.exceptions import UpdateFinishedTrialError
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
@@ -88,7 +90,8 @@ class StudySearcher:
     def __init__(self, study: Study, ostudy: optuna.Study, budget: int, *,
                  on_finish: Callable[[optuna.trial.FrozenTrial], None] | None = None,
                  storage: optuna.storages.BaseStorage | None = None, claims: Claims | None = None,
-                 max_retries: int = 1, grace_s: float = 60.0) -> None:
+                 max_retries: int = 1, grace_s: float = 60.0,
+                 on_epoch: Callable[[int, dict], None] | None = None) -> None:
         from ablate.storage import open_storage
 
         self.study = study
@@ -102,7 +105,7 @@ class StudySearcher:
         self.live: dict[str, _Live] = {}
         self.stopping = False  # set on Ctrl-C / SIGTERM: trials ending now were interrupted
         self.finished: list[int] = []
-        self.on_finish = on_finish
+        self.on_finish, self.on_epoch = on_finish, on_epoch  # e.g. the progress line, the trackers
         self._spec = stored_spec(study)  # what Ray carries to the worker: no password
         self._grid_space = SearchSpace(params=study.grid_params)
         self._free = study.free_space
@@ -413,15 +416,26 @@ class StudySearcher:
 
     # -- recording
     def on_trial_result(self, trial_id: str, result: Mapping[str, Any]) -> None:
-        """Store the per-epoch curve as it grows, so dashboards see running trials."""
+        """Store the per-epoch curve as it grows, so dashboards see running trials, and the first
+        objective per epoch as Optuna's intermediate value (step = epoch; through the storage:
+        ``Trial.report`` refuses multi-objective studies), so optuna-dashboard draws the curves."""
         run = self.live.get(trial_id)
         if run is None or "epoch" not in result or "error" in result:
             return
         if run.curve and run.curve[-1]["epoch"] == result["epoch"]:
             return  # Ray repeats the last result when a trial ends
-        run.curve.append({k: result[k] for k in CURVE_KEYS if k in result})
-        self.storage.set_trial_user_attr(run.trial_id, "curve", run.curve)
-        self.storage.set_trial_user_attr(run.trial_id, "epochs_done", int(result["epoch"]))
+        point = {k: result[k] for k in CURVE_KEYS if k in result}
+        run.curve.append(point)
+        epoch, value = int(result["epoch"]), result.get(self.study.objectives[0].name)
+        try:
+            self.storage.set_trial_user_attr(run.trial_id, "curve", run.curve)
+            self.storage.set_trial_user_attr(run.trial_id, "epochs_done", epoch)
+            if finite(value):  # a diverged epoch leaves a gap; a retried step overwrites
+                self.storage.set_trial_intermediate_value(run.trial_id, epoch, float(value))
+        except UpdateFinishedTrialError:  # closed by another driver meanwhile: its record stands
+            return
+        if self.on_epoch is not None:
+            self.on_epoch(run.number, point)
 
     def on_trial_complete(self, trial_id: str, result: Mapping[str, Any] | None = None, error: bool = False,
                           interrupted: bool = False) -> None:
@@ -431,7 +445,7 @@ class StudySearcher:
         result = dict(result or {})
         self.on_trial_result(trial_id, result)  # the result that made a scheduler stop the trial
         run = self.live.pop(trial_id)
-        attr = lambda k, v: self.storage.set_trial_user_attr(run.trial_id, k, v)  # noqa: E731
+        attr = lambda k, v: self._set_attr(run.trial_id, k, v)  # noqa: E731
         attr("curve", run.curve)
         for key in (*COSTS, "wall_s"):
             if key in result:
@@ -473,6 +487,11 @@ class StudySearcher:
         self._next_refill = 0.0  # look at the storage again at once (a retry, the next sample)
         if self.on_finish is not None:
             self.on_finish(frozen)
+
+    def _set_attr(self, trial_id: int, key: str, value: Any) -> None:
+        """A user attribute; none once the trial is finished (another driver closed it: its record stands)."""
+        with contextlib.suppress(UpdateFinishedTrialError):
+            self.storage.set_trial_user_attr(trial_id, key, value)
 
     def interrupt_all(self) -> None:
         """Record every live trial as interrupted (Ctrl-C, SIGTERM, driver error)."""

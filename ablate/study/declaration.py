@@ -32,14 +32,7 @@ import re
 from collections.abc import Mapping
 from typing import Annotated, Any, ClassVar, Literal, Union, get_args
 
-from pydantic import (
-    MISSING,
-    BaseModel,
-    ConfigDict,
-    Field,
-    create_model,
-    model_validator,
-)
+from pydantic import MISSING, BaseModel, ConfigDict, Field, create_model, model_validator
 from pydantic.json_schema import GenerateJsonSchema
 from pydantic_core import core_schema
 from typing_extensions import TypeAliasType
@@ -63,6 +56,7 @@ from ablate.study.schema import (  # noqa: I001
     TRAIN_KEYS,
 )
 from ablate.study.reference import ReferenceSection
+from ablate.study.trackers import TrackersSection
 from ablate.study.space import MAX_RANGE, FrozenDict
 from ablate.train.recipes import BUDGET, RECIPES
 
@@ -432,6 +426,8 @@ class StudyFile(_Section):
     baseline: str | dict[str, Any] | None = Field(None, description=(
         "The grid row the others are compared with: its grid keys and values (e.g. {window_size: 7}) or a row's "
         "label. Null or left out: the first cell. Grid studies only."))
+    trackers: TrackersSection | None = Field(None, description=(
+        "Also log every trial to MLflow and/or TensorBoard (mlflow: DIR or URI, tensorboard: DIR); left out: neither."))
 
 
 # --------------------------------------------------------------------------- what the loader reads

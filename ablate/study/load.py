@@ -32,7 +32,7 @@ from ablate.study.declaration import _DATA_KEYS, _RESOURCE_KEYS, _STUDY_KEYS, _S
 from ablate.study.doc import _Doc, _check_not_reserved, _check_train_value, _float, _int, _json, _mapping, _one_of, _read_yaml, _str
 from ablate.study.reference import study_reference
 from ablate.study.space_file import space_to_dict
-from ablate.study.sections import _Redirect, _storage, _study_baseline, _study_data, _study_grid, _study_objectives, _study_proxy, _study_sampler, _study_scheduler, _study_space, _study_train
+from ablate.study.sections import _Redirect, _storage, _study_baseline, _study_data, _study_grid, _study_objectives, _study_proxy, _study_sampler, _study_scheduler, _study_space, _study_train, _study_trackers
 from ablate.study.feasibility import _check_against_models
 
 __all__ = ["check_study", "load_study", "study_from_dict", "study_to_dict", "validate_study"]
@@ -357,6 +357,6 @@ def _parse_study(doc: _Doc, data: Any, source: str | None, scale: str = "proxy")
                   trials=trials, max_concurrent=max_concurrent, resources=resources, storage=storage, seed=seed,
                   paper_resolution=paper_resolution, reference=reference, base=base, proxy=proxy,
                   scale=scale, grid_rows=grid_rows, repeats=repeats, baseline=baseline,
-                  source=source)  # type: ignore[arg-type]
+                  source=source, trackers=_study_trackers(doc, m.get("trackers")))  # type: ignore[arg-type]
     return study, space_doc
 

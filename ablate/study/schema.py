@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from typing import Any, Literal
 
 from ablate.metrics import OBJECTIVES, TASK_METRIC, TRAINING_METRICS
+from ablate.study.trackers import TrackersSpec
 from ablate.study.space import (
     FrozenDict,
     Param,
@@ -302,6 +303,8 @@ class Study:
     repeats: int = 1
     baseline: Mapping[str, Any] | None = None
     source: str | None = dataclasses.field(default=None, compare=False)
+    #: Where the driver also logs trials (MLflow, TensorBoard); not part of what is measured or stored.
+    trackers: TrackersSpec | None = dataclasses.field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "fixed", freeze(dict(self.fixed)))

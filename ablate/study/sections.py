@@ -1,5 +1,5 @@
 """The sections of a study file, each checked on its own: proxy, space, grid (mapping or
-rows), objectives, data, train, baseline, sampler, scheduler and storage."""
+rows), objectives, data, train, baseline, sampler, scheduler, storage and trackers."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from ablate.study.schema import MAX_BATCH, MAX_EPOCHS, MAX_IMAGE_SIZE, MAX_REDUC
 from ablate.study.declaration import _DATA_KEYS, _OBJECTIVE_KEYS, _OBJECTIVE_REQUIRED, _PROXY_SPECIAL, _SAMPLER_KEYS, _SCHEDULER_KEYS, _TRAIN_DEFAULTS, _TRAIN_SECTION_KEYS
 from ablate.study.doc import _Doc, _bool, _check_not_reserved, _check_train_value, _float, _int, _json, _mapping, _one_of, _read_yaml, _show, _str
 from ablate.study.space_file import _describe_domain, _parse_space
+from ablate.study.trackers import _ALLOWED_MLFLOW, TRACKER_KEYS, TrackersSpec, mlflow_uri, tracker_dir
 
 
 class _Redirect:
@@ -388,3 +389,27 @@ def _storage(doc: _Doc, raw: Any) -> str:
             url = prefix + os.path.abspath(rest) + sep + query
     return url
 
+
+def _study_trackers(doc: _Doc, raw: Any) -> TrackersSpec | None:
+    """The ``trackers:`` section checked; None when left out, null or empty.
+
+    Raises:
+        ConfigError: ``file:line: trackers.KEY: what, allowed: ...``.
+    """
+    if raw is None:
+        return None
+    m = _mapping(doc, ("trackers",), raw, TRACKER_KEYS)
+    out: dict[str, str] = {}
+    for key, convert in (("mlflow", mlflow_uri), ("tensorboard", tracker_dir)):
+        value = m.get(key)
+        if value is None:
+            continue
+        if not isinstance(value, str):
+            raise doc.error(("trackers", key), f"must be a string, got {type(value).__name__}, allowed: "
+                                               + (_ALLOWED_MLFLOW if key == "mlflow" else "a directory, e.g. runs/tb"))
+        try:
+            out[key] = convert(value)
+        except ValueError as err:
+            raise doc.error(("trackers", key), str(err)) from None
+    spec = TrackersSpec(**out)
+    return spec if spec else None
