@@ -48,6 +48,13 @@ def run(
     heartbeat_grace: float = typer.Option(60.0, "--heartbeat-grace", min=5.0, max=86400.0,
                                           help="Seconds another driver's silent runs are kept before this one "
                                                "treats them as dead and takes them over."),
+    mlflow: Optional[str] = typer.Option(None, "--mlflow", metavar="DIR|URI",
+                                         help="Also log every trial to MLflow: a directory (its local file store) "
+                                              "or a tracking URI; replaces the study's trackers.mlflow. Needs "
+                                              "`pip install 'ablate[trackers]'`."),
+    tensorboard: Optional[str] = typer.Option(None, "--tensorboard", metavar="DIR",
+                                              help="Also write TensorBoard event files, one folder per trial under "
+                                                   "DIR/<study>/; replaces the study's trackers.tensorboard."),
 ) -> None:
     """Run (or resume) a study: every trial builds, measures and trains one candidate."""
     from ablate.cli.validate import checked_study
@@ -67,13 +74,17 @@ def run(
     from contextlib import nullcontext
 
     from ablate.run import ray_session, run_study
+    from ablate.run.trackers import Trackers
 
+    study, flags = _tracker_flags(study, mlflow, tensorboard)
+    trackers = Trackers.open(study, flags=flags)  # checked before anything is stored or started
     try:
         # A cluster is joined before the storage is opened: one that cannot be reached or
         # joined exits 2 with one line and writes nothing. run_study uses that connection.
         with ray_session(address) if address else nullcontext():
             summary = run_study(study, storage=storage, trials=trials, address=address, device=device.value,
-                                progress=not quiet, max_retries=max_retries, heartbeat_grace_s=heartbeat_grace)
+                                progress=not quiet, max_retries=max_retries, heartbeat_grace_s=heartbeat_grace,
+                                trackers=trackers)
     except KeyboardInterrupt as err:  # SIGINT: 130, SIGTERM: 143 (ablate.run.ray_cluster.Interrupted)
         typer.echo("interrupted: finished trials are kept, running ones are recorded as FAIL (interrupted); "
                    "run the same command again to resume", err=True)
@@ -92,6 +103,25 @@ def run(
 
         print_configs(load_results(summary.storage, study.name))
     typer.echo(f"next: ablate show {study_file}" + (f" --storage '{display_url(storage)}'" if storage else ""))
+
+
+def _tracker_flags(study, mlflow: Optional[str], tensorboard: Optional[str]):
+    """``study`` with ``--mlflow`` / ``--tensorboard`` in its trackers, and which of them came from flags."""
+    import dataclasses
+
+    from ablate.errors import ConfigError
+    from ablate.study.trackers import TrackersSpec, mlflow_uri, tracker_dir
+
+    spec = study.trackers or TrackersSpec()
+    flags = []
+    for name, value, convert in (("mlflow", mlflow, mlflow_uri), ("tensorboard", tensorboard, tracker_dir)):
+        if value is not None:
+            try:
+                spec = dataclasses.replace(spec, **{name: convert(value)})
+            except ValueError as err:
+                raise ConfigError(f"--{name}: {err}") from None
+            flags.append(name)
+    return dataclasses.replace(study, trackers=spec or None), tuple(flags)
 
 
 def _dry_run(study, trials: Optional[int]) -> None:
