@@ -149,8 +149,8 @@ class StudyReader:
         objectives = [{"name": n, "direction": "maximize" if d == optuna.study.StudyDirection.MAXIMIZE
                        else "minimize"} for n, d in zip(metric_names, ostudy.directions)]
         trials = ostudy.get_trials(deepcopy=False)
-        fingerprint = tuple((t.number, t.state, len(t.user_attrs.get("curve", ()))) for t in trials
-                            if not t.state.is_finished()) + (len(trials), tuple(metric_names))
+        fingerprint = tuple((t.number, t.state, len(t.user_attrs.get("curve", ())), len(t.intermediate_values))
+                            for t in trials if not t.state.is_finished()) + (len(trials), tuple(metric_names))
         if self._last is not None and self._last[0] == fingerprint and self._last[1].spec == spec:
             return self._last[1]
         rows = []
@@ -216,7 +216,7 @@ class StudyReader:
         return out
 
 
-_BASE_COLUMNS = ["number", "state", "params", "values", "attrs", "datetime_start", "datetime_complete"]
+_BASE_COLUMNS = ["number", "state", "params", "values", "attrs", "intermediate", "datetime_start", "datetime_complete"]
 
 
 _SKIPPED: dict[str, Any] = {}
@@ -227,7 +227,8 @@ def _row(t: Any, metric_names: Sequence[str], decode: Any) -> dict[str, Any]:
         return _SKIPPED  # duplicates and infeasible proposals were never trained
     values = dict(zip(metric_names, t.values)) if t.values is not None else {}
     row = {"number": t.number, "state": t.state.name, "params": decode(t.params), "values": values,
-           "attrs": dict(t.user_attrs), "datetime_start": t.datetime_start, "datetime_complete": t.datetime_complete}
+           "attrs": dict(t.user_attrs), "intermediate": dict(t.intermediate_values),
+           "datetime_start": t.datetime_start, "datetime_complete": t.datetime_complete}
     row.update({f"value.{k}": v for k, v in values.items()})
     row.update({f"param.{k}": v for k, v in row["params"].items()})
     return row
@@ -237,7 +238,8 @@ def load_results(url: str, name: str | None = None) -> StudyResults:
     """Read one study (by name, or the only one in the storage) into a DataFrame.
 
     Columns: ``number``, ``state``, ``params`` (decoded values), ``values`` (objective name →
-    value), ``attrs`` (user attributes), ``datetime_start``, ``datetime_complete``, ``config``
+    value), ``attrs`` (user attributes), ``intermediate`` (Optuna's intermediate values, step →
+    value of the first objective), ``datetime_start``, ``datetime_complete``, ``config``
     (the configuration key, :func:`config_keys`), plus one column per objective
     (``value.NAME``) and per parameter (``param.NAME``). The per-configuration aggregates
     are on the result (:class:`Aggregates`).
