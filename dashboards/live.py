@@ -14,7 +14,7 @@ from typing import Any
 from dash import dash_table, dcc, html
 
 from ablate.metrics import COSTS
-from ablate.results import StudyResults
+from ablate.results import StudyResults, trial_metric
 from ablate.results.curves import curve_metrics, curves_figure
 from ablate.results.figure_style import family_of, label_of
 
@@ -63,7 +63,7 @@ def curves_view(results: StudyResults, metric: str | None, states: Sequence[str]
 def trials_rows(ref: StudyRef, results: StudyResults) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """The trial table's columns and rows: one row per trial, numbers kept as numbers.
 
-    Columns: the trial (a link), its state and family, every setting (``param.NAME``),
+    Columns: the trial (a link), its state, its family (unless ``attention`` is a setting), every setting (``param.NAME``),
     every objective (``value.NAME``), the costs and progress attributes any trial has.
     Numeric columns are typed ``numeric`` so that the native filter understands ``> 80``.
     """
@@ -72,19 +72,22 @@ def trials_rows(ref: StudyRef, results: StudyResults) -> tuple[list[dict[str, An
         return [], [{"name": "trial", "id": "number", "type": "numeric"}]
     params = list(dict.fromkeys(k for p in frame["params"] for k in p))
     objectives = [o["name"] for o in results.objectives]
-    attrs = [k for k in TRIAL_ATTRS if any(k in a for a in frame["attrs"])]
+    # an objective that is also an attribute (gflops) is shown once, as the objective
+    attrs = [k for k in TRIAL_ATTRS if k not in objectives and any(k in a for a in frame["attrs"])]
+    family = "attention" not in params  # else the setting's own column says it
     data = []
     for r in frame.itertuples(index=False):
         row: dict[str, Any] = {"number": int(r.number),
                                "link": f"[{int(r.number)}]({study_path(ref, f'trial/{int(r.number)}')})",
                                "state": r.state, "family": family_of(r.params, r.attrs)}
         row.update({f"param.{k}": _cell(r.params.get(k)) for k in params})
-        row.update({f"value.{k}": _cell((r.values or {}).get(k)) for k in objectives})
+        # a cost objective is known before the trial ends (an attribute): PRUNED and RUNNING rows show it too
+        row.update({f"value.{k}": _cell(trial_metric(r.values, r.attrs, k, from_curve=False)) for k in objectives})
         row.update({f"attr.{k}": _cell(r.attrs.get(k)) for k in attrs})
         data.append(row)
     numeric = {c for c in data[0] if c != "link" and all(isinstance(d.get(c), (int, float)) or d.get(c) is None
                                                             for d in data)}
-    ids = ["link", "number", "state", "family", *[f"param.{k}" for k in params],
+    ids = ["link", "number", "state", *(["family"] if family else []), *[f"param.{k}" for k in params],
            *[f"value.{k}" for k in objectives], *[f"attr.{k}" for k in attrs]]
     names = {"link": "open", "number": "trial", "state": "state", "family": "attention",
              **{f"param.{k}": k for k in params}, **{f"value.{k}": label_of(k) for k in objectives},

@@ -208,7 +208,7 @@ def pareto_figure(results: StudyResults, *, x: str | None = None, y: str | None 
                            "color": color,
                            "line": {"width": 1.5 if state != "COMPLETE" else 1,
                                     "color": color if state != "COMPLETE" else "#333"},
-                           **({"opacity": 0.4} if repeated else {})},
+                           **({"opacity": 0.55} if repeated else {})},
                 "meta": {"kind": "trials", "state": state, "family": family}})
     if repeated:
         for cls, name, marker in (
@@ -457,17 +457,22 @@ def config_figure(results: StudyResults, objective: str, *, colors: Mapping[str,
                          f"{', '.join(map(str, c['trials']))}<br>{objective} {mean:.4g}{spread}<br>{settings}")
         data.append({"type": "scatter", "mode": "markers", "name": family, "x": [i for i, _ in rows], "y": means,
                      "customdata": [c["trials"][0] for _, c in rows], "hovertext": hover, "hoverinfo": "text",
-                     "marker": {"color": color, "size": 10, "symbol": [
-                         "star" if c["key"] in front else "circle" for _, c in rows],
-                         "line": {"width": 1, "color": "#333"}},
+                     "marker": {"color": color, "size": 10, "symbol": "circle", "line": {"width": 1, "color": "#333"}},
                      "error_y": {"type": "data", "symmetric": False, "visible": True, "color": color,
                                  "array": [(ci[1] - m) if ci else 0.0 for m, ci in zip(means, cis)],
                                  "arrayminus": [(m - ci[0]) if ci else 0.0 for m, ci in zip(means, cis)]},
                      "meta": {"kind": "config-means", "family": family, "keys": [c["key"] for _, c in rows]}})
-    layout = _layout(f"{label_of(objective)} per configuration: mean and 95 % interval (best first)",
-                     "configuration (best first)", label_of(objective), 420)
+    ringed = [(i, c) for i, c in enumerate(configs) if c["key"] in front]
+    if ringed:  # the front's red ring, as on the Pareto plot
+        data.append({"type": "scatter", "mode": "markers", "name": "on the Pareto front", "x": [i for i, _ in ringed],
+                     "y": [c["mean"][objective] for _, c in ringed], "hoverinfo": "skip",
+                     "customdata": [c["trials"][0] for _, c in ringed],
+                     "marker": {"symbol": "circle-open", "size": 16, "color": FRONT_COLOR, "line": {"width": 2}},
+                     "meta": {"kind": "config-front", "keys": [c["key"] for _, c in ringed]}})
+    layout = _layout(f"{label_of(objective)} per configuration: mean and 95 % interval, best first",
+                     "", label_of(objective), 460)
     layout["xaxis"].update(tickmode="array", tickvals=list(range(len(configs))),
-                           ticktext=[_config_label(c) for c in configs], tickangle=-30)
+                           ticktext=[_config_label(c) for c in configs], tickangle=-35, automargin=True)
     layout["legend"] = {"title": {"text": "attention"}}
     note = None
     if not configs:
@@ -480,4 +485,4 @@ def config_figure(results: StudyResults, objective: str, *, colors: Mapping[str,
 
 def _config_label(config: Mapping[str, Any]) -> str:
     text = ", ".join(f"{k}={_short(v)}" for k, v in config["params"].items()) or str(config["key"])
-    return text if len(text) <= 40 else text[:39] + "…"
+    return text if len(text) <= 32 else text[:31] + "…"

@@ -143,7 +143,7 @@ def test_trial_table_lists_every_trial_and_filters_natively(live_db):
                      [{"id": "url", "property": "pathname", "value": f"/study/{ref.key}/trials"}])["trials-table"]["data"]
     assert sorted(r["number"] for r in rows) == sorted(int(n) for n in results.trials.number)
     mine = next(r for r in rows if r["number"] == number)
-    assert mine["state"] == "RUNNING" and mine["family"] == "lavit" and mine["attr.gflops"] == 0.02
+    assert mine["state"] == "RUNNING" and mine["family"] == "lavit" and mine["value.gflops"] == 0.02
     assert mine["link"] == f"[{number}](/study/{ref.key}/trial/{number})"
     done = next(r for r in rows if r["state"] == "COMPLETE")
     assert isinstance(done["value.top1"], float) and isinstance(done["param.embed_dim"], int)
@@ -172,7 +172,7 @@ def test_pareto_log_toggle_and_analysis_sentences(live_db):
                           {"id": "analysis-objective", "property": "value", "value": "top1"}],
                          [{"id": "url", "property": "pathname", "value": f"/study/{ref.key}/analysis"}])
     configs = analysis["analysis-configs"]["figure"]
-    assert any(t["error_y"]["array"] for t in configs["data"])
+    assert any(t["error_y"]["array"] for t in configs["data"] if t["meta"]["kind"] == "config-means")
     assert analysis["analysis-importance"]["figure"]["data"][0]["x"]  # enough trials: bars, no sentence
 
 

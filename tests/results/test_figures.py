@@ -122,11 +122,16 @@ def test_configuration_error_bars_are_the_aggregates_show_prints(fake_db, fake, 
             assert y + plus == pytest.approx(hi) and y - minus == pytest.approx(lo)
             drawn += 1
     assert drawn == len(shown) and any(c["ci95"]["top1"] for c in shown.values())
-    means = [y for t in fig["data"] for y in t["y"]]
+    traces = [t for t in fig["data"] if t["meta"]["kind"] == "config-means"]
+    means = [y for t in traces for y in t["y"]]
     assert note_of(fig) is None and len(means) == drawn
     # best first: the x positions follow the means, highest top-1 at 0
-    order = sorted((x, y) for t in fig["data"] for x, y in zip(t["x"], t["y"]))
+    order = sorted((x, y) for t in traces for x, y in zip(t["x"], t["y"]))
     assert [y for _, y in order] == sorted(means, reverse=True)
+    # the front's configurations are ringed in the front's colour, and only they
+    (ring,) = [t for t in fig["data"] if t["meta"]["kind"] == "config-front"]
+    assert sorted(ring["meta"]["keys"]) == sorted(fake.pareto_configs) and ring["marker"]["color"] == FRONT_COLOR
+    assert all(t["marker"]["color"] != FRONT_COLOR for t in traces)
 
 
 def test_pareto_means_and_intervals_are_the_aggregates(fake):
@@ -148,7 +153,7 @@ def test_one_run_per_configuration_says_there_are_no_error_bars():
     rows = [(i, "COMPLETE", "focal", {"top1": 70.0 + i, "gflops": 1.0 + i}, {"gflops": 1.0 + i}) for i in range(3)]
     fig = figures.config_figure(_results(rows), "top1")
     assert "no error bars" in note_of(fig) and "3 configuration(s)" in note_of(fig)
-    assert all(v == 0 for t in fig["data"] for v in t["error_y"]["array"])
+    assert all(v == 0 for t in fig["data"] if "error_y" in t for v in t["error_y"]["array"])
 
 
 # --------------------------------------------------------------------------- empty and flat plots
