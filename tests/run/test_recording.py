@@ -134,6 +134,7 @@ def test_intermediate_values_mlflow_and_tensorboard_record_every_trial(tmp_path,
             assert scalars["final/top1"] == {EPOCHS: pytest.approx(t.values[0])}
 
 
+@pytest.mark.slow  # test_runner.py covers ASHA; this adds ~10 s for the per-epoch values of PRUNED trials
 def test_pruned_trials_keep_the_epochs_they_trained(tmp_path, ray_local):
     spec = _spec(tmp_path, grid={"window_size": [8, 4, 2, 1]}, train={"epochs": 4, "batch_size": 64},
                  scheduler={"name": "asha", "grace_period": 1, "reduction_factor": 2}, max_concurrent=1)
