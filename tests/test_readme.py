@@ -273,3 +273,14 @@ def test_the_python_example_runs_as_shown(tmp_path):
     assert lines[6].split() == printed[6].split()  # the configs header
     assert [line.split()[:2] for line in lines[7:9]] == [line.split()[:2] for line in printed[7:9]]
     assert (tmp_path / "runs" / "api-demo.db").exists()
+
+
+def test_export_examples_name_a_study_export_accepts():
+    """``ablate export`` writes an ultralytics model YAML: only a detection study has one."""
+    from ablate.study import load_study
+
+    exports = [c for c in ablate_commands() if c[0] == "export"]
+    assert exports
+    for args in exports:
+        study = next(a for a in args if a.endswith((".yaml", ".yml")) and a.startswith("studies/"))
+        assert load_study(ROOT / study, check=False).task == "detect", args
