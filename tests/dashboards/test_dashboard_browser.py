@@ -1,5 +1,10 @@
 """The dashboard in a real browser: headless Debian Chromium driven by Playwright.
 
+The second test serves a generated study with a RUNNING trial written through Optuna's
+storage API and checks the live pages: the trial's curve is drawn and grows when an epoch
+is written, the trial table filters and sorts natively, the log toggle switches the Pareto
+plot's axis, and families keep their registry colours when states are toggled.
+
 A real (tiny) study is run through `ablate run`, two seeds per configuration; the
 dashboard is served over its database; the browser opens the studies page, follows the
 link to the Pareto page, checks the plotted trials, the configuration means with their
@@ -159,4 +164,131 @@ def test_pareto_plot_click_through_to_a_trial(study_db, served, page, tmp_path):
     _save(page, tmp_path, "analysis.png")
 
     foreign = [u for u in requests if not u.startswith(served) and not u.startswith("data:")]
+    assert not foreign, foreign
+
+
+@pytest.fixture()
+def live_served(tmp_path):
+    """A generated study plus a RUNNING trial written through Optuna's storage API, served with a 1 s poll."""
+    from ablate.testing.fake_study import write_fake_study
+    from tests.dashboards.test_dashboard_live import add_running_trial
+
+    url = f"sqlite:///{tmp_path / 'live.db'}"
+    write_fake_study(url, n_trials=30, seed=3)  # with PRUNED, FAIL and RUNNING trials
+    number = add_running_trial(url, "lavit", 2)
+    sources = Sources([url])
+    server = make_server(create_app(sources, refresh_s=1.0), "127.0.0.1", 0)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        (ref,) = sources.studies()[0]
+        yield url, number, f"http://127.0.0.1:{server.server_port}/study/{ref.key}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+_TRACES = ("(id) => document.querySelector(id + ' .js-plotly-plot').data"
+           ".map(t => ({meta: t.meta || {}, x: t.x, color: (t.line && t.line.color) || (t.marker && t.marker.color)}))")
+
+
+def _family_colours(page, graph: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for t in page.evaluate(_TRACES, graph):
+        if t["meta"].get("family"):
+            assert out.setdefault(t["meta"]["family"], t["color"]) == t["color"], t  # one colour per family
+    return out
+
+
+def _table_numbers(page) -> list[int]:
+    return [int(t) for t in page.locator("#trials-table tbody tr td[data-dash-column='number']").all_inner_texts()]
+
+
+def test_live_curves_trial_table_and_log_axes(live_served, page, tmp_path):
+    from ablate.results.figure_style import FRONT_COLOR, family_colors
+    from tests.dashboards.test_dashboard_live import grow
+
+    url, number, base = live_served
+    results = load_results(url)
+    requests: list[str] = []
+    page.on("request", lambda r: requests.append(r.url))
+
+    # Live curves: the RUNNING trial's curve is drawn, and grows when the runner writes an epoch.
+    page.goto(base + "/curves")
+    page.wait_for_selector("#curves-graph .scatterlayer .trace")
+    lines = {t["meta"]["number"]: t for t in page.evaluate(_TRACES, "#curves-graph") if t["meta"].get("kind") == "curve"}
+    running = sorted(int(n) for n in results.trials.number[results.trials.state == "RUNNING"])
+    assert number in lines and lines[number]["x"] == [1, 2]
+    assert set(lines) <= set(running) and {t["meta"]["state"] for t in lines.values()} == {"RUNNING"}
+    assert lines[number]["color"] == family_colors([])["lavit"] != FRONT_COLOR
+    grow(url, number, 4)
+    page.wait_for_function(f"() => document.querySelector('#curves-graph .js-plotly-plot').data"
+                           f".some(t => t.meta && t.meta.number === {number} && t.x.length === 4)", timeout=15_000)
+    # Ticking the finished states adds their curves; the families keep their colours.
+    before = _family_colours(page, "#curves-graph")
+    page.click("#curves-states label:has-text('COMPLETE')")
+    page.wait_for_function("() => document.querySelector('#curves-graph .js-plotly-plot').data"
+                           f".filter(t => t.meta && t.meta.kind === 'curve').length > {len(lines)}")
+    after = _family_colours(page, "#curves-graph")
+    assert before.items() <= after.items()
+    _save(page, tmp_path, "curves.png")
+
+    # The trial table: every trial; the native filter and sort work in the browser.
+    page.click("a.tab:has-text('trials')")
+    page.wait_for_selector("#trials-table td[data-dash-column='number']")
+    assert number in running and sorted(_table_numbers(page)) == sorted(int(n) for n in results.trials.number)
+    page.fill("#trials-table th.dash-filter[data-dash-column='state'] input", "RUNNING")
+    page.press("#trials-table th.dash-filter[data-dash-column='state'] input", "Enter")
+    page.wait_for_function("() => document.querySelectorAll(\"#trials-table td[data-dash-column='number']\").length"
+                           f" === {len(running)}")
+    assert sorted(_table_numbers(page)) == running
+    assert set(page.locator("#trials-table td[data-dash-column='state']").all_inner_texts()) == {"RUNNING"}
+    page.fill("#trials-table th.dash-filter[data-dash-column='state'] input", "")
+    page.press("#trials-table th.dash-filter[data-dash-column='state'] input", "Enter")
+    page.fill("#trials-table th.dash-filter[data-dash-column='value.top1'] input", "> 84")
+    page.press("#trials-table th.dash-filter[data-dash-column='value.top1'] input", "Enter")
+    above = sorted(int(r.number) for r in results.trials.itertuples() if (r.values or {}).get("top1", 0) > 84)
+    assert above
+    page.wait_for_function("() => document.querySelectorAll(\"#trials-table td[data-dash-column='number']\").length"
+                           f" === {len(above)}")
+    assert sorted(_table_numbers(page)) == above
+    sort = "#trials-table th.dash-header[data-dash-column='value.top1'] .column-header--sort"
+    page.click(sort)  # ascending
+    page.wait_for_timeout(300)
+    tops = [float(t) for t in page.locator("#trials-table td[data-dash-column='value.top1']").all_inner_texts()]
+    assert tops == sorted(tops) and len(tops) == len(above)
+    page.click(sort)  # descending
+    page.wait_for_timeout(300)
+    tops = [float(t) for t in page.locator("#trials-table td[data-dash-column='value.top1']").all_inner_texts()]
+    assert tops == sorted(tops, reverse=True)
+    _save(page, tmp_path, "trials.png")
+
+    # Pareto: the log toggle switches the axis; showing PRUNED keeps every family's colour.
+    page.click("a.tab:has-text('Pareto')")
+    page.wait_for_selector("#pareto-graph .scatterlayer .point")
+
+    def xaxis_type() -> str:
+        return page.evaluate("() => document.querySelector('#pareto-graph .js-plotly-plot')._fullLayout.xaxis.type")
+
+    start = xaxis_type()
+    page.click("#pareto-log label:has-text('log x')")
+    page.wait_for_function(f"() => document.querySelector('#pareto-graph .js-plotly-plot')._fullLayout.xaxis.type"
+                           f" !== '{start}'")
+    assert {start, xaxis_type()} == {"log", "linear"}
+    assert (results.trials.state == "PRUNED").any()
+    base_colours = _family_colours(page, "#pareto-graph")
+    page.click("#pareto-states label:has-text('PRUNED')")
+    page.wait_for_function("() => document.querySelector('#pareto-graph .js-plotly-plot').data"
+                           ".some(t => t.meta && t.meta.state === 'PRUNED')")
+    colours = _family_colours(page, "#pareto-graph")
+    assert base_colours.items() <= colours.items() and FRONT_COLOR not in colours.values()
+    assert colours == {f: family_colors([])[f] for f in colours} and len(colours) >= 3  # the registry's colours
+    _save(page, tmp_path, "pareto-log.png")
+
+    # Analysis: the configuration means with their error bars.
+    page.click("a.tab:has-text('analysis')")
+    page.wait_for_selector("#analysis-configs .scatterlayer .errorbar")
+    assert page.locator("#analysis-configs .scatterlayer .point").count() >= len(results.configs)
+
+    foreign = [u for u in requests if not u.startswith(base.split("/study/")[0]) and not u.startswith("data:")]
     assert not foreign, foreign
