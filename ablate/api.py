@@ -108,9 +108,9 @@ def load_study(path: str | os.PathLike[str], *, overrides: Overrides | None = No
 
 
 def run_study(study: Study | str | os.PathLike[str], *, overrides: Overrides | None = None, scale: str = "proxy",
-        trials: int | None = None, repeats: int | None = None, storage: str | None = None,
-        address: str | None = None, device: str = "auto", progress: bool = True, max_retries: int = 1,
-        heartbeat_grace_s: float = 60.0) -> RunSummary:
+              trials: int | None = None, repeats: int | None = None, storage: str | None = None,
+              address: str | None = None, device: str = "auto", progress: bool = True, max_retries: int = 1,
+              heartbeat_grace_s: float = 60.0) -> RunSummary:
     """Run (or resume) a study, as ``ablate run`` does, and say what the run did.
 
     Args:
@@ -136,20 +136,27 @@ def run_study(study: Study | str | os.PathLike[str], *, overrides: Overrides | N
     from ablate.run.driver import run_study as drive
     from ablate.study import Study
 
+    # The bounds `ablate run`'s options have, checked before anything is read or started.
+    if trials is not None and (isinstance(trials, bool) or not isinstance(trials, int) or trials < 0):
+        raise ConfigError(f"trials: a whole number >= 0, got {trials!r}")
+    if repeats is not None and (isinstance(repeats, bool) or not isinstance(repeats, int)
+                                or not 1 <= repeats <= 1000):
+        raise ConfigError(f"repeats: a whole number from 1 to 1000, got {repeats!r}")
+    if device not in ("auto", "cpu", "cuda"):
+        raise ConfigError(f"device: unknown device {device!r}, allowed: auto, cpu, cuda")
+    if isinstance(max_retries, bool) or not isinstance(max_retries, int) or not 0 <= max_retries <= 100:
+        raise ConfigError(f"max_retries: a whole number from 0 to 100, got {max_retries!r}")
+    if isinstance(heartbeat_grace_s, bool) or not isinstance(heartbeat_grace_s, (int, float)) \
+            or not 5.0 <= heartbeat_grace_s <= 86400.0:
+        raise ConfigError(f"heartbeat_grace_s: seconds from 5 to 86400, got {heartbeat_grace_s!r}")
     if isinstance(study, Study):
         if overrides or scale != "proxy":
             raise ConfigError("run: overrides and scale apply when a study file is loaded; give the path, or "
                               "pass them to ablate.load_study")
     else:
         study = load_study(study, overrides=overrides, scale=scale, storage=storage)
-    if trials is not None and (isinstance(trials, bool) or not isinstance(trials, int) or trials < 0):
-        raise ConfigError(f"trials: a whole number >= 0, got {trials!r}")
     if repeats is not None:
-        if isinstance(repeats, bool) or not isinstance(repeats, int) or not 1 <= repeats <= 1000:
-            raise ConfigError(f"repeats: a whole number from 1 to 1000, got {repeats!r}")
         study = dataclasses.replace(study, repeats=repeats)
-    if device not in ("auto", "cpu", "cuda"):
-        raise ConfigError(f"device: unknown device {device!r}, allowed: auto, cpu, cuda")
     # As `ablate run`: a cluster is joined before the storage is opened, so one that cannot
     # be reached fails with one line and nothing written.
     with ray_session(address) if address else nullcontext():

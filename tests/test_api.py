@@ -90,6 +90,8 @@ def test_a_missing_file_is_one_line(tmp_path):
     ({"repeats": 0}, "repeats: a whole number from 1 to 1000"),
     ({"repeats": 2.5}, "repeats: a whole number from 1 to 1000"),
     ({"device": "tpu"}, "device: unknown device 'tpu'"),
+    ({"max_retries": -1}, "max_retries: a whole number from 0 to 100"),
+    ({"heartbeat_grace_s": 1.0}, "heartbeat_grace_s: seconds from 5 to 86400"),
 ])
 def test_run_refuses_bad_arguments_before_anything_starts(tmp_path, kwargs, match):
     url = f"sqlite:///{tmp_path / 'never.db'}"
