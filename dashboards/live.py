@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 from collections.abc import Sequence
 from typing import Any
 
@@ -114,12 +115,14 @@ def trials_page(ref: StudyRef, results: StudyResults) -> html.Div:
 
 
 def _cell(value: Any) -> Any:
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return None
+    """A table cell: numbers stay numbers (so they sort and filter by value), the rest becomes text."""
     if isinstance(value, bool):
         return str(value).lower()
-    if isinstance(value, float):
-        return float(f"{value:.6g}")
-    if isinstance(value, (int, str)):
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, numbers.Real):
+        f = float(value)
+        return float(f"{f:.6g}") if math.isfinite(f) else None
+    if value is None or isinstance(value, str):
         return value
     return json.dumps(value, default=str)
