@@ -226,7 +226,9 @@ def _measure(root: yaml.Node, display: str) -> None:
     def fail(node: yaml.Node, what: str) -> ConfigError:
         path: list[str | int] = []
         at = node
-        while id(at) in via:
+        seen: set[int] = set()
+        while id(at) in via and id(at) not in seen:  # a root that is its own child (`&a [*a]`) ends the walk
+            seen.add(id(at))
             at, part = via[id(at)]
             if part is not None:
                 path.append(part)

@@ -27,6 +27,11 @@ class Device(str, Enum):
 @app.command()
 def run(
     study_file: Path = typer.Argument(..., help="Study YAML file."),
+    overrides: Optional[list[str]] = typer.Argument(
+        None, metavar="[KEY=VALUE]...",
+        help="Settings that replace the file's, validated like it and stored with the study: dotted keys, "
+             "YAML values (train.epochs=1 data.name=imagefolder data.path=/data/imagenet grid.window_size=[7,14]). "
+             "They win over the study's proxy: section at --scale proxy; a relative data.path is from here."),
     trials: Optional[int] = typer.Option(None, "--trials", min=0, help="Total number of configurations the study "
                                                                        "should have (overrides `trials:`); each is "
                                                                        "trained `repeats` times."),
@@ -59,10 +64,18 @@ def run(
     """Run (or resume) a study: every trial builds, measures and trains one candidate."""
     from ablate.cli.validate import checked_study
 
+    if not quiet and not dry_run:  # a bad ABLATE_PROGRESS_INTERVAL is refused before anything is opened
+        from ablate.run.progress import progress_interval
+
+        progress_interval()
     # The check `ablate validate --scale SCALE` makes, through the same function: one verdict.
-    study = checked_study(study_file, scale.value, storage)
+    study = checked_study(study_file, scale.value, storage, overrides=overrides or ())
     if study is None:
         raise typer.Exit(2)
+    if overrides:  # also with -q: a log should say what ran
+        from ablate.study.overrides import parse_overrides, shown_overrides
+
+        typer.echo(shown_overrides(parse_overrides(overrides, str(study_file))))
     if repeats is not None:
         import dataclasses
 
@@ -102,7 +115,10 @@ def run(
         from ablate.results import load_results
 
         print_configs(load_results(summary.storage, study.name))
-    typer.echo(f"next: ablate show {study_file}" + (f" --storage '{display_url(storage)}'" if storage else ""))
+    # With overrides the file alone no longer names what ran (its name or storage may be overridden).
+    target = f"ablate show {study_file}" if not overrides else \
+        f"ablate show '{display_url(summary.storage)}' --study {study.name}"
+    typer.echo(f"next: {target}" + (f" --storage '{display_url(storage)}'" if storage and not overrides else ""))
 
 
 def _tracker_flags(study, mlflow: Optional[str], tensorboard: Optional[str]):

@@ -91,6 +91,7 @@ def _run(study: Study, url: str, trackers: Trackers, *, trials: int | None, addr
     searcher = StudySearcher(study, ostudy, budget_total, on_finish=finished, storage=storage_,
                              claims=claims, max_retries=max_retries, grace_s=heartbeat_grace_s,
                              on_epoch=trackers.epoch if trackers else None)
+    reporter.in_flight = lambda: len(searcher.live)  # the periodic line's "running"
     closed = searcher.take_over()
     if closed:
         summary.message = f"closed {len(closed)} interrupted trial(s) as FAIL: {closed}"

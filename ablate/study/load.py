@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,7 @@ from ablate.study.space import (
 from ablate.study.schema import MAX_CONCURRENT, MAX_CPUS, MAX_GPUS, MAX_IMAGE_SIZE, MAX_TRIALS, Resources, SCALES, Study, TRAIN_KEYS, _NAME_RE, _TASKS
 from ablate.study.declaration import _DATA_KEYS, _RESOURCE_KEYS, _STUDY_KEYS, _STUDY_REQUIRED, _TRAIN_SECTION_KEYS
 from ablate.study.doc import _Doc, _check_not_reserved, _check_train_value, _float, _int, _json, _mapping, _one_of, _read_yaml, _str
+from ablate.study.overrides import OverrideDoc, apply_overrides, parse_overrides
 from ablate.study.reference import study_reference
 from ablate.study.space_file import space_to_dict
 from ablate.study.sections import _Redirect, _storage, _study_baseline, _study_data, _study_grid, _study_objectives, _study_proxy, _study_sampler, _study_scheduler, _study_space, _study_train, _study_trackers
@@ -46,7 +47,8 @@ __all__ = ["check_study", "load_study", "study_from_dict", "study_to_dict", "val
 
 
 
-def load_study(path: str | os.PathLike[str], *, check: bool = True, scale: str = "proxy") -> Study:
+def load_study(path: str | os.PathLike[str], *, check: bool = True, scale: str = "proxy",
+               overrides: Sequence[str] = ()) -> Study:
     """Read and validate a study YAML file.
 
     Args:
@@ -55,20 +57,25 @@ def load_study(path: str | os.PathLike[str], *, check: bool = True, scale: str =
             cell for feasibility (imports torch). Turn off only for quick schema checks.
         scale: ``proxy`` applies the file's ``proxy:`` overrides to what trials train;
             ``paper`` trains the unscaled models.
+        overrides: ``key=value`` strings (``train.epochs=1``) set in the file's mapping before
+            it is validated, so they are checked exactly like the file
+            (:mod:`ablate.study.overrides`).
 
     Raises:
-        ConfigError: one line ``file:line: key.path: what is wrong, allowed: ...``.
+        ConfigError: one line ``file:line: key.path: what is wrong, allowed: ...``
+            (``file: override key=value: key.path: ...`` for a key an override set).
     """
-    return _load(path, check=check, scale=scale)[0]
+    return _load(path, check=check, scale=scale, overrides=overrides)[0]
 
 
-def check_study(path: str | os.PathLike[str], *, scale: str = "proxy", storage: str | None = None) -> Study:
+def check_study(path: str | os.PathLike[str], *, scale: str = "proxy", storage: str | None = None,
+                overrides: Sequence[str] = ()) -> Study:
     """Every check ``ablate run`` makes before it starts, without writing anything: the one
     verdict of ``ablate validate`` and ``ablate run`` (``--dry-run`` or not) at ``scale``.
 
     That is :func:`load_study` with ``check=True`` (the schema, the search space, every
     fixed/grid/proxy key against the model builder, every grid cell and its paper-scale
-    model for feasibility, the data path) at ``scale``, then the storage the run would open
+    model for feasibility, the data path) at ``scale`` with ``overrides`` applied, then the storage the run would open
     (``storage``, the ``--storage`` override, else the study's):
 
     - the URL parses and names an installed SQLAlchemy dialect (``sqlite://host/x.db``,
@@ -90,7 +97,7 @@ def check_study(path: str | os.PathLike[str], *, scale: str = "proxy", storage: 
         ConfigError: one line ``file:line: key.path: what is wrong, allowed: ...``
             (``file: --storage: ...`` for the override).
     """
-    study, doc = _load(path, check=True, scale=scale)
+    study, doc = _load(path, check=True, scale=scale, overrides=overrides)
     if study.train.compile:
         from ablate.train.toolchain import compile_refusal
 
@@ -104,10 +111,13 @@ def check_study(path: str | os.PathLike[str], *, scale: str = "proxy", storage: 
     return study
 
 
-def _load(path: str | os.PathLike[str], *, check: bool, scale: str) -> tuple[Study, _Doc]:
+def _load(path: str | os.PathLike[str], *, check: bool, scale: str,
+          overrides: Sequence[str] = ()) -> tuple[Study, _Doc]:
     display = os.fspath(path)
     data, lines = _read_yaml(Path(path), display)
-    doc = _Doc(display, lines, Path(path).resolve().parent)
+    parsed = parse_overrides(overrides, display)
+    doc: _Doc = OverrideDoc(display, lines, Path(path).resolve().parent, overrides=parsed)
+    data = apply_overrides(data, parsed, doc, _scale_arg(scale))
     if isinstance(data, Mapping) and "scale" in data:
         raise doc.error(("scale",), "is chosen when running (ablate run --scale proxy|paper), "
                                     "allowed: drop it from the study file")
