@@ -417,7 +417,7 @@ class StudySearcher:
     # -- recording
     def on_trial_result(self, trial_id: str, result: Mapping[str, Any]) -> None:
         """Store the per-epoch curve as it grows, so dashboards see running trials, and the first
-        objective per epoch as Optuna's intermediate value (step = epoch; through the storage:
+        training objective per epoch as Optuna's intermediate value (step = epoch; through the storage:
         ``Trial.report`` refuses multi-objective studies), so optuna-dashboard draws the curves."""
         run = self.live.get(trial_id)
         if run is None or "epoch" not in result or "error" in result:
@@ -426,7 +426,8 @@ class StudySearcher:
             return  # Ray repeats the last result when a trial ends
         point = {k: result[k] for k in CURVE_KEYS if k in result}
         run.curve.append(point)
-        epoch, value = int(result["epoch"]), result.get(self.study.objectives[0].name)
+        watched = self.study.scheduler_metric  # the first objective that trains (costs have no curve)
+        epoch, value = int(result["epoch"]), result.get(watched.name) if watched is not None else None
         try:
             self.storage.set_trial_user_attr(run.trial_id, "curve", run.curve)
             self.storage.set_trial_user_attr(run.trial_id, "epochs_done", epoch)

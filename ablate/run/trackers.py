@@ -118,12 +118,16 @@ class _MLflow:
         self.client = MlflowClient(tracking_uri=uri)
         experiment = self.client.get_experiment_by_name(study.name)
         if experiment is None:
-            self.experiment_id = self.client.create_experiment(study.name)
-        elif experiment.lifecycle_stage == "deleted":
+            try:
+                self.client.create_experiment(study.name)
+            except Exception:
+                if self.client.get_experiment_by_name(study.name) is None:
+                    raise  # not another driver of this study creating it a moment earlier: a real failure
+            experiment = self.client.get_experiment_by_name(study.name)
+        if experiment.lifecycle_stage == "deleted":
             raise ConfigError(f"the MLflow experiment {study.name!r} is deleted; restore it (mlflow experiments "
                               f"restore) or log to another place")
-        else:
-            self.experiment_id = experiment.experiment_id
+        self.experiment_id = experiment.experiment_id
         self.runs: dict[int, str] = {}
 
     def _run(self, number: int) -> str:

@@ -240,3 +240,24 @@ def test_no_trackers_means_nothing_is_written(tmp_path):
     trackers.epoch(0, {"epoch": 1})
     trackers.close()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_cost_first_objective_leaves_the_curve_to_the_first_training_one(tmp_path):
+    study = study_from_dict(_spec(tmp_path, grid={"window_size": [2]}, objectives=[
+        {"name": "gflops", "direction": "minimize"}, {"name": "top1", "direction": "maximize"}]), check=False)
+    searcher = StudySearcher(study, open_optuna_study(study), budget=1)
+    searcher.suggest("t1")
+    run = searcher.live["t1"]
+    for epoch in (1, 2):
+        searcher.on_trial_result("t1", {"epoch": epoch, "top1": 10.0 * epoch, "gflops": 0.5})
+    assert searcher.storage.get_trial(run.trial_id).intermediate_values == {1: 10.0, 2: 20.0}
+
+
+def test_a_deleted_mlflow_experiment_is_refused_and_a_live_one_is_shared(tmp_path):
+    pytest.importorskip("mlflow", reason="the trackers extra is not installed")
+    study = study_from_dict(_spec(tmp_path, trackers={"mlflow": str(tmp_path / "m")}), check=False)
+    first, second = Trackers.open(study), Trackers.open(study)  # a second driver of the same study
+    assert first.loggers[0].experiment_id == second.loggers[0].experiment_id
+    first.loggers[0].client.delete_experiment(first.loggers[0].experiment_id)
+    with pytest.raises(ConfigError, match=r"trackers\.mlflow: the MLflow experiment 'recording' is deleted"):
+        Trackers.open(study)
