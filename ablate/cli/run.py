@@ -56,7 +56,7 @@ def run(
     mlflow: Optional[str] = typer.Option(None, "--mlflow", metavar="DIR|URI",
                                          help="Also log every trial to MLflow: a directory (its local file store) "
                                               "or a tracking URI; replaces the study's trackers.mlflow. Needs "
-                                              "`pip install 'ablate[trackers]'`."),
+                                              "`pip install 'ablate\\[trackers]'`."),  # \\[: not rich markup
     tensorboard: Optional[str] = typer.Option(None, "--tensorboard", metavar="DIR",
                                               help="Also write TensorBoard event files, one folder per trial under "
                                                    "DIR/<study>/; replaces the study's trackers.tensorboard."),
