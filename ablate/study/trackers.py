@@ -105,7 +105,7 @@ def mlflow_uri(value: str) -> str:
             if host not in ("", "localhost"):
                 raise ValueError(f"file: URI names a host ({host!r}), allowed: a local path, e.g. file:runs/mlflow")
             rest = "/" + path
-        if not rest.strip():
+        if not rest.strip("/ "):  # file:, file://, file:/// would log into / (or nowhere)
             raise ValueError(f"file: URI without a path, allowed: {_ALLOWED_MLFLOW}")
         return "file:" + os.path.abspath(os.path.expanduser(rest))
     if value.startswith("sqlite:///"):

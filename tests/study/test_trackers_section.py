@@ -55,6 +55,9 @@ def test_mlflow_uris(raw, uri):
     ("s3://bucket/x", "unsupported scheme 's3'"),
     ("databricks", None),  # a bare word is a directory named so
     ("file://otherhost/x", "names a host"),
+    ("file:", "without a path"),
+    ("file://", "without a path"),
+    ("file:///", "without a path"),
     ("sqlite:///:memory:", "needs a database file"),
     ("sqlite:///", "needs a database file"),
     ("  ", "must not be empty"),
