@@ -20,7 +20,6 @@ from dash import Input, Output, State, dcc, html, no_update
 
 from ablate.errors import AblateError
 from ablate.storage import display_url
-from ablate.results.figure_style import registered_families
 from ablate.results.figures import (config_figure, hypervolume_figure, importance_figure, importance_note,
                                     parallel_figure)
 
@@ -73,7 +72,6 @@ def _error_output(n_outputs: int, notice_at: int, text: str) -> Any:
 
 def create_app(sources: Sources, *, refresh_s: float = 5.0) -> dash.Dash:
     """The dashboard over ``sources``; serve ``app.server`` (a Flask app) with any WSGI server."""
-    registered_families()  # the family colours need the attention registry (torch): load it now, not on a first page
     app = dash.Dash(__name__, title="ablate dashboard", update_title=None, serve_locally=True,
                     assets_folder=str(Path(__file__).with_name("assets")), suppress_callback_exceptions=True,
                     external_scripts=[], external_stylesheets=[])

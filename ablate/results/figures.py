@@ -35,6 +35,8 @@ COST_KEYS = COSTS
 WEBGL_ABOVE = 5000
 #: Parallel coordinates show at most this many trials (the best by the chosen objective).
 PARALLEL_MAX = 500
+#: The configuration-means plot shows at most this many configurations (the best).
+CONFIGS_MAX = 40
 
 
 def axes_of(results: StudyResults) -> tuple[str, str]:
@@ -429,11 +431,15 @@ def config_figure(results: StudyResults, objective: str, *, colors: Mapping[str,
 
     The numbers are the study's aggregates (``results.configs``: the ``mean`` and ``ci95``
     that ``ablate show --format json`` prints), one marker per configuration coloured by
-    its family, best first; a configuration with one run has no bar and says so on hover.
+    its family, best first, the front's configurations ringed in its red; a configuration
+    with one run has no bar and says so on hover. At most :data:`CONFIGS_MAX` (the best)
+    are drawn; the title says how many there are.
     """
     configs = [c for c in results.configs if c["mean"].get(objective) is not None]
     maximize = _direction(results, objective, "maximize") == "maximize"
     configs.sort(key=lambda c: -c["mean"][objective] if maximize else c["mean"][objective])
+    total = len(configs)
+    configs = configs[:CONFIGS_MAX]  # one labelled tick each: hundreds took a browser 50 s to lay out
     palette = dict(colors) if colors is not None else family_colors(study_families(results))
     front, near = set(results.pareto_configs), set(results.indistinguishable)
     by_family: dict[str, list[tuple[int, dict[str, Any]]]] = {}
@@ -469,7 +475,8 @@ def config_figure(results: StudyResults, objective: str, *, colors: Mapping[str,
                      "customdata": [c["trials"][0] for _, c in ringed],
                      "marker": {"symbol": "circle-open", "size": 16, "color": FRONT_COLOR, "line": {"width": 2}},
                      "meta": {"kind": "config-front", "keys": [c["key"] for _, c in ringed]}})
-    layout = _layout(f"{label_of(objective)} per configuration: mean and 95 % interval, best first",
+    shown = f"the {len(configs)} best of {total} configurations" if total > len(configs) else "per configuration"
+    layout = _layout(f"{label_of(objective)}, {shown}: mean and 95 % interval, best first",
                      "", label_of(objective), 460)
     layout["xaxis"].update(tickmode="array", tickvals=list(range(len(configs))),
                            ticktext=[_config_label(c) for c in configs], tickangle=-35, automargin=True)

@@ -12,8 +12,9 @@ from ablate.attention import list_attention
 from ablate.results import StudyResults, load_results
 from ablate.results import figures
 from ablate.results.curves import CURVES_MAX, curve_metrics, curves_figure, trial_curve
-from ablate.results.figure_style import (FAMILY_PALETTE, FRONT_COLOR, IMPORTANCE_MIN_TRIALS, MEAN_COLOR, NEAR_COLOR,
-                                         family_colors, note_of, registered_families, spans_decades, with_note)
+from ablate.results.figure_style import (FAMILIES, FAMILY_PALETTE, FRONT_COLOR, IMPORTANCE_MIN_TRIALS, MEAN_COLOR,
+                                         NEAR_COLOR, family_colors, note_of, registered_families, spans_decades,
+                                         with_note)
 from ablate.testing.fake_study import write_fake_study
 from tests.cli_helpers import run_cli
 
@@ -58,6 +59,7 @@ def _trace_colors(fig) -> dict[str, set[str]]:
 def test_registered_families_own_fixed_colours_from_the_sorted_registry():
     names = sorted(list_attention())
     assert registered_families() == tuple(names)
+    assert FAMILIES == tuple(names), "a family was added to the registry: list it in figure_style.FAMILIES"
     colors = family_colors([])
     assert [colors[n] for n in names] == list(FAMILY_PALETTE[:len(names)])
     # unknown names and mixtures come after the registry, sorted, whatever order they arrive in
@@ -304,3 +306,13 @@ def test_log_y_on_curves_only_for_positive_values():
     assert curves_figure(_results(rows), "train_loss", log_y=True)["layout"]["yaxis"]["type"] == "log"
     rows = [(0, "RUNNING", "focal", {}, {"curve": [{"epoch": 1, "train_loss": 0.0}]})]
     assert "type" not in curves_figure(_results(rows), "train_loss", log_y=True)["layout"]["yaxis"]
+
+
+def test_configuration_means_show_the_best_few_and_say_how_many(fake, monkeypatch):
+    monkeypatch.setattr(figures, "CONFIGS_MAX", 5)
+    fig = figures.config_figure(fake, "top1")
+    means = sorted((y for t in fig["data"] if t["meta"]["kind"] == "config-means" for y in t["y"]), reverse=True)
+    best = sorted((c["mean"]["top1"] for c in fake.configs), reverse=True)[:5]
+    assert means == pytest.approx(best) and len(fake.configs) > 5
+    assert f"the 5 best of {len(fake.configs)} configurations" in fig["layout"]["title"]["text"]
+    assert len(fig["layout"]["xaxis"]["ticktext"]) == 5
