@@ -224,14 +224,21 @@ def _table_after(marker: str) -> list[list[str]]:
 
 
 def test_the_preset_table_is_what_profile_prints():
-    from ablate.cli.profile import _profile_rows
+    """``ablate profile PRESET --resolution 224``'s count (``measure.profile`` of the built
+    model), on the meta device: the same count without memory or init
+    (tests/models/test_models.py checks meta == real)."""
+    import torch
+
+    from ablate.measure import profile
+    from ablate.models import build_model, resolve_architecture
 
     rows = _table_after("Presets (`ablate profile --list`)")
     assert len(rows) >= 15
     for row in rows:
         name = row[0].strip("`")
         ours_params, ours_gflops = row[1].split(" / ")[0], row[2].split(" / ")[0]
-        got = _profile_rows(name, 224)[0]
+        with torch.device("meta"):
+            got = profile(build_model(resolve_architecture({"preset": name, "img_size": 224})), 224)
         assert ours_params == f"{got['params_m']:.2f}M", (name, ours_params, got)
         assert ours_gflops == f"{got['gflops']:.2f}", (name, ours_gflops, got)
 
