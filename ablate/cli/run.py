@@ -10,7 +10,7 @@ from typing import Optional
 import typer
 
 from ablate.cli.common import app
-from ablate.errors import AblateError
+from ablate.errors import AblateError, ConfigError
 
 
 class Scale(str, Enum):
@@ -72,10 +72,12 @@ def run(
     study = checked_study(study_file, scale.value, storage, overrides=overrides or ())
     if study is None:
         raise typer.Exit(2)
+    parsed = ()
     if overrides:  # also with -q: a log should say what ran
         from ablate.study.overrides import parse_overrides, shown_overrides
 
-        typer.echo(shown_overrides(parse_overrides(overrides, str(study_file))))
+        parsed = parse_overrides(overrides, str(study_file))
+        typer.echo(shown_overrides(parsed))
     if repeats is not None:
         import dataclasses
 
@@ -98,6 +100,11 @@ def run(
             summary = run_study(study, storage=storage, trials=trials, address=address, device=device.value,
                                 progress=not quiet, max_retries=max_retries, heartbeat_grace_s=heartbeat_grace,
                                 trackers=trackers)
+    except ConfigError as err:
+        if not overrides:
+            raise
+        # e.g. the stored spec differs: say which command-line values took part, not only the file
+        raise ConfigError(f"{err} (with overrides {' '.join(o.text for o in parsed)})") from None
     except KeyboardInterrupt as err:  # SIGINT: 130, SIGTERM: 143 (ablate.run.ray_cluster.Interrupted)
         typer.echo("interrupted: finished trials are kept, running ones are recorded as FAIL (interrupted); "
                    "run the same command again to resume", err=True)

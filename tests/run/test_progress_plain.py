@@ -124,5 +124,6 @@ def test_run_through_a_pipe_with_overrides(tmp_path):
     again = subprocess.run([ABLATE, "run", "studies/plain.yaml", "train.epochs=2", "grid.window_size=[2]"],
                            cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert again.returncode == 2 and "train.epochs differ from the study stored" in again.stderr, again.stderr
+    assert "(with overrides train.epochs=2 grid.window_size=[2])" in again.stderr
     assert len(again.stderr.strip().splitlines()) == 1
     assert len(optuna.load_study(study_name="plain", storage=f"sqlite:///{tmp_path}/runs/plain.db").trials) == 1
