@@ -291,3 +291,37 @@ def test_export_examples_name_a_study_export_accepts():
     for args in exports:
         study = next(a for a in args if a.endswith((".yaml", ".yml")) and a.startswith("studies/"))
         assert load_study(ROOT / study, check=False).task == "detect", args
+
+
+def test_every_python_name_the_readme_gives_exists():
+    """``ablate.x.y`` in the prose (a module, or a name in one) imports: the README's
+    Python names follow the code."""
+    import importlib
+
+    names = sorted(set(re.findall(r"`(ablate(?:\.\w+)+)", README)))
+    assert "ablate.load_study" in names and "ablate.read_results" in names
+    missing = []
+    for name in names:
+        parts = name.split(".")
+        for cut in range(len(parts), 0, -1):
+            try:
+                obj = importlib.import_module(".".join(parts[:cut]))
+            except ImportError:
+                continue
+            try:
+                for attr in parts[cut:]:
+                    obj = getattr(obj, attr)
+            except AttributeError:
+                missing.append(name)
+            break
+        else:
+            missing.append(name)
+    assert not missing, missing
+
+
+def test_the_synthetic_set_command_runs_as_shown(tmp_path):
+    line = next(c for c in ablate_commands() if c[:2] == ["data", "synth-det"] and "--train" in c)
+    out = _run(line, tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.splitlines()[0].endswith("data/shapes/data.yaml")
+    assert (tmp_path / "data" / "shapes" / "data.yaml").exists()
