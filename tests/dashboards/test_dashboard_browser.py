@@ -243,6 +243,13 @@ def test_live_curves_trial_table_and_log_axes(live_served, page, tmp_path):
                            f" === {len(running)}")
     assert sorted(_table_numbers(page)) == running
     assert set(page.locator("#trials-table td[data-dash-column='state']").all_inner_texts()) == {"RUNNING"}
+    # the runner writes another epoch: the rows refresh on the poll and the filter stays
+    grow(url, number, 6)
+    page.wait_for_function("(n) => Array.from(document.querySelectorAll('#trials-table tbody tr')).some(tr => {"
+                           "const c = (k) => tr.querySelector(`td[data-dash-column='${k}']`);"
+                           "return c('number') && c('number').innerText.trim() === String(n)"
+                           " && c('attr.epochs_done').innerText.trim() === '6'; })", arg=number, timeout=15_000)
+    assert sorted(_table_numbers(page)) == running
     page.fill("#trials-table th.dash-filter[data-dash-column='state'] input", "")
     page.press("#trials-table th.dash-filter[data-dash-column='state'] input", "Enter")
     page.fill("#trials-table th.dash-filter[data-dash-column='value.top1'] input", "> 84")

@@ -44,6 +44,7 @@ def extend_running_trial(storage, trial_id: int, done: int, epochs: int, *, with
         if with_curve:
             storage.set_trial_user_attr(trial_id, "curve", curve)
         storage.set_trial_intermediate_value(trial_id, epoch, top1)
+        storage.set_trial_user_attr(trial_id, "epochs_done", epoch)
 
 
 def grow(url: str, number: int, epochs: int, study: str = "generated") -> None:
