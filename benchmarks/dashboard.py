@@ -41,9 +41,11 @@ ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-net
 PAGES = {
     "studies": ("/", "#studies-table td"),
     "pareto": ("pareto", "#pareto-graph .scatterlayer .trace"),
+    "curves": ("curves", "#curves-graph .scatterlayer .trace"),
+    "trials": ("trials", "#trials-table td"),
     "trial": ("trial/{trial}", "#trial-curve .scatterlayer .trace"),
     "table": ("table", "#ablation-table td"),
-    "analysis": ("analysis", "#analysis-hypervolume .scatterlayer .trace"),
+    "analysis": ("analysis", "#analysis-configs .scatterlayer .trace"),
 }
 
 
