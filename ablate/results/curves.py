@@ -9,6 +9,7 @@ optuna-dashboard plots). Figures are plain plotly JSON dicts, as in
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -37,10 +38,19 @@ def trial_curve(attrs: Mapping[str, Any], intermediate: Mapping[Any, Any] | None
     out = []
     for step, value in intermediate.items():
         try:
-            out.append({"epoch": int(step), objective: float(value)})
-        except (TypeError, ValueError):
+            epoch, number = int(step), float(value)
+        except (TypeError, ValueError, OverflowError):
             continue
+        if math.isfinite(number):
+            out.append({"epoch": epoch, objective: number})
     return sorted(out, key=lambda c: c["epoch"])
+
+
+def _number(value: Any) -> float | None:
+    """A plottable number (not a flag, not NaN or infinite), else None."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value) if math.isfinite(value) else None
 
 
 def _intermediate(row: Any) -> Mapping[Any, Any] | None:
@@ -58,7 +68,7 @@ def curve_metrics(results: StudyResults) -> list[str]:
     seen: dict[str, None] = {}
     for r in results.trials.itertuples(index=False) if not results.trials.empty else ():
         for record in trial_curve(r.attrs, _intermediate(r), first):
-            seen.update((k, None) for k, v in record.items() if k != "epoch" and isinstance(v, (int, float)))
+            seen.update((k, None) for k, v in record.items() if k != "epoch" and _number(v) is not None)
     names = list(seen)
     objectives = [o["name"] for o in results.objectives if o["name"] in seen]
     return list(dict.fromkeys([*objectives, *names]))
@@ -117,13 +127,13 @@ def curves_figure(results: StudyResults, metric: str, *, states: Sequence[str] =
     families_drawn: dict[str, None] = {}
     ys: list[float] = []
     for r in [*finished, *sorted(running, key=lambda r: r.number)]:
-        curve = [c for c in trial_curve(r.attrs, _intermediate(r), first) if isinstance(c.get(metric), (int, float))]
+        curve = [c for c in trial_curve(r.attrs, _intermediate(r), first) if _number(c.get(metric)) is not None]
         if not curve:
             continue
         family = family_of(r.params, r.attrs)
         color = palette.get(family) or family_colors([family])[family]
         live = r.state == "RUNNING"
-        xs, values = [c.get("epoch") for c in curve], [float(c[metric]) for c in curve]
+        xs, values = [c.get("epoch") for c in curve], [_number(c[metric]) for c in curve]
         ys += values
         families_drawn[family] = None
         data.append({

@@ -316,3 +316,17 @@ def test_configuration_means_show_the_best_few_and_say_how_many(fake, monkeypatc
     assert means == pytest.approx(best) and len(fake.configs) > 5
     assert f"the 5 best of {len(fake.configs)} configurations" in fig["layout"]["title"]["text"]
     assert len(fig["layout"]["xaxis"]["ticktext"]) == 5
+
+
+def test_curves_skip_what_cannot_be_plotted():
+    """Foreign or damaged curves: not a list, records that are not dicts, flags, NaN, infinities, bad steps."""
+    rows = [(0, "RUNNING", "focal", {}, {"curve": "not a list"}),
+            (1, "RUNNING", "focal", {}, {"curve": [1, None, {"epoch": 1, "top1": float("nan")},
+                                                  {"epoch": 2, "top1": True}, {"epoch": 3, "top1": 50.0},
+                                                  {"epoch": 4, "top1": float("inf")}]})]
+    results = _results(rows)
+    results.trials["intermediate"] = [{"x": 1.0, 1: float("nan"), 2: 20.0, 3: "bad"}, {}]
+    lines = {t["meta"]["number"]: t for t in curves_figure(results, "top1")["data"] if t["meta"]["kind"] == "curve"}
+    assert lines[0]["x"] == [2] and lines[0]["y"] == [20.0]  # the bad curve attribute falls back to intermediate
+    assert lines[1]["x"] == [3] and lines[1]["y"] == [50.0]
+    assert curve_metrics(results) == ["top1"]
