@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from enum import Enum
 from pathlib import Path
 from typing import Optional
@@ -150,8 +149,8 @@ def _tracker_flags(study, mlflow: Optional[str], tensorboard: Optional[str]):
 def _dry_run(study, trials: Optional[int]) -> None:
     """Build and measure every candidate (and its paper-scale model) without training."""
     from rich.console import Console
-    from rich.table import Table
 
+    from ablate.cli.table_fit import TextColumn, count_text, fit, flops_text, render, terminal_width, wrapped
     from ablate.models.memory import format_bytes, machine_memory, memory_guard
     from ablate.run.trial import study_costs
 
@@ -179,22 +178,35 @@ def _dry_run(study, trials: Optional[int]) -> None:
         columns.append("gflops_ultralytics")
     where = f"{study.scale} scale, trained at {study.data.image_size} px" + (
         f", paper-scale costs at {study.paper_resolution} px" if study.paper_resolution else "")
-    table = Table(title=f"{study.name}: {len(cells)} candidate(s), not trained ({where})")
     limit = machine_memory()
-    for col in ("#", "params", *columns, "memory >="):
-        table.add_column(col)
-    # Not a terminal (a pipe, a log): rich would wrap at 80 columns, breaking headers mid-word.
-    console = Console(width=None if sys.stdout.isatty() else 200)
+    rows = []
     for i, cell in enumerate(cells):
         try:
             memory = _step_memory(study, cell, limit)
             with memory_guard(f"candidate {i}"):
                 costs = study_costs(study, cell)
-            row = [f"{costs[c]:.4f}" if c == "gflops" else f"{costs[c]:.3f}" for c in columns] + [memory]
+            row = [(flops_text if c.startswith("gflops") else count_text)(costs[c]) for c in columns] + [memory]
         except AblateError as err:
             row = [f"infeasible: {err}"] + [""] * len(columns)
-        table.add_row(str(i), ", ".join(f"{k}={v}" for k, v in cell.items()), *row)
-    console.print(table)
+        rows.append([str(i), ", ".join(f"{k}={v}" for k, v in cell.items()), *row])
+    # Fitted like `ablate show`: costs in units, no header broken inside a word; a pipe gets every column.
+    headers = {"params_m": "params", "gflops": "FLOPs", "params_m_paper": "params paper",
+               "gflops_paper": "FLOPs paper", "gflops_ultralytics": "FLOPs ultralytics"}
+    names = ["#", "settings", *columns, "memory >="]
+    cols = [TextColumn(n, headers.get(n, n) if n in columns else n, tuple(r[j] for r in rows),
+                       wrap=n == "settings" or (j == 2 and any(r[2].startswith("infeasible") for r in rows)),
+                       justify="right" if n in columns or n == "#" else "left")
+            for j, n in enumerate(names)]
+    width = terminal_width()
+    shown, hidden = fit(cols, width, ["#", "settings", *columns[:2], "memory >=", *columns[2:]])
+    typer.echo(wrapped(f"{study.name}: {len(cells)} candidate(s), not trained ({where})", width))
+    typer.echo(render(shown, width), nl=False)
+    legend = "; ".join(f"{headers[c.name]} = {c.name}" for c in shown if c.name in headers) + \
+        " (FLOPs: multiply-adds" + ("; FLOPs ultralytics: 2 per multiply-add" if "gflops_ultralytics" in columns
+                                    else "") + ")" + \
+        (f"; hidden to fit {width} columns: {', '.join(hidden)}" if hidden else "")
+    console = Console(width=width or 200, highlight=False)
+    console.print(legend)
     console.print(f"memory >=: a lower bound of one training step at the trial's batch size (weights, AdamW state, "
                   f"activations); this machine's largest memory: {format_bytes(limit[0])} ({limit[1]}).")
 
