@@ -27,10 +27,10 @@ class Device(str, Enum):
 def run(
     study_file: Path = typer.Argument(..., help="Study YAML file."),
     overrides: Optional[list[str]] = typer.Argument(
-        None, metavar="[KEY=VALUE]...",
+        None, metavar="KEY=VALUE",
         help="Settings that replace the file's, validated like it and stored with the study: dotted keys, "
              "YAML values (train.epochs=1 data.name=imagefolder data.path=/data/imagenet grid.window_size=[7,14]). "
-             "They win over the study's proxy: section at --scale proxy; a relative data.path is from here."),
+             "They win over the study's proxy: section at --scale proxy; a relative data.path is taken from the current folder."),
     trials: Optional[int] = typer.Option(None, "--trials", min=0, help="Total number of configurations the study "
                                                                        "should have (overrides `trials:`); each is "
                                                                        "trained `repeats` times."),

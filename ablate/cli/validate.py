@@ -49,7 +49,7 @@ def checked_study(path: Path, scale: str, storage: str | None = None,
 def validate(
     study_files: list[str] = typer.Argument(..., help="Study YAML files, then any key=value overrides "
                                                        "(train.epochs=1) to check as `ablate run` would apply them "
-                                                       "to each file.", metavar="STUDY... [KEY=VALUE]..."),
+                                                       "to each file.", metavar="STUDY|KEY=VALUE"),
     scale: ValidateScale = typer.Option(
         ValidateScale.both, "--scale",
         help="Check what `ablate run --scale proxy|paper` would run; both (the default): a study must be "

@@ -56,6 +56,7 @@ class Override:
     path: tuple[str | int, ...]
     value: Any
     text: str  # ``key=value`` as typed, with a storage URL's password masked
+    raw: str = ""  # the value as typed (secrets and all): scrubbed from messages that quote it
 
     @property
     def key(self) -> str:
@@ -71,6 +72,22 @@ class OverrideDoc(_Doc):
     overrides: tuple[Override, ...] = ()
 
     def error(self, path: Sequence[str | int], what: str) -> ConfigError:
+        return ConfigError(self._scrubbed(str(self._error(path, what))))
+
+    def _scrubbed(self, message: str) -> str:
+        """``message`` without the passwords of override values that look like URLs (a value
+        the schema refuses is quoted in the message: ``got ['postgresql://u:pw@h/db']``)."""
+        for o in self.overrides:
+            if "://" in o.raw or "@" in o.raw:
+                from ablate.storage import scrub_secrets
+
+                message = scrub_secrets(message, o.raw)
+                for part in re.split(r"[\s,\[\]{}'\"]+", o.raw):  # a URL inside a flow list or mapping
+                    if "://" in part or "@" in part:
+                        message = scrub_secrets(message, part)
+        return message
+
+    def _error(self, path: Sequence[str | int], what: str) -> ConfigError:
         full = self.prefix + tuple(path)
         for o in reversed(self.overrides):  # the last override that set this key (or a section above it)
             if full[:len(o.path)] == o.path or (o.path[:len(full)] == full and full):
@@ -118,7 +135,7 @@ def parse_overrides(items: Sequence[str], source: str) -> tuple[Override, ...]:
         seen[path] = shown
         if path in _PATH_KEYS and isinstance(value, str) and value:
             value = os.path.abspath(os.path.expanduser(value))  # typed at a shell: from the current folder
-        out.append(Override(path, value, shown))
+        out.append(Override(path, value, shown, raw))
     return tuple(out)
 
 

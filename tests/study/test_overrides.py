@@ -116,3 +116,9 @@ def test_a_root_that_is_its_own_alias_is_refused_not_a_hang(tmp_path):
     path.write_text("&a [*a]\n")  # the reader's error walk looped forever on this (yaml_read._measure)
     with pytest.raises(ConfigError, match="recursive alias"):
         load_study(path, check=False)
+
+
+def test_a_refused_url_value_does_not_print_its_password(study_file):
+    with pytest.raises(ConfigError) as info:
+        _load(study_file, "storage=[postgresql://u:s3cret@db.example/studies]")
+    assert "s3cret" not in str(info.value) and "storage" in str(info.value)
