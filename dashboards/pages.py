@@ -13,7 +13,7 @@ from typing import Any
 
 from dash import dash_table, dcc, html
 
-from ablate.results.curves import curve_figure
+from ablate.results.curves import curve_figure, curve_objective
 from ablate.results.figure_style import spans_decades
 from ablate.results.figures import COST_KEYS, axes_of, label_of, pareto_figure, pareto_points
 from ablate.results.report import ablation_table, front_text, noise_text, text_cell
@@ -205,7 +205,7 @@ def trial_page(ref: StudyRef, results: StudyResults, number: int) -> html.Div:
         ], className="row"),
         dcc.Graph(id="trial-curve", figure=curve_figure(
             attrs, y, intermediate if isinstance(intermediate, dict) else None,
-            results.objectives[0]["name"] if results.objectives else None), config={"displaylogo": False}),
+            curve_objective(results)), config={"displaylogo": False}),
         html.H3("full architecture"),
         html.Pre(json.dumps(attrs.get("arch", {}), indent=2, default=str), id="trial-arch", className="arch"),
     ]

@@ -2,9 +2,9 @@
 
 A trial's per-epoch numbers come from its ``curve`` user attribute (every metric the
 trainer reports, written after each epoch while the trial runs) and, where a trial has no
-curve, from its Optuna intermediate values (the first objective at ``step = epoch``, what
-optuna-dashboard plots). Figures are plain plotly JSON dicts, as in
-:mod:`ablate.results.figures`; nothing here reads a storage.
+curve, from its Optuna intermediate values (the first training objective at ``step =
+epoch``, :func:`curve_objective`; what optuna-dashboard plots). Figures are plain plotly
+JSON dicts, as in :mod:`ablate.results.figures`; nothing here reads a storage.
 """
 
 from __future__ import annotations
@@ -13,10 +13,11 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from ablate.metrics import TRAINING_METRICS
 from ablate.results.figure_style import base_layout, family_colors, family_of, label_of, spans_decades, with_note
 from ablate.results.reader import StudyResults
 
-__all__ = ["trial_curve", "curve_metrics", "curve_figure", "curves_figure", "CURVES_MAX"]
+__all__ = ["trial_curve", "curve_objective", "curve_metrics", "curve_figure", "curves_figure", "CURVES_MAX"]
 
 #: The overlay draws every RUNNING trial and at most this many finished ones (the latest).
 CURVES_MAX = 200
@@ -58,13 +59,16 @@ def _intermediate(row: Any) -> Mapping[Any, Any] | None:
     return value if isinstance(value, Mapping) else None
 
 
-def _first_objective(results: StudyResults) -> str | None:
-    return results.objectives[0]["name"] if results.objectives else None
+def curve_objective(results: StudyResults) -> str | None:
+    """The objective a trial's intermediate values hold: the first one that trains (as the
+    runner records them; costs have no curve), else the first objective."""
+    names = [o["name"] for o in results.objectives]
+    return next((n for n in names if n in TRAINING_METRICS), names[0] if names else None)
 
 
 def curve_metrics(results: StudyResults) -> list[str]:
     """The per-epoch metrics any trial of the study has, the first objective first."""
-    first = _first_objective(results)
+    first = curve_objective(results)
     seen: dict[str, None] = {}
     for r in results.trials.itertuples(index=False) if not results.trials.empty else ():
         for record in trial_curve(r.attrs, _intermediate(r), first):
@@ -115,7 +119,7 @@ def curves_figure(results: StudyResults, metric: str, *, states: Sequence[str] =
         colors: family → colour (default: the registry's stable mapping over the study's families).
     """
     frame = results.trials
-    first = _first_objective(results)
+    first = curve_objective(results)
     rows = [r for r in frame.itertuples(index=False)] if not frame.empty else []
     palette = dict(colors) if colors is not None else family_colors(
         {family_of(r.params, r.attrs) for r in rows})

@@ -330,3 +330,15 @@ def test_curves_skip_what_cannot_be_plotted():
     assert lines[0]["x"] == [2] and lines[0]["y"] == [20.0]  # the bad curve attribute falls back to intermediate
     assert lines[1]["x"] == [3] and lines[1]["y"] == [50.0]
     assert curve_metrics(results) == ["top1"]
+
+
+def test_intermediate_values_are_named_after_the_first_training_objective():
+    from ablate.results.curves import curve_objective
+
+    costs_first = [{"name": "gflops", "direction": "minimize"}, {"name": "top1", "direction": "maximize"}]
+    results = _results([(0, "RUNNING", "focal", {}, {})], objectives=costs_first)
+    results.trials["intermediate"] = [{1: 42.0}]
+    assert curve_objective(results) == "top1"
+    (line,) = [t for t in curves_figure(results, "top1")["data"] if t["meta"]["kind"] == "curve"]
+    assert line["y"] == [42.0]
+    assert curve_objective(_results([], objectives=[{"name": "gflops", "direction": "minimize"}])) == "gflops"
