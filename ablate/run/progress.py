@@ -110,8 +110,12 @@ class Progress:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
             TimeRemainingColumn
 
+        from rich.console import Console
+
+        console = Console(file=self._stream) if self._stream is not None else None
         with Progress(TextColumn(f"[bold]{self.study.name}"), BarColumn(), MofNCompleteColumn(),
-                      TextColumn("trials"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn()) as prog:
+                      TextColumn("trials"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+                      console=console) as prog:
             self._progress = prog
             self._task = prog.add_task("trials", total=total)
             try:

@@ -127,3 +127,17 @@ def test_run_through_a_pipe_with_overrides(tmp_path):
     assert "(with overrides train.epochs=2 grid.window_size=[2])" in again.stderr
     assert len(again.stderr.strip().splitlines()) == 1
     assert len(optuna.load_study(study_name="plain", storage=f"sqlite:///{tmp_path}/runs/plain.db").trials) == 1
+
+
+class _Tty(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_a_terminal_gets_the_bar_and_the_trial_lines_verbatim():
+    out = _Tty()
+    p = Progress(_study(), enabled=True, stream=out, interval_s=0.01)
+    with p.running(1):
+        p.trial_done(_trial(0))
+    text = out.getvalue()
+    assert "trial   0 COMPLETE window_size=2  top1=81.25 (1.5s)" in text and "progress:" not in text
