@@ -36,12 +36,13 @@ from ablate.errors import ConfigError
 
 if TYPE_CHECKING:
     import pandas as pd
+    from torch import nn
 
     from ablate.results import StudyResults
     from ablate.run import RunSummary
     from ablate.study import Study
 
-__all__ = ["Results", "load_study", "read_results", "run_study"]
+__all__ = ["Results", "create_model", "load_study", "read_results", "run_study"]
 
 #: Overrides as the command line takes them (``["train.epochs=1"]``) or as a mapping
 #: (``{"train.epochs": 1}``; values are written as JSON, which YAML reads back unchanged).
@@ -256,3 +257,14 @@ def read_results(target: str | os.PathLike[str], *, storage: str | None = None,
     url, name = resolve_target(os.fspath(target), storage)
     loaded = load_results(url, study or name)
     return Results(trials=loaded.trials, configs=configs_frame(loaded), study=loaded)
+
+
+def create_model(name: str, weights: str | os.PathLike[str] | None = None, *, strict: bool = True,
+                 **overrides: Any) -> nn.Module:
+    """A named preset, built and optionally loaded from a local checkpoint (timm's convention):
+    :func:`ablate.models.create_model`, served here so ``ablate.create_model`` is lazy
+    (``import ablate`` imports no torch). See it for ``weights``, ``strict`` and the report.
+    """
+    from ablate.models import create_model as build
+
+    return build(name, weights, strict=strict, **overrides)

@@ -3,7 +3,9 @@ hierarchical ViT with the papers' presets for ``classify``, YOLO for ``detect``)
 
 ``resolve_architecture(keys, task)`` validates a candidate once and returns an
 :class:`Architecture`; ``check_architecture`` rejects impossible ones without building;
-``build_model`` constructs. The per-task functions (``resolve_arch`` / ``check_arch`` /
+``build_model`` constructs; ``create_model(name, weights=FILE)`` builds a preset and loads
+a released checkpoint into it (:mod:`ablate.models.weights`, key maps per family in
+:mod:`ablate.models.weights_layouts`). The per-task functions (``resolve_arch`` / ``check_arch`` /
 ``build`` for the ViT, ``*_yolo_*`` in :mod:`ablate.models.yolo`) take either form. The
 YOLO names are imported on first use, so ``import ablate.models`` does not import ultralytics.
 """
@@ -21,6 +23,7 @@ from ablate.models.factory import (
 from ablate.models.presets import PRESET_INFO, list_presets, preset_arch, preset_task
 from ablate.models.vit import HierarchicalViT, build, create_preset, focal_base, focal_small, focal_tiny, swin_tiny
 from ablate.models.vit_arch import ARCH_DEFAULTS, check_arch, resolve_arch, stage_resolutions
+from ablate.models.weights import LoadReport, load_weights
 
 # Public names of ablate.models.yolo, imported on first access (it imports ultralytics and
 # registers ablate's layers with it).
@@ -52,6 +55,7 @@ __all__ = [
     "ARCH_DEFAULTS",
     "Architecture",
     "HierarchicalViT",
+    "LoadReport",
     "TASKS",
     "Task",
     "architecture_from_json",
@@ -68,6 +72,7 @@ __all__ = [
     "focal_small",
     "focal_tiny",
     "list_presets",
+    "load_weights",
     "preset_arch",
     "resolve_arch",
     "stage_resolutions",

@@ -7,6 +7,7 @@ use (it imports ultralytics), so resolving a ViT never pays for it.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -15,7 +16,7 @@ from torch import nn
 from ablate.errors import ConfigError
 from ablate.models import vit, vit_arch
 from ablate.models.arch import TASKS, Architecture, Task
-from ablate.models.presets import preset_task
+from ablate.models.presets import list_presets, preset_task
 
 __all__ = ["architecture_from_json", "build_model", "check_architecture", "create_model", "resolve_architecture"]
 
@@ -83,13 +84,36 @@ def build_model(arch: Architecture) -> nn.Module:
     return vit.build(arch)
 
 
-def create_model(name: str, **overrides: Any) -> nn.Module:
+def create_model(name: str, weights: str | os.PathLike[str] | None = None, *, strict: bool = True,
+                 **overrides: Any) -> nn.Module:
     """Build any named preset, ViT or YOLO (timm's ``create_model``); keyword arguments
     override its arch keys, caller wins: ``create_model("focal_tiny", img_size=32, num_classes=10)``.
 
+    Args:
+        name: a preset (:func:`~ablate.models.list_presets`).
+        weights: a local checkpoint file to initialise the model from (an official release
+            of Swin, DeiT, PVT, Focal, FLatten or BiFormer, a timm state dict, ablate's own
+            ``state_dict()``, safetensors; see :mod:`ablate.models.weights`). Nothing is
+            downloaded. A classifier of another class count is left freshly initialised
+            (``num_classes=10`` to fine-tune a 1000-class release). The model's
+            ``load_report`` attribute then holds the :class:`~ablate.models.weights.LoadReport`.
+        strict: refuse a checkpoint that leaves keys over; False loads what fits (read
+            ``model.load_report`` for the rest).
+        overrides: arch keys.
+
     Raises:
-        ConfigError: an unknown preset (every preset listed, with a did-you-mean) or key.
+        ConfigError: an unknown preset (every preset listed, with a did-you-mean) or key; an
+            unreadable checkpoint, or (strict) one that does not fit (``FILE: ...``).
         Infeasible: overrides that cannot be built.
     """
     task = preset_task(name)
-    return build_model(resolve_architecture({"preset": name, **overrides}, task))  # type: ignore[arg-type]
+    model = build_model(resolve_architecture({"preset": name, **overrides}, task))  # type: ignore[arg-type]
+    if weights is not None:
+        if task == "detect":
+            raise ConfigError(f"{os.fspath(weights)}: loading weights into a YOLO preset ({name!r}) is not "
+                              "supported by create_model; classification presets are: "
+                              + ", ".join(list_presets("classify")))
+        from ablate.models.weights import load_weights
+
+        model.load_report = load_weights(model, weights, strict=strict)  # type: ignore[assignment]
+    return model
