@@ -123,6 +123,8 @@ def read_checkpoint(path: str | os.PathLike[str]) -> Any:
     Raises:
         ConfigError: a missing, unreadable, corrupt or unsafe file (``FILE: why``).
     """
+    if not isinstance(path, (str, os.PathLike)):
+        raise ConfigError(f"weights must be a path to a local checkpoint file, got {type(path).__name__}")
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"{p}: no such checkpoint file" if not p.exists() else f"{p}: not a file")
@@ -162,9 +164,13 @@ def find_state_dict(obj: Any, path: str | os.PathLike[str] = "<checkpoint>") -> 
         ConfigError: no state dict at the top level or under any of :data:`WRAPPERS`.
     """
     wrapper = ""
-    if not _is_state_dict(obj) and isinstance(obj, Mapping):
-        wrapper = next((w for w in WRAPPERS if _is_state_dict(obj.get(w))), "")
-        obj = obj.get(wrapper) if wrapper else obj
+    for _ in range(2):  # a wrapper inside a wrapper ({"state_dict": {"model": sd}}) at most
+        found = next((w for w in WRAPPERS if isinstance(obj, Mapping) and isinstance(obj.get(w), Mapping)
+                      and (_is_state_dict(obj[w]) or any(isinstance(obj[w].get(v), Mapping) for v in WRAPPERS))),
+                     "")
+        if not found:
+            break
+        wrapper, obj = (f"{wrapper}.{found}" if wrapper else found), obj[found]
     if not _is_state_dict(obj):
         keys = ", ".join(map(str, list(obj)[:8])) if isinstance(obj, Mapping) else type(obj).__name__
         raise ConfigError(f"{path}: no state dict found (top level: {keys or 'empty'}; looked under "
@@ -291,8 +297,14 @@ def load_weights(model: nn.Module, path: str | os.PathLike[str], *, strict: bool
     if strict and not report.clean:
         raise ConfigError(f"{path}: checkpoint (layout {report.layout}) does not fit the model: {report.problem()} "
                           "(strict=False loads what fits; `ablate weights check` lists it all)")
+    odd = next((n for n, t in tensors.items() if t.is_meta or t.layout != torch.strided or t.is_quantized), None)
+    if odd is not None:  # checked before anything is copied: a refused file leaves the model as it was
+        raise ConfigError(f"{path}: tensor {odd} holds no plain data (a meta, sparse or quantized tensor)")
     state = model.state_dict()
     with torch.no_grad():
         for name, tensor in tensors.items():
-            state[name].copy_(tensor.to(dtype=state[name].dtype))
+            try:
+                state[name].copy_(tensor.to(device=state[name].device, dtype=state[name].dtype))
+            except (RuntimeError, TypeError, NotImplementedError) as exc:  # a meta, sparse or quantized tensor
+                raise ConfigError(f"{path}: tensor {name} cannot be loaded ({_one_line(exc)})") from None
     return report

@@ -172,3 +172,20 @@ def test_cli_check_clean_and_leftovers(oracles, capsys, tmp_path):
     assert code == 2 and err.startswith("error: ") and len(err.strip().splitlines()) == 1 and "Traceback" not in err
     code, out, err = run_cli(capsys, "weights", "check", "yolov8n", str(bad))
     assert code == 2 and "detection preset" in err
+
+
+def test_nested_wrappers_and_tensors_beside_them(tmp_path):
+    sd = create_model("deit_tiny").state_dict()
+    path = tmp_path / "nested.pth"
+    torch.save({"state_dict": {"model": sd}, "scaler": torch.ones(1)}, path)
+    assert create_model("deit_tiny", weights=path).load_report.wrapper == "state_dict.model"
+
+
+def test_tensors_without_data_and_non_paths_are_refused(tmp_path):
+    sd = create_model("deit_tiny").state_dict()
+    path = tmp_path / "meta.pth"
+    torch.save({k: torch.empty(v.shape, device="meta") for k, v in sd.items()}, path)
+    with pytest.raises(ConfigError, match="holds no plain data"):
+        create_model("deit_tiny", weights=path)
+    with pytest.raises(ConfigError, match="must be a path"):
+        create_model("deit_tiny", weights=5)  # type: ignore[arg-type]
