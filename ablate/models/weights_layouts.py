@@ -33,6 +33,10 @@ FLatten-PVT)              ``patch_embed{k}.`` (k > 1)                 ``stages.{
                           ``stages.i.j.``                             ``stages.i.blocks.j.``
                           ``.attn.qkv.qkv.``                          ``.attn.qkv.``
                           ``.mlp.0.`` / ``.mlp.3.``                   ``.mlp.fc1.`` / ``.mlp.fc2.``
+``biformer_stl``          ``downsample_layers.0.0.`` / ``.0.1.``      ``patch_embed.proj.`` / ``.norm.``
+(BiFormer's               ``downsample_layers.i.0.`` / ``.i.1.``      ``stages.i.downsample.norm.`` / ``.conv.``
+``biformer_stl.py``)      ``.attn.qkv.qkv.``                          ``.attn.qkv.``
+                          ``.mlp.0.`` / ``.mlp.2.``                   ``.mlp.fc1.`` / ``.mlp.fc2.``
 ========================  ==========================================  =================================
 
 After renaming, two adaptations follow the built model rather than the layout (so they
@@ -122,4 +126,12 @@ LAYOUTS: tuple[Layout, ...] = (
             (r"stages\.(\d+)\.(\d+)\.mlp\.0\.", r"stages.\1.blocks.\2.mlp.fc1."),
             (r"stages\.(\d+)\.(\d+)\.mlp\.3\.", r"stages.\1.blocks.\2.mlp.fc2."),
             (r"stages\.(\d+)\.(\d+)\.", r"stages.\1.blocks.\2."))),
+    Layout("biformer_stl", "rayleizhu/BiFormer models/biformer_stl.py",
+           ((r"downsample_layers\.0\.0\.", "patch_embed.proj."),
+            (r"downsample_layers\.0\.1\.", "patch_embed.norm."),
+            (r"downsample_layers\.(\d+)\.0\.", r"stages.\1.downsample.norm."),
+            (r"downsample_layers\.(\d+)\.1\.", r"stages.\1.downsample.conv."),
+            (r"(stages\.\d+\.blocks\.\d+)\.attn\.qkv\.qkv\.", r"\1.attn.qkv."),
+            (r"(stages\.\d+\.blocks\.\d+)\.mlp\.0\.", r"\1.mlp.fc1."),
+            (r"(stages\.\d+\.blocks\.\d+)\.mlp\.2\.", r"\1.mlp.fc2."))),
 )

@@ -21,7 +21,7 @@ from ablate.models.weights import map_state_dict
 OFFICIAL = json.loads((Path(__file__).parent / "data" / "official_keys.json").read_text())
 PRESETS = sorted(k for k in OFFICIAL if not k.startswith("_"))
 LAYOUT = {"swin_tiny": "swin", "flatten_swin_tiny": "swin", "focal_tiny": "focal", "pvt_tiny": "pvt",
-          "flatten_pvt_tiny": "pvt", "biformer_tiny": "biformer"}
+          "flatten_pvt_tiny": "pvt", "biformer_tiny": "biformer", "biformer_stl": "biformer_stl"}
 
 
 def _checkpoint(preset: str, seed: int = 0) -> dict[str, torch.Tensor]:
@@ -55,7 +55,7 @@ def test_official_names_and_shapes_map_with_no_leftovers(preset, tmp_path):
             assert round(float(tensor.double().sum()), 3) in sources, name
 
 
-@pytest.mark.parametrize("preset", ["swin_tiny", "pvt_tiny", "biformer_tiny"])
+@pytest.mark.parametrize("preset", ["swin_tiny", "pvt_tiny", "biformer_tiny", "biformer_stl"])
 def test_a_missing_official_tensor_is_refused_in_strict_mode(preset, tmp_path):
     sd = _checkpoint(preset)
     dropped = next(k for k in sd if k.endswith("norm1.weight"))
