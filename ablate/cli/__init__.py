@@ -8,7 +8,7 @@ Importing a command's module registers it with :data:`app`; the order below is `
 
 # isort: off
 from ablate.cli.common import app, main
-from ablate.cli import run, show, report, dashboard, validate, profile, export, weights, bench, data, schema  # noqa: F401,E402
+from ablate.cli import run, show, report, dashboard, validate, profile, eval, export, weights, bench, data, schema  # noqa: F401,E402
 # isort: on
 
 __all__ = ["app", "main"]

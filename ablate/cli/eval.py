@@ -1,0 +1,112 @@
+"""`ablate eval`: a checkpoint's top-1/top-5 on an ImageFolder validation split, with n and
+a 95 % interval, so a user can confirm that released weights reproduce their paper's number."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import typer
+
+from ablate.cli.common import ProfileFormat, app, echo_json
+from ablate.errors import ConfigError
+
+
+@app.command(name="eval")
+def eval_command(
+    preset: str = typer.Argument(..., help="A classification preset (see `ablate profile --list`)."),
+    weights: Path = typer.Option(..., "--weights", help="Checkpoint file: ablate's, timm's, an official release's "
+                                                        "({'model': ...}), or safetensors. Never downloaded."),
+    data: Path = typer.Option(..., "--data", help="Validation folder: one holding val/, or the class folders "
+                                                  "themselves (imagenet/val)."),
+    fmt: ProfileFormat = typer.Option(ProfileFormat.table, "--format", help="Output format."),
+    device: str = typer.Option("auto", "--device", help="auto (CUDA when present), cpu, cuda or cuda:N."),
+    batch_size: int = typer.Option(64, "--batch-size", min=1, max=65536, help="Images per forward pass."),
+    workers: Optional[int] = typer.Option(None, "--workers", min=0, max=256,
+                                          help="Data-loading processes (default: 0 on the CPU, cores - 1 on CUDA)."),
+    recipe: str = typer.Option("deit", "--recipe", help="Evaluation transform: deit (resize to size/0.875, "
+                                                        "bicubic, centre crop: the releases') or proxy."),
+    classes: Optional[Path] = typer.Option(None, "--classes", help="The head's class names in output order, one "
+                                                                   "per line (LOC_synset_mapping.txt works): scores "
+                                                                   "a folder holding a subset of them."),
+    num_classes: Optional[int] = typer.Option(None, "--num-classes", min=1, max=1_000_000,
+                                              help="The checkpoint's class count, when it differs from the "
+                                                   "preset's (a fine-tuned checkpoint)."),
+    arch: list[str] = typer.Option([], "--arch", help="Preset key override KEY=VALUE (repeatable), e.g. "
+                                                      "--arch img_size=384."),
+    strict: bool = typer.Option(True, "--strict/--no-strict", help="Refuse a checkpoint whose keys do not all "
+                                                                   "map (see `ablate weights check`)."),
+) -> None:
+    """Top-1 and top-5 accuracy of PRESET loaded from --weights on the ImageFolder at --data.
+
+    Class folder i (sorted) is output i, as in the releases' ImageNet training; the
+    evaluation transform is the recipe's (deit: resize to image_size/0.875, centre crop,
+    ImageNet mean and std). Prints n and the 95 % Wilson interval of top-1.
+    """
+    from ablate.train.evaluate import evaluate_checkpoint, read_class_names
+
+    overrides = _arch_overrides(arch)
+    if num_classes is not None:
+        if "num_classes" in overrides and overrides["num_classes"] != num_classes:
+            raise ConfigError(f"--num-classes {num_classes} and --arch num_classes={overrides['num_classes']} "
+                              f"disagree, allowed: one of them")
+        overrides["num_classes"] = num_classes
+    names = read_class_names(classes) if classes is not None else None
+    result = evaluate_checkpoint(preset, weights, data, recipe=recipe, device=device, batch_size=batch_size,
+                                 num_workers=workers, class_names=names, strict=strict, overrides=overrides,
+                                 progress=_progress_printer())
+    if fmt == ProfileFormat.json:
+        echo_json(result.to_json())
+        return
+    low, high = result.top1_ci95
+    k = "top-5" if result.num_classes >= 5 else f"top-{result.num_classes}"
+    typer.echo(f"{result.preset} from {result.weights}")
+    typer.echo(f"data    {result.data}: {result.layout}")
+    typer.echo(f"        {result.images} images, {result.num_classes} classes, {result.image_size} px, "
+               f"{result.recipe} evaluation transform, {result.device}, {result.wall_s:.1f} s")
+    typer.echo(f"top-1   {result.top1:6.2f} %   95 % CI {low:.2f}-{high:.2f} (Wilson, n={result.images}, "
+               f"{result.correct1} right)")
+    typer.echo(f"{k:<7} {result.top5:6.2f} %   ({result.correct5} right)")
+
+
+def _arch_overrides(items: list[str]) -> dict[str, Any]:
+    """``--arch KEY=VALUE`` as arch keys, values read as YAML scalars or flow lists."""
+    from ablate.study.overrides import parse_overrides
+
+    out: dict[str, Any] = {}
+    for o in parse_overrides(items, "--arch"):
+        if len(o.path) != 1 or not isinstance(o.path[0], str):
+            raise ConfigError(f"--arch {o.text}: a preset key is one name (img_size, num_classes, ...), "
+                              f"allowed: KEY=VALUE")
+        out[o.path[0]] = o.value
+    return out
+
+
+def _progress_printer() -> Callable[[int, int], None]:
+    """Progress on stderr: a line rewritten in place on a terminal (twice a second at most),
+    elsewhere one ``progress:`` line per ``ABLATE_PROGRESS_INTERVAL`` seconds (default 30)."""
+    from ablate.run.progress import format_duration, progress_interval
+
+    tty = sys.stderr.isatty()
+    every = 0.5 if tty else progress_interval()
+    start = last = time.perf_counter()
+
+    def show(done: int, total: int) -> None:
+        nonlocal last
+        now = time.perf_counter()
+        final = done >= total
+        if every <= 0 or (now - last < every and not (tty and final)):
+            return
+        last = now
+        rate = done / max(now - start, 1e-9)
+        eta = format_duration((total - done) / rate) if rate > 0 else "?"
+        line = f"progress: {done}/{total} images, {format_duration(now - start)} elapsed, ETA {eta}"
+        if tty:
+            sys.stderr.write("\r" + line + ("\n" if final else ""))
+            sys.stderr.flush()
+        else:
+            typer.echo(line, err=True)
+
+    return show
