@@ -34,9 +34,10 @@ and std, as every one of those releases evaluates (DeiT ``--eval-crop-ratio 0.87
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -357,7 +358,7 @@ def evaluate_checkpoint(preset: str, weights: str | os.PathLike[str], data: str 
         DataError: a bad data folder or an undecodable image (named).
         EnvironmentProblem: ``cuda`` without a GPU.
     """
-    from ablate.models import create_model, preset_task
+    from ablate.models import create_model, preset_task, resolve_architecture
 
     if recipe not in TRANSFORM_RECIPES:
         raise ConfigError(f"unknown recipe {recipe!r}, allowed: {', '.join(TRANSFORM_RECIPES)}")
@@ -368,6 +369,7 @@ def evaluate_checkpoint(preset: str, weights: str | os.PathLike[str], data: str 
                           f"(top-1/top-5), allowed: a classification preset")
     target = resolve_device(device)
     split = find_val_split(data)
+    _check_batch_memory(resolve_architecture({"preset": preset, **dict(overrides or {})}), batch_size, target)
     model = create_model(preset, weights, strict=strict, **dict(overrides or {}))
     report = model.load_report  # ablate.models.weights.LoadReport
     if report.head_reinit:  # a fresh head scores chance, not the checkpoint
@@ -384,10 +386,14 @@ def evaluate_checkpoint(preset: str, weights: str | os.PathLike[str], data: str 
         0 if target.type == "cpu" else max(0, min(8, (os.cpu_count() or 1) - 1)))
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
                         pin_memory=target.type == "cuda", persistent_workers=False)
-    model.to(target)
     start = time.perf_counter()
-    acc = count_correct(model, loader, target, labels=None if labels == tuple(range(len(labels))) else labels,
-                        progress=progress)
+    try:
+        with _out_of_memory_is_one_line(f"{preset} at {image_size}x{image_size}, --batch-size {batch_size}", target):
+            model.to(target)
+            acc = count_correct(model, loader, target,
+                                labels=None if labels == tuple(range(len(labels))) else labels, progress=progress)
+    except DataError as err:  # from a loader worker: torch puts the worker's traceback in the message
+        raise DataError(_one_line(err)) from None
     wall = time.perf_counter() - start
     return EvalResult(preset=preset, weights=os.fspath(weights), data=str(split.folder), layout=split.layout,
                       images=acc.images, top1=acc.top1, top5=acc.topk, top1_ci95=(acc.top1_low, acc.top1_high),
@@ -395,3 +401,47 @@ def evaluate_checkpoint(preset: str, weights: str | os.PathLike[str], data: str 
                       recipe=recipe, device=str(target), tensors_loaded=int(report.loaded),
                       tensors=int(report.total), wall_s=wall)
 
+
+
+def _check_batch_memory(arch: Any, batch_size: int, device: torch.device) -> None:
+    """Refuse, before anything is built, a batch whose forward pass cannot fit ``device``.
+
+    Raises:
+        DoesNotFit: the lower bound of weights plus ``batch_size`` images' forward peak is
+            more than the device holds (names the largest batch that could fit).
+    """
+    from ablate.models.memory import DoesNotFit, device_memory, estimate_memory, format_bytes
+
+    est = estimate_memory(arch)
+    need = est.params * 4 + batch_size * est.peak_forward
+    total, what = device_memory(str(device))
+    if need > total:
+        fits = (total - est.params * 4) // max(1, est.peak_forward)
+        allowed = f"--batch-size {fits} or less" if fits >= 1 else "a smaller model or image size"
+        raise DoesNotFit(f"--batch-size {batch_size}: one forward pass needs at least {format_bytes(need)} at "
+                         f"{arch.spec.get('img_size')}x{arch.spec.get('img_size')}, more than the "
+                         f"{format_bytes(total)} of this machine's {what}; allowed: {allowed}")
+
+
+@contextlib.contextmanager
+def _out_of_memory_is_one_line(what: str, device: torch.device) -> Iterator[None]:
+    """Running out of RAM (:func:`ablate.models.memory.memory_guard`) or of GPU memory inside
+    the block is :class:`~ablate.models.memory.DoesNotFit` naming ``what``, with the way out."""
+    from ablate.models.memory import DoesNotFit, memory_guard
+
+    if device.type != "cuda":
+        with memory_guard(what):
+            yield
+        return
+    try:
+        yield
+    except torch.cuda.OutOfMemoryError:
+        raise DoesNotFit(f"{what}: ran out of GPU memory on {device}, allowed: a smaller --batch-size") from None
+
+
+def _one_line(err: DataError) -> str:
+    """A data error's own line, also after a DataLoader worker re-raised it with its traceback
+    as the message (the same rule as :func:`ablate.run.trial.data_error_line`)."""
+    prefix = f"{type(err).__module__}.{type(err).__qualname__}: "
+    lines = [line[len(prefix):] for line in str(err).splitlines() if line.startswith(prefix)]
+    return lines[-1].strip() if lines else " ".join(str(err).split())

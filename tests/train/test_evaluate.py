@@ -297,3 +297,24 @@ def test_tensor_counts_are_reported(tmp_path: Path) -> None:
     ckpt, model = save_checkpoint(tmp_path / "w.pth")
     r = evaluate_checkpoint("deit_tiny", ckpt, data, device="cpu", overrides=TINY)
     assert r.tensors_loaded == r.tensors == len(model.state_dict())
+
+
+def test_a_batch_that_cannot_fit_is_refused_before_loading(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from ablate.models.memory import DoesNotFit
+
+    data = make_folder(tmp_path / "val", CLASSES, 1)
+    monkeypatch.setenv("ABLATE_MEMORY_LIMIT", "512M")
+    with pytest.raises(DoesNotFit, match=r"--batch-size 4096: .* allowed: --batch-size \d+ or less"):
+        evaluate_checkpoint("swin_tiny", tmp_path / "never-read.pth", data, device="cpu", batch_size=4096)
+    monkeypatch.setenv("ABLATE_MEMORY_LIMIT", "1M")  # not even the weights fit
+    with pytest.raises(DoesNotFit, match="allowed: a smaller model or image size"):
+        evaluate_checkpoint("swin_tiny", tmp_path / "never-read.pth", data, device="cpu", batch_size=1)
+
+
+def test_an_undecodable_image_read_by_a_worker_is_one_line(tmp_path: Path) -> None:
+    data = make_folder(tmp_path / "val", CLASSES, 1)
+    (data / "n01" / "bad.png").write_bytes(b"")
+    ckpt, _ = save_checkpoint(tmp_path / "w.pth")
+    with pytest.raises(DataError) as info:
+        evaluate_checkpoint("deit_tiny", ckpt, data, device="cpu", num_workers=1, overrides=TINY)
+    assert "\n" not in str(info.value) and str(info.value).startswith(str(data / "n01" / "bad.png"))
