@@ -140,12 +140,18 @@ def read_checkpoint(path: str | os.PathLike[str]) -> Any:
             return load_file(str(p), device="cpu")
         except Exception as exc:  # safetensors raises its own error types for corrupt files
             raise ConfigError(f"{p}: not a readable safetensors file ({_one_line(exc)})") from None
+    if not (head.startswith(b"PK\x03\x04") or head.startswith(b"\x80")):  # torch's zip, or a legacy pickle
+        raise ConfigError(f"{p}: not a checkpoint (neither a torch file, a zip or a pickle, nor safetensors: "
+                          f"it starts with {head[:8]!r})")
     try:
         return torch.load(p, map_location="cpu", weights_only=True)
     except Exception as exc:  # UnpicklingError (unsafe), RuntimeError (corrupt zip), EOFError, ...
         why = _one_line(exc)
-        if "weights_only" in why or "Unsupported global" in why or "GLOBAL" in why:
-            why = "it holds pickled objects other than tensors, which ablate never unpickles"
+        if "Weights only load failed" in why:
+            full = " ".join(str(exc).split())
+            reason = full.split("WeightsUnpickler error:", 1)[-1].split("Check the doc", 1)[0].strip(" .")
+            why = (f"the weights-only reader refused it: {reason[:120]}; a corrupt file, or pickled objects "
+                   "other than tensors, which ablate never unpickles")
         raise ConfigError(f"{p}: not a checkpoint torch can read safely ({why})") from None
 
 

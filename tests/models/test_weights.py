@@ -143,7 +143,7 @@ def test_pickled_code_is_never_run(tmp_path):
     target.unlink(missing_ok=True)
     path = tmp_path / "evil.pth"
     path.write_bytes(pickle.dumps({"model": _Evil()}))
-    with pytest.raises(ConfigError, match="pickled objects other than tensors") as err:
+    with pytest.raises(ConfigError, match="weights-only reader refused it.*pickled objects other than tensors") as err:
         create_model("deit_tiny", weights=path)
     assert not target.exists() and "\n" not in str(err.value)
 
@@ -189,3 +189,10 @@ def test_tensors_without_data_and_non_paths_are_refused(tmp_path):
         create_model("deit_tiny", weights=path)
     with pytest.raises(ConfigError, match="must be a path"):
         create_model("deit_tiny", weights=5)  # type: ignore[arg-type]
+
+
+def test_a_text_file_is_named_for_what_it_is(tmp_path):
+    path = tmp_path / "notes.pth"
+    path.write_text("hello\n")
+    with pytest.raises(ConfigError, match=r"notes.pth: not a checkpoint \(neither a torch file"):
+        create_model("deit_tiny", weights=path)
