@@ -42,7 +42,9 @@ def _print_grouped(title: str, names: list[str]) -> None:
         if i == GROUPS_SHOWN:
             typer.echo(f"  ... {len(groups) - GROUPS_SHOWN} more groups")
             break
-        typer.echo(f"  {pattern}  x{count}  (e.g. {firsts[pattern]})")
+        example = firsts[pattern] if firsts[pattern].isprintable() else repr(firsts[pattern])
+        shown = pattern if pattern.isprintable() else repr(pattern)
+        typer.echo(f"  {shown}  x{count}  (e.g. {example})")
 
 
 @weights_app.command("check")

@@ -196,3 +196,20 @@ def test_a_text_file_is_named_for_what_it_is(tmp_path):
     path.write_text("hello\n")
     with pytest.raises(ConfigError, match=r"notes.pth: not a checkpoint \(neither a torch file"):
         create_model("deit_tiny", weights=path)
+
+
+def test_hostile_names_stay_on_one_line(tmp_path, capsys):
+    folder = tmp_path / "a\nb"
+    folder.mkdir()
+    path = folder / "x.pth"
+    sd = create_model("deit_tiny").state_dict()
+    sd["evil\nkey"] = torch.zeros(1)
+    torch.save(sd, path)
+    with pytest.raises(ConfigError) as err:
+        create_model("deit_tiny", weights=path)
+    assert "\n" not in str(err.value) and "evil\\nkey" in str(err.value)
+    with pytest.raises(ConfigError) as err:
+        create_model("deit_tiny", weights=folder / "absent\r.pth")
+    assert "\n" not in str(err.value) and "\r" not in str(err.value)
+    code, out, _ = run_cli(capsys, "weights", "check", "deit_tiny", str(path))
+    assert code == 2 and "'evil\\nkey'" in out
