@@ -107,12 +107,12 @@ def create_model(name: str, weights: str | os.PathLike[str] | None = None, *, st
         Infeasible: overrides that cannot be built.
     """
     task = preset_task(name)
+    if weights is not None and task == "detect":  # refused before ultralytics is imported and a model built
+        shown = str(weights) if str(weights).isprintable() else repr(str(weights))
+        raise ConfigError(f"{shown}: loading weights into a YOLO preset ({name!r}) is not supported by "
+                          "create_model; classification presets are: " + ", ".join(list_presets("classify")))
     model = build_model(resolve_architecture({"preset": name, **overrides}, task))  # type: ignore[arg-type]
     if weights is not None:
-        if task == "detect":
-            raise ConfigError(f"{os.fspath(weights)}: loading weights into a YOLO preset ({name!r}) is not "
-                              "supported by create_model; classification presets are: "
-                              + ", ".join(list_presets("classify")))
         from ablate.models.weights import load_weights
 
         model.load_report = load_weights(model, weights, strict=strict)  # type: ignore[assignment]

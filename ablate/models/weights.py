@@ -28,6 +28,7 @@ The :class:`LoadReport` says what happened; ``ablate weights check PRESET FILE``
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 from collections.abc import Mapping
@@ -306,7 +307,7 @@ def load_weights(model: nn.Module, path: str | os.PathLike[str], *, strict: bool
     """
     sd, wrapper = find_state_dict(read_checkpoint(path), path)
     tensors, report = map_state_dict(sd, model, path)
-    report = LoadReport(**{**report.__dict__, "wrapper": wrapper})
+    report = dataclasses.replace(report, wrapper=wrapper)
     if strict and not report.clean:
         raise ConfigError(f"{_name(path)}: checkpoint (layout {report.layout}) does not fit the model: {report.problem()} "
                           "(strict=False loads what fits; `ablate weights check` lists it all)")

@@ -213,3 +213,13 @@ def test_hostile_names_stay_on_one_line(tmp_path, capsys):
     assert "\n" not in str(err.value) and "\r" not in str(err.value)
     code, out, _ = run_cli(capsys, "weights", "check", "deit_tiny", str(path))
     assert code == 2 and "'evil\\nkey'" in out
+
+
+def test_detection_presets_and_the_lazy_root_name(tmp_path):
+    path = tmp_path / "w.pth"
+    torch.save(create_model("deit_tiny").state_dict(), path)
+    with pytest.raises(ConfigError, match="YOLO preset"):
+        create_model("yolov8n", weights=path)
+    assert "create_model" in dir(ablate) and callable(ablate.create_model)
+    with pytest.raises(ConfigError, match="unknown preset"):
+        ablate.create_model("swin_tiniest", weights=path)
