@@ -64,7 +64,9 @@ def eval_command(
     k = "top-5" if result.num_classes >= 5 else f"top-{result.num_classes}"
     typer.echo(f"{result.preset} from {result.weights}")
     typer.echo(f"data    {result.data}: {result.layout}")
-    typer.echo(f"        {result.images} images, {result.num_classes} classes, {result.image_size} px, "
+    classes = (f"{result.num_classes} classes" if result.class_folders == result.num_classes else
+               f"{result.class_folders} class folders scored among {result.num_classes} outputs")
+    typer.echo(f"        {result.images} images, {classes}, {result.image_size} px, "
                f"{result.recipe} evaluation transform, {result.device}, {result.wall_s:.1f} s")
     typer.echo(f"top-1   {result.top1:6.2f} %   95 % CI {low:.2f}-{high:.2f} (Wilson, n={result.images}, "
                f"{result.correct1} right)")

@@ -295,6 +295,7 @@ class EvalResult:
         correct1: Images right at top-1.
         correct5: Images right at top-5.
         num_classes: The head's outputs.
+        class_folders: The class folders read (fewer than ``num_classes`` for a subset).
         image_size: The side the images were cropped to.
         recipe: Whose evaluation transform was used.
         device: Where it ran.
@@ -314,6 +315,7 @@ class EvalResult:
     correct1: int
     correct5: int
     num_classes: int
+    class_folders: int
     image_size: int
     recipe: str
     device: str
@@ -397,7 +399,8 @@ def evaluate_checkpoint(preset: str, weights: str | os.PathLike[str], data: str 
     wall = time.perf_counter() - start
     return EvalResult(preset=preset, weights=os.fspath(weights), data=str(split.folder), layout=split.layout,
                       images=acc.images, top1=acc.top1, top5=acc.topk, top1_ci95=(acc.top1_low, acc.top1_high),
-                      correct1=acc.correct1, correct5=acc.correctk, num_classes=outputs, image_size=image_size,
+                      correct1=acc.correct1, correct5=acc.correctk, num_classes=outputs,
+                      class_folders=len(split.classes), image_size=image_size,
                       recipe=recipe, device=str(target), tensors_loaded=int(report.loaded),
                       tensors=int(report.total), wall_s=wall)
 

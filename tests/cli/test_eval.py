@@ -101,4 +101,7 @@ def test_subset_with_class_names(capsys: pytest.CaptureFixture[str], setup: tupl
                              "--classes", str(tmp_path / "names.txt"), "--format", "json", "--device", "cpu", *ARCH)
     assert code == 0, err
     got = json.loads(out)
-    assert got["images"] == 4 and got["num_classes"] == 6
+    assert (got["images"], got["num_classes"], got["class_folders"]) == (4, 6, 2)
+    code, out, err = run_cli(capsys, "eval", "deit_tiny", "--weights", str(weights), "--data", str(subset),
+                             "--classes", str(tmp_path / "names.txt"), "--device", "cpu", *ARCH)
+    assert code == 0 and "4 images, 2 class folders scored among 6 outputs" in out, err
