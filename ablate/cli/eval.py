@@ -41,10 +41,8 @@ def eval_command(
 ) -> None:
     """Top-1 and top-5 accuracy of PRESET loaded from --weights on the ImageFolder at --data.
 
-    Class folder i (sorted) is output i, as in the releases' ImageNet training; the
-    evaluation transform is the recipe's (deit: resize to image_size/0.875, centre crop,
-    ImageNet mean and std). Prints n and the 95 % Wilson interval of top-1.
-    """
+    Class folder i (sorted) is output i, as in the releases' ImageNet training; the evaluation transform is the recipe's (deit: resize to image_size/0.875, centre crop, ImageNet mean and std). Prints n and the 95 % Wilson interval of top-1.
+    """  # noqa: E501 - one line per paragraph: Typer keeps a docstring's line breaks in --help
     from ablate.train.evaluate import evaluate_checkpoint, read_class_names
 
     overrides = _arch_overrides(arch)
@@ -54,9 +52,12 @@ def eval_command(
                               f"disagree, allowed: one of them")
         overrides["num_classes"] = num_classes
     names = read_class_names(classes) if classes is not None else None
-    result = evaluate_checkpoint(preset, weights, data, recipe=recipe, device=device, batch_size=batch_size,
-                                 num_workers=workers, class_names=names, strict=strict, overrides=overrides,
-                                 progress=_progress_printer())
+    try:
+        result = evaluate_checkpoint(preset, weights, data, recipe=recipe, device=device, batch_size=batch_size,
+                                     num_workers=workers, class_names=names, strict=strict, overrides=overrides,
+                                     progress=_progress_printer())
+    except KeyboardInterrupt:  # Ctrl-C mid-way: `error: interrupted`, exit 130, not a traceback
+        raise typer.Abort() from None
     if fmt == ProfileFormat.json:
         echo_json(result.to_json())
         return
@@ -77,6 +78,12 @@ def _arch_overrides(items: list[str]) -> dict[str, Any]:
     """``--arch KEY=VALUE`` as arch keys, values read as YAML scalars or flow lists."""
     from ablate.study.overrides import parse_overrides
 
+    for item in items:
+        key, eq, _ = item.partition("=")
+        if not eq or not key.strip().isidentifier():
+            shown = item if item.isprintable() else repr(item)
+            raise ConfigError(f"--arch {shown}: not KEY=VALUE with a preset key, allowed: e.g. --arch img_size=384 "
+                              f"or --arch num_classes=10 (an unknown key is answered with the allowed ones)")
     out: dict[str, Any] = {}
     for o in parse_overrides(items, "--arch"):
         if len(o.path) != 1 or not isinstance(o.path[0], str):

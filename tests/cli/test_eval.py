@@ -56,7 +56,7 @@ def test_table(capsys: pytest.CaptureFixture[str], setup: tuple[Path, Path]) -> 
 
 
 @pytest.mark.parametrize("case", ["missing_data", "train_only", "file_as_data", "missing_weights",
-                                  "not_a_checkpoint", "class_count", "head", "arch_key", "device", "classes_file"])
+                                  "not_a_checkpoint", "class_count", "head", "arch_key", "arch_form", "device", "classes_file"])
 def test_bad_input_is_one_line(capsys: pytest.CaptureFixture[str], setup: tuple[Path, Path], tmp_path: Path,
                                case: str) -> None:
     weights, data = setup
@@ -81,6 +81,8 @@ def test_bad_input_is_one_line(capsys: pytest.CaptureFixture[str], setup: tuple[
         args["extra"], expect = [*ARCH[:-2], "--arch", "num_classes=5"], "--num-classes 6"
     elif case == "arch_key":
         args["extra"], expect = [*ARCH, "--arch", "windw_size=7"], "windw_size"
+    elif case == "arch_form":
+        args["extra"], expect = [*ARCH, "--arch", "depths"], "--arch depths: not KEY=VALUE"
     elif case == "device":
         args["extra"], expect = [*ARCH, "--device", "tpu"], "allowed: auto, cpu, cuda"
     elif case == "classes_file":
@@ -105,3 +107,17 @@ def test_subset_with_class_names(capsys: pytest.CaptureFixture[str], setup: tupl
     code, out, err = run_cli(capsys, "eval", "deit_tiny", "--weights", str(weights), "--data", str(subset),
                              "--classes", str(tmp_path / "names.txt"), "--device", "cpu", *ARCH)
     assert code == 0 and "4 images, 2 class folders scored among 6 outputs" in out, err
+
+
+def test_progress_lines_in_a_pipe(capsys: pytest.CaptureFixture[str], setup: tuple[Path, Path],
+                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    weights, data = setup
+    monkeypatch.setenv("ABLATE_PROGRESS_INTERVAL", "0.000001")
+    code, out, err = run_cli(capsys, "eval", "deit_tiny", "--weights", str(weights), "--data", str(data),
+                             "--device", "cpu", "--batch-size", "5", "--format", "json", *ARCH)
+    assert code == 0 and json.loads(out)["images"] == 18
+    assert [line.split(",")[0] for line in err.splitlines()] == [f"progress: {n}/18 images" for n in (5, 10, 15, 18)]
+    monkeypatch.setenv("ABLATE_PROGRESS_INTERVAL", "0")
+    code, out, err = run_cli(capsys, "eval", "deit_tiny", "--weights", str(weights), "--data", str(data),
+                             "--device", "cpu", "--format", "json", *ARCH)
+    assert code == 0 and err == ""
