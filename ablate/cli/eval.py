@@ -6,7 +6,7 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import typer
 
@@ -52,12 +52,15 @@ def eval_command(
                               f"disagree, allowed: one of them")
         overrides["num_classes"] = num_classes
     names = read_class_names(classes) if classes is not None else None
+    progress = _progress_printer()
     try:
         result = evaluate_checkpoint(preset, weights, data, recipe=recipe, device=device, batch_size=batch_size,
                                      num_workers=workers, class_names=names, strict=strict, overrides=overrides,
-                                     progress=_progress_printer())
+                                     progress=progress)
     except KeyboardInterrupt:  # Ctrl-C mid-way: `error: interrupted`, exit 130, not a traceback
         raise typer.Abort() from None
+    finally:
+        progress.close()
     if fmt == ProfileFormat.json:
         echo_json(result.to_json())
         return
@@ -93,29 +96,45 @@ def _arch_overrides(items: list[str]) -> dict[str, Any]:
     return out
 
 
-def _progress_printer() -> Callable[[int, int], None]:
+class _ProgressPrinter:
     """Progress on stderr: a line rewritten in place on a terminal (twice a second at most),
     elsewhere one ``progress:`` line per ``ABLATE_PROGRESS_INTERVAL`` seconds (default 30)."""
-    from ablate.run.progress import format_duration, progress_interval
 
-    tty = sys.stderr.isatty()
-    every = 0.5 if tty else progress_interval()
-    start = last = time.perf_counter()
+    def __init__(self) -> None:
+        from ablate.run.progress import progress_interval
 
-    def show(done: int, total: int) -> None:
-        nonlocal last
+        self.tty = sys.stderr.isatty()
+        self.every = 0.5 if self.tty else progress_interval()
+        self.start = self.last = time.perf_counter()
+        self.open_line = False  # a terminal line is shown and not yet ended
+
+    def __call__(self, done: int, total: int) -> None:
+        from ablate.run.progress import format_duration
+
         now = time.perf_counter()
         final = done >= total
-        if every <= 0 or (now - last < every and not (tty and final)):
+        if self.every <= 0 or (now - self.last < self.every and not (self.tty and final and self.open_line)):
             return
-        last = now
-        rate = done / max(now - start, 1e-9)
+        self.last = now
+        rate = done / max(now - self.start, 1e-9)
         eta = format_duration((total - done) / rate) if rate > 0 else "?"
-        line = f"progress: {done}/{total} images, {format_duration(now - start)} elapsed, ETA {eta}"
-        if tty:
-            sys.stderr.write("\r" + line + ("\n" if final else ""))
+        line = f"progress: {done}/{total} images, {format_duration(now - self.start)} elapsed, ETA {eta}"
+        if self.tty:
+            sys.stderr.write("\r" + line)
             sys.stderr.flush()
+            self.open_line = True
+            if final:
+                self.close()
         else:
             typer.echo(line, err=True)
 
-    return show
+    def close(self) -> None:
+        """End a terminal line left open (finished, failed or interrupted), so the next line starts clean."""
+        if self.open_line:
+            sys.stderr.write("\n")
+            sys.stderr.flush()
+            self.open_line = False
+
+
+def _progress_printer() -> _ProgressPrinter:
+    return _ProgressPrinter()

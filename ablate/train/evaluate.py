@@ -364,6 +364,9 @@ def evaluate_checkpoint(preset: str, weights: str | os.PathLike[str], data: str 
 
     if recipe not in TRANSFORM_RECIPES:
         raise ConfigError(f"unknown recipe {recipe!r}, allowed: {', '.join(TRANSFORM_RECIPES)}")
+    if weights is None or not os.fspath(weights):
+        raise ConfigError("weights: a checkpoint file is required, allowed: a path to a local checkpoint (an "
+                          "evaluation of random weights measures chance)")
     if batch_size < 1:
         raise ConfigError(f"batch size must be at least 1, got {batch_size}")
     if preset_task(preset) != "classify":  # unknown -> every preset listed, with a did-you-mean

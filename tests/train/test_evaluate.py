@@ -265,6 +265,8 @@ def test_bad_arguments(tmp_path: Path) -> None:
         evaluate_checkpoint("yolov8n", ckpt, data)
     with pytest.raises(ConfigError, match="did you mean"):
         evaluate_checkpoint("deit_tiyn", ckpt, data)
+    with pytest.raises(ConfigError, match="a checkpoint file is required"):
+        evaluate_checkpoint("deit_tiny", None, data, overrides=TINY)  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="absent.pth"):
         evaluate_checkpoint("deit_tiny", tmp_path / "absent.pth", data, device="cpu", overrides=TINY)
 
