@@ -14,7 +14,7 @@ layout                    official name                               ablate nam
 ``swin``                  ``layers.i.blocks.``                        ``stages.i.blocks.``
 (microsoft/Swin-          ``layers.i.downsample.``                    ``stages.{i+1}.downsample.``
 Transformer; also         ``*.relative_position_index``,              dropped (recomputed)
-FLatten-Swin, LaViT)      ``*.attn_mask``
+FLatten-Swin)             ``*.attn_mask``
 ``focal``                 ``layers.i.blocks.j.pool_layers.``          ``stages.i.blocks.j.attn.pool_layers.``
 (microsoft/Focal-         ``layers.i.blocks.``                        ``stages.i.blocks.``
 Transformer)              ``layers.i.downsample.``                    ``stages.{i+1}.downsample.embed.``
@@ -39,12 +39,13 @@ FLatten-PVT)              ``patch_embed{k}.`` (k > 1)                 ``stages.{
                           ``.mlp.0.`` / ``.mlp.2.``                   ``.mlp.fc1.`` / ``.mlp.fc2.``
 ========================  ==========================================  =================================
 
-After renaming, two adaptations follow the built model rather than the layout (so they
+After renaming, three adaptations follow the built model rather than the layout (so they
 hold for any family that needs them): a packed ``X.qkv`` whose model has separate ``X.q``
 and ``X.kv`` linears is split by rows (``[:C]`` -> ``q``, ``[C:]`` -> ``kv``; FLatten-Swin's
 focused-linear blocks), separate ``X.q`` and ``X.kv`` are concatenated where the model packs
 them into ``X.qkv`` (PVT's stage 4, no spatial reduction), and a DDP ``module.`` prefix is
-removed first.
+removed first. Which table applies is not guessed from names: :func:`ablate.models.weights.map_state_dict`
+tries each and keeps the one that lands the most tensors on the model with the right shapes.
 """
 
 from __future__ import annotations
