@@ -28,6 +28,9 @@ def eval_command(
                                           help="Data-loading processes (default: 0 on the CPU, cores - 1 on CUDA)."),
     recipe: str = typer.Option("deit", "--recipe", help="Evaluation transform: deit (resize to size/0.875, "
                                                         "bicubic, centre crop: the releases') or proxy."),
+    crop_pct: Optional[float] = typer.Option(None, "--crop-pct", help="Centre crop's share of the resized side "
+                                                                     "(default: the recipe's, 0.875 for deit; 1.0 "
+                                                                     "for Swin's 384 px fine-tunes)."),
     classes: Optional[Path] = typer.Option(None, "--classes", help="The head's class names in output order, one "
                                                                    "per line (LOC_synset_mapping.txt works): scores "
                                                                    "a folder holding a subset of them."),
@@ -54,7 +57,8 @@ def eval_command(
     names = read_class_names(classes) if classes is not None else None
     progress = _progress_printer()
     try:
-        result = evaluate_checkpoint(preset, weights, data, recipe=recipe, device=device, batch_size=batch_size,
+        result = evaluate_checkpoint(preset, weights, data, recipe=recipe, crop_pct=crop_pct, device=device,
+                                     batch_size=batch_size,
                                      num_workers=workers, class_names=names, strict=strict, overrides=overrides,
                                      progress=progress)
     except KeyboardInterrupt:  # Ctrl-C mid-way: `error: interrupted`, exit 130, not a traceback
@@ -71,7 +75,8 @@ def eval_command(
     classes = (f"{result.num_classes} classes" if result.class_folders == result.num_classes else
                f"{result.class_folders} class folders scored among {result.num_classes} outputs")
     typer.echo(f"        {result.images} images, {classes}, {result.image_size} px, "
-               f"{result.recipe} evaluation transform, {result.device}, {result.wall_s:.1f} s")
+               f"{result.recipe} evaluation transform"
+               f"{'' if result.crop_pct is None else f' (crop {result.crop_pct:g})'}, {result.device}, {result.wall_s:.1f} s")
     typer.echo(f"top-1   {result.top1:6.2f} %   95 % CI {low:.2f}-{high:.2f} (Wilson, n={result.images}, "
                f"{result.correct1} right)")
     typer.echo(f"{k:<7} {result.top5:6.2f} %   ({result.correct5} right)")

@@ -29,7 +29,8 @@ them when ``class_names`` lists the head's classes in output order (ImageNet's
 Transform: the recipe's evaluation transform (:func:`ablate.data.classification_transforms`),
 ``deit`` by default: resize to ``image_size / 0.875`` (bicubic), centre crop, ImageNet mean
 and std, as every one of those releases evaluates (DeiT ``--eval-crop-ratio 0.875``, Swin
-``TEST.CROP``); ``image_size`` is the model's.
+``TEST.CROP``); ``image_size`` is the model's. ``crop_pct`` replaces the 0.875 where a
+release evaluates otherwise (Swin's 384-pixel fine-tunes set ``TEST.CROP: False``: 1.0).
 """
 
 from __future__ import annotations
@@ -298,6 +299,7 @@ class EvalResult:
         class_folders: The class folders read (fewer than ``num_classes`` for a subset).
         image_size: The side the images were cropped to.
         recipe: Whose evaluation transform was used.
+        crop_pct: The centre crop's share of the resized side (None: the recipe's).
         device: Where it ran.
         tensors_loaded: The model's tensors set from the checkpoint (of ``tensors``).
         tensors: The tensors the model's state dict holds.
@@ -318,6 +320,7 @@ class EvalResult:
     class_folders: int
     image_size: int
     recipe: str
+    crop_pct: float | None
     device: str
     tensors_loaded: int
     tensors: int
@@ -331,7 +334,8 @@ class EvalResult:
 
 
 def evaluate_checkpoint(preset: str, weights: str | os.PathLike[str], data: str | os.PathLike[str], *,
-                        recipe: str = "deit", device: str = "auto", batch_size: int = 64,
+                        recipe: str = "deit", crop_pct: float | None = None, device: str = "auto",
+                        batch_size: int = 64,
                         num_workers: int | None = None, class_names: Sequence[str] | None = None,
                         strict: bool = True, overrides: Mapping[str, Any] | None = None,
                         progress: Callable[[int, int], None] | None = None) -> EvalResult:
@@ -345,6 +349,8 @@ def evaluate_checkpoint(preset: str, weights: str | os.PathLike[str], data: str 
         weights: A checkpoint file in any layout ``create_model`` reads.
         data: The validation folder (see :func:`find_val_split`).
         recipe: Whose evaluation transform (:data:`ablate.data.classification.TRANSFORM_RECIPES`).
+        crop_pct: Resize to ``image_size / crop_pct`` then centre-crop, instead of the recipe's
+            share (``deit``: 0.875; ``proxy``: 1.0); the recipe's interpolation stays.
         device: ``auto``, ``cpu`` or ``cuda`` (:func:`resolve_device`).
         batch_size: Images per forward pass.
         num_workers: DataLoader workers (None: 0 on the CPU, ``cpus - 1`` (at most 8) on CUDA).
@@ -364,6 +370,9 @@ def evaluate_checkpoint(preset: str, weights: str | os.PathLike[str], data: str 
 
     if recipe not in TRANSFORM_RECIPES:
         raise ConfigError(f"unknown recipe {recipe!r}, allowed: {', '.join(TRANSFORM_RECIPES)}")
+    if crop_pct is not None and not 0.05 <= crop_pct <= 1.0:  # also NaN
+        raise ConfigError(f"crop_pct must be in [0.05, 1.0] (the centre crop's share of the resized side), "
+                          f"got {crop_pct}")
     if weights is None or not os.fspath(weights):
         raise ConfigError("weights: a checkpoint file is required, allowed: a path to a local checkpoint (an "
                           "evaluation of random weights measures chance)")
@@ -385,7 +394,7 @@ def evaluate_checkpoint(preset: str, weights: str | os.PathLike[str], data: str 
     outputs = int(model.num_classes)
     labels = head_labels(split, outputs, class_names, where=f"{preset} from {os.fspath(weights)}")
     image_size = int(model.arch["img_size"])
-    _, transform = classification_transforms(image_size, recipe=recipe)
+    transform = _eval_transform(image_size, recipe, crop_pct)
     dataset = ImageFiles(split.folder, split.classes, transform)
     workers = num_workers if num_workers is not None else (
         0 if target.type == "cpu" else max(0, min(8, (os.cpu_count() or 1) - 1)))
@@ -404,7 +413,7 @@ def evaluate_checkpoint(preset: str, weights: str | os.PathLike[str], data: str 
                       images=acc.images, top1=acc.top1, top5=acc.topk, top1_ci95=(acc.top1_low, acc.top1_high),
                       correct1=acc.correct1, correct5=acc.correctk, num_classes=outputs,
                       class_folders=len(split.classes), image_size=image_size,
-                      recipe=recipe, device=str(target), tensors_loaded=int(report.loaded),
+                      recipe=recipe, crop_pct=crop_pct, device=str(target), tensors_loaded=int(report.loaded),
                       tensors=int(report.total), wall_s=wall)
 
 
@@ -451,3 +460,13 @@ def _one_line(err: DataError) -> str:
     prefix = f"{type(err).__module__}.{type(err).__qualname__}: "
     lines = [line[len(prefix):] for line in str(err).splitlines() if line.startswith(prefix)]
     return lines[-1].strip() if lines else " ".join(str(err).split())
+
+
+def _eval_transform(image_size: int, recipe: str, crop_pct: float | None) -> Callable[[Any], torch.Tensor]:
+    """The recipe's evaluation transform; with ``crop_pct`` timm's same pipeline at that crop."""
+    if crop_pct is None:
+        return classification_transforms(image_size, recipe=recipe)[1]
+    from timm.data import create_transform
+
+    return create_transform(image_size, is_training=False, crop_pct=crop_pct,
+                            interpolation="bicubic" if recipe == "deit" else "bilinear")

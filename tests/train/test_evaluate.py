@@ -178,12 +178,13 @@ def test_fewer_classes_than_five_count_top_k_of_all() -> None:
     assert (acc.k, acc.correct1, acc.correctk, acc.topk) == (3, 1, 3, 100.0)
 
 
-def _independent(model: torch.nn.Module, folder: Path, classes: list[str], size: int) -> tuple[int, int, int]:
+def _independent(model: torch.nn.Module, folder: Path, classes: list[str], size: int,
+                 crop: float = 0.875) -> tuple[int, int, int]:
     """torchvision's own pieces and a plain argsort: DeiT's evaluation transform written out."""
     from PIL import Image
     from torchvision import transforms as T
 
-    tf = T.Compose([T.Resize(int(size / 0.875), interpolation=T.InterpolationMode.BICUBIC), T.CenterCrop(size),
+    tf = T.Compose([T.Resize(int(size / crop), interpolation=T.InterpolationMode.BICUBIC), T.CenterCrop(size),
                     T.ToTensor(), T.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))])
     n = c1 = c5 = 0
     model.eval()
@@ -320,3 +321,55 @@ def test_an_undecodable_image_read_by_a_worker_is_one_line(tmp_path: Path) -> No
     with pytest.raises(DataError) as info:
         evaluate_checkpoint("deit_tiny", ckpt, data, device="cpu", num_workers=1, overrides=TINY)
     assert "\n" not in str(info.value) and str(info.value).startswith(str(data / "n01" / "bad.png"))
+
+
+def test_crop_pct_replaces_the_recipes(tmp_path: Path) -> None:
+    data = make_folder(tmp_path / "val", CLASSES, 4, seed=9)
+    ckpt, model = save_checkpoint(tmp_path / "w.pth", seed=6)
+    for crop in (1.0, 0.5):
+        r = evaluate_checkpoint("deit_tiny", ckpt, data, device="cpu", crop_pct=crop, overrides=TINY)
+        assert (r.images, r.correct1, r.correct5) == _independent(model, data, CLASSES, 48, crop)
+        assert r.crop_pct == crop
+        # the counts of a random model may not move with the crop; the pixels it sees must
+        from PIL import Image
+        from torchvision import transforms as T
+
+        from ablate.train.evaluate import _eval_transform
+
+        want = T.Compose([T.Resize(int(48 / crop), interpolation=T.InterpolationMode.BICUBIC), T.CenterCrop(48),
+                          T.ToTensor(), T.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))])
+        with Image.open(data / "n01" / "0.png") as im:
+            torch.testing.assert_close(_eval_transform(48, "deit", crop)(im.convert("RGB")), want(im.convert("RGB")))
+    for bad in (0.0, 1.5, float("nan")):
+        with pytest.raises(ConfigError, match="crop_pct must be in"):
+            evaluate_checkpoint("deit_tiny", ckpt, data, crop_pct=bad, overrides=TINY)
+
+
+def test_counts_known_by_construction(tmp_path: Path) -> None:
+    """Each image is filed under the class the model itself ranks 1st, 3rd or 6th (through
+    torchvision's pipeline written out), so top-1 is exactly a third and top-5 two thirds:
+    a wrong transform, label order or top-k shows as other counts."""
+    import shutil
+
+    from PIL import Image
+    from torchvision import transforms as T
+
+    stage = make_folder(tmp_path / "stage", ["all"], 24, seed=13) / "all"
+    ckpt, model = save_checkpoint(tmp_path / "w.pth", seed=8)
+    for p in model.parameters():  # a livelier random model: its ranking moves with the image
+        p.data.mul_(3.0)
+    torch.save(model.state_dict(), ckpt)
+    tf = T.Compose([T.Resize(54, interpolation=T.InterpolationMode.BICUBIC), T.CenterCrop(48), T.ToTensor(),
+                    T.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))])
+    model.eval()
+    for i, path in enumerate(sorted(stage.iterdir())):
+        with Image.open(path) as im, torch.no_grad():
+            logits = model(tf(im.convert("RGB"))[None])[0]
+        ranked = logits.argsort(descending=True).tolist()
+        assert len(set(logits.tolist())) == 6  # no ties: the ranks are well defined
+        cls = CLASSES[ranked[(0, 2, 5)[i % 3]]]
+        (tmp_path / "val" / cls).mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, tmp_path / "val" / cls / path.name)
+    r = evaluate_checkpoint("deit_tiny", ckpt, tmp_path, device="cpu", batch_size=7, overrides=TINY,
+                            class_names=CLASSES)
+    assert (r.images, r.correct1, r.correct5) == (24, 8, 16)
