@@ -111,6 +111,15 @@ def test_run_with_a_study_object_takes_no_overrides(tmp_path):
 def fake_db(tmp_path_factory) -> Path:
     db = tmp_path_factory.mktemp("api") / "fake.db"
     write_fake_study(f"sqlite:///{db}", 30, name="fake")
+    # The writer's engine may still hold the WAL; settle it now, so a checkpoint when that
+    # engine is collected later is not mistaken for a reader's write.
+    import gc
+    import sqlite3
+
+    gc.collect()
+    with sqlite3.connect(db) as con:
+        con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    con.close()
     return db
 
 
