@@ -49,6 +49,16 @@ def _callback(client, output: str, inputs: list[dict], state: list[dict] | None 
     return res.get_json()["response"] if res.status_code == 200 else {}
 
 
+def _analysis(client, key: str, objective: str = "top1") -> dict:
+    """Every figure of a study's analysis page, as one callback returns them."""
+    return _callback(client, "..analysis-parallel.figure...analysis-configs.figure..."
+                             "analysis-importance-note.children...analysis-importance.figure..."
+                             "analysis-hypervolume.figure..",
+                     [{"id": "version", "property": "data", "value": None},
+                      {"id": "analysis-objective", "property": "value", "value": objective}],
+                     [{"id": "url", "property": "pathname", "value": f"/study/{key}/analysis"}])
+
+
 def _route(client, path: str) -> str:
     out = _callback(client, "page.children", [{"id": "url", "property": "pathname", "value": path},
                                               {"id": "version", "property": "data", "value": None}])
@@ -115,12 +125,7 @@ def test_every_page_renders_through_the_callbacks(fake_db):
                     [{"id": "url", "property": "pathname", "value": f"/study/{ref.key}/pareto"}])
     assert nav["url"]["pathname"] == f"/study/{ref.key}/trial/7"
 
-    analysis = _callback(client, "..analysis-parallel.figure...analysis-configs.figure..."
-                                 "analysis-importance-note.children...analysis-importance.figure..."
-                                 "analysis-hypervolume.figure..",
-                         [{"id": "version", "property": "data", "value": None},
-                          {"id": "analysis-objective", "property": "value", "value": "top1"}],
-                         [{"id": "url", "property": "pathname", "value": f"/study/{ref.key}/analysis"}])
+    analysis = _analysis(client, ref.key)
     assert analysis["analysis-importance"]["figure"]["data"][0]["type"] == "bar"
     assert analysis["analysis-hypervolume"]["figure"]["data"][0]["y"]
 

@@ -17,7 +17,7 @@ from ablate.dashboards import Sources, create_app
 from ablate.results import load_results
 from ablate.results.figure_style import FRONT_COLOR, family_colors
 from ablate.testing.fake_study import write_fake_study
-from tests.dashboards.test_dashboard import _callback, _route
+from tests.dashboards.test_dashboard import _analysis, _callback, _route
 
 
 def add_running_trial(url: str, family: str, epochs: int, *, with_curve: bool = True,
@@ -166,12 +166,7 @@ def test_pareto_log_toggle_and_analysis_sentences(live_db):
 
     assert pareto(["x"])["layout"]["xaxis"]["type"] == "log"
     assert "type" not in pareto([])["layout"]["xaxis"]
-    analysis = _callback(client, "..analysis-parallel.figure...analysis-configs.figure..."
-                                 "analysis-importance-note.children...analysis-importance.figure..."
-                                 "analysis-hypervolume.figure..",
-                         [{"id": "version", "property": "data", "value": None},
-                          {"id": "analysis-objective", "property": "value", "value": "top1"}],
-                         [{"id": "url", "property": "pathname", "value": f"/study/{ref.key}/analysis"}])
+    analysis = _analysis(client, ref.key)
     configs = analysis["analysis-configs"]["figure"]
     assert any(t["error_y"]["array"] for t in configs["data"] if t["meta"]["kind"] == "config-means")
     assert analysis["analysis-importance"]["figure"]["data"][0]["x"]  # enough trials: bars, no sentence
@@ -183,12 +178,7 @@ def test_analysis_of_a_tiny_study_says_what_is_missing(tmp_path):
     sources = Sources([url])
     client = create_app(sources).server.test_client()
     (ref,) = sources.studies()[0]
-    analysis = _callback(client, "..analysis-parallel.figure...analysis-configs.figure..."
-                                 "analysis-importance-note.children...analysis-importance.figure..."
-                                 "analysis-hypervolume.figure..",
-                         [{"id": "version", "property": "data", "value": None},
-                          {"id": "analysis-objective", "property": "value", "value": "top1"}],
-                         [{"id": "url", "property": "pathname", "value": f"/study/{ref.key}/analysis"}])
+    analysis = _analysis(client, ref.key)
     note = analysis["analysis-importance-note"]["children"]
     assert "needs at least 5 COMPLETE trials" in note and "the study has" in note
     assert analysis["analysis-importance"]["figure"]["layout"]["meta"]["note"] == note
