@@ -27,7 +27,7 @@ from torch import nn
 
 __all__ = ["DepthwiseConv", "PackedAttention", "TokenPermutation", "depthwise_conv", "packed_attention", "permute_tokens", "register_window_order",
            "sdpa_attention", "softmax_attention", "tokens_to_windows", "use_packed", "window_order", "window_order_of",
-           "window_partition", "window_reverse", "windows_to_tokens"]
+           "window_partition", "window_reverse", "windows_heads_to_map", "windows_to_tokens"]
 
 # The backward pass works on at most _CHUNKS slices of the windows, each with at least
 # _CHUNK_MIN_ELEMENTS logits (1 MiB in float32). Slicing cuts the L x L temporaries to a
@@ -75,7 +75,8 @@ class PackedAttention(torch.autograd.Function):
             the backward pass may write the gradient over it (below).
 
     Returns:
-        ``(G, L, C)`` the heads' outputs concatenated per token (ready for ``proj``).
+        ``(G, nH, L, hd)`` the heads' outputs, heads first (:func:`packed_attention` joins
+        them per token; a windowed caller can join them and undo the partition in one copy).
 
     Memory: the backward pass needs q, k and v until the last of their gradients is
     computed, and no longer. With ``overwrite`` it writes dq, dk and dv over them, so the
@@ -101,7 +102,7 @@ class PackedAttention(torch.autograd.Function):
         out = torch.matmul(attn, v)  # G, nH, L, hd
         ctx.save_for_backward(qkv, attn)
         ctx.heads, ctx.scale, ctx.overwrite = heads, scale, overwrite
-        return out.transpose(1, 2).reshape(g, n, c)  # G, L, C
+        return out  # G, nH, L, hd
 
     @staticmethod
     def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
@@ -113,8 +114,7 @@ class PackedAttention(torch.autograd.Function):
         q, k, v = qkv.view(g, n, 3, heads, hd).permute(2, 0, 3, 1, 4)  # each G, nH, L, hd (views)
         grad_qkv = qkv if ctx.overwrite else torch.empty_like(qkv)  # every element is written below
         dq, dk, dv = grad_qkv.view(g, n, 3, heads, hd).permute(2, 0, 3, 1, 4)  # each G, nH, L, hd (views)
-        go = grad_out.view(g, n, heads, hd).transpose(1, 2) if grad_out.is_contiguous() else \
-            grad_out.reshape(g, n, heads, hd).transpose(1, 2)  # G, nH, L, hd (view)
+        go = grad_out  # G, nH, L, hd (any strides: each slice is made contiguous once below)
         grad_bias = torch.zeros_like(attn[0]) if ctx.needs_input_grad[1] else None  # nH, L, L
         # Chunks of windows: each chunk's L x L temporaries stay small (and in cache), and a
         # chunk's q, k, v are overwritten by their gradients as soon as they are used up.
@@ -144,9 +144,34 @@ def _additive(bias: torch.Tensor | None, mask: torch.Tensor | None) -> torch.Ten
 
 
 def packed_attention(qkv: torch.Tensor, bias: torch.Tensor | None, mask: torch.Tensor | None,
-                     heads: int, scale: float, *, overwrite: bool = False) -> torch.Tensor:
-    """Apply :class:`PackedAttention` (see there); ``(G, L, 3C)`` -> ``(G, L, C)``."""
-    return PackedAttention.apply(qkv, bias, mask, heads, scale, overwrite)
+                     heads: int, scale: float, *, overwrite: bool = False, heads_first: bool = False) -> torch.Tensor:
+    """Apply :class:`PackedAttention` (see there); ``(G, L, 3C)`` -> ``(G, L, C)``.
+
+    ``heads_first`` returns ``(G, nH, L, hd)`` instead, for a caller that rearranges anyway.
+    """
+    out = PackedAttention.apply(qkv, bias, mask, heads, scale, overwrite)  # G, nH, L, hd
+    return out if heads_first else _join_heads(out)
+
+
+def _join_heads(out: torch.Tensor) -> torch.Tensor:
+    """``(G, nH, L, hd)`` -> ``(G, L, nH*hd)``, the heads concatenated per token."""
+    g, nh, n, hd = out.shape
+    return out.transpose(1, 2).reshape(g, n, nh * hd)
+
+
+def windows_heads_to_map(out: torch.Tensor, window: int, hw: tuple[int, int]) -> torch.Tensor:
+    """``(B*nW, nH, L, hd)`` per-window head outputs -> ``(B, H*W, nH*hd)`` map tokens, one copy.
+
+    Joining the heads and undoing the window partition are both permutations of the same
+    elements, so one strided copy does what the official code does in two (and its
+    backward is one copy too). ``hw`` must be multiples of ``window``.
+    """
+    g, nh, _, hd = out.shape
+    h, w = hw
+    nwh, nww = h // window, w // window
+    b = g // (nwh * nww)
+    out = out.view(b, nwh, nww, nh, window, window, hd)  # B, nWh, nWw, nH, ws, ws, hd
+    return out.permute(0, 1, 4, 2, 5, 3, 6).reshape(b, h * w, nh * hd)  # B, H*W, C
 
 
 # Longest sequence the packed kernel takes without a learned bias on the CPU.
@@ -178,23 +203,23 @@ def use_packed(device: torch.device, tokens: int, learned_bias: bool, needs_grad
 
 
 def softmax_attention(qkv: torch.Tensor, bias: torch.Tensor | None, mask: torch.Tensor | None, heads: int,
-                      scale: float, *, overwrite: bool = False) -> torch.Tensor:
+                      scale: float, *, overwrite: bool = False, heads_first: bool = False) -> torch.Tensor:
     """``(G, L, 3C)`` packed qkv -> ``(G, L, C)``, by the kernel :func:`use_packed` picks.
 
-    Same arguments as :class:`PackedAttention`; both kernels compute the same values
+    Same arguments as :func:`packed_attention`; both kernels compute the same values
     (tested at the boundary of the choice).
     """
     n = qkv.shape[1]
     needs_grad = torch.is_grad_enabled() and (qkv.requires_grad or (bias is not None and bias.requires_grad))
     learned = needs_grad and bias is not None and bias.requires_grad
     if use_packed(qkv.device, n, learned, needs_grad):
-        return packed_attention(qkv, bias, mask, heads, scale, overwrite=overwrite)
-    return sdpa_attention(qkv, bias, mask, heads, scale)
+        return packed_attention(qkv, bias, mask, heads, scale, overwrite=overwrite, heads_first=heads_first)
+    return sdpa_attention(qkv, bias, mask, heads, scale, heads_first=heads_first)
 
 
 def sdpa_attention(qkv: torch.Tensor, bias: torch.Tensor | None, mask: torch.Tensor | None, heads: int,
-                   scale: float) -> torch.Tensor:
-    """:class:`PackedAttention`'s function through ``scaled_dot_product_attention``."""
+                   scale: float, *, heads_first: bool = False) -> torch.Tensor:
+    """:func:`packed_attention`'s function through ``scaled_dot_product_attention``."""
     g, n, c3 = qkv.shape
     c = c3 // 3
     q, k, v = qkv.view(g, n, 3, heads, c // heads).permute(2, 0, 3, 1, 4)  # each G, nH, L, hd
@@ -209,7 +234,7 @@ def sdpa_attention(qkv: torch.Tensor, bias: torch.Tensor | None, mask: torch.Ten
             # (measured 3.4 vs 1.1 ms at 128 windows of 49 tokens).
             add = add.detach()
     out = F.scaled_dot_product_attention(q, k, v, attn_mask=add, scale=scale)  # G, nH, L, hd
-    return out.transpose(1, 2).reshape(g, n, c)
+    return out if heads_first else _join_heads(out)
 
 
 class TokenPermutation(torch.autograd.Function):

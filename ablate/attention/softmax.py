@@ -54,6 +54,7 @@ from ablate.attention._fast import (
     window_order,
     window_partition,
     window_reverse,
+    windows_heads_to_map,
     windows_to_tokens,
 )
 from ablate.attention._registry import MixerOptions, TokenMixer, register_attention
@@ -445,11 +446,15 @@ class SoftmaxAttention(TokenMixer):
         qkv = self.qkv(windows).view(b * nw, L, 3 * c)  # B*nW, L, 3C
         bias = self._bias((ws, ws))  # nH, L, L
         mask = self._window_mask((hp, wp))  # nW, 1, L, L
+        shift = self.shift
         out = softmax_attention(qkv, None if bias is None else bias.to(qkv.dtype),
                                 None if mask is None else mask.to(qkv.dtype), self.num_heads, self.scale,
-                                overwrite=True)  # B*nW, L, C (qkv is ours alone)
-        out = self.proj_drop(self.proj(out)).view(b, nw * L, c)  # B, nW*L, C
-        out = windows_to_tokens(self, self._order_hw, out, (hp, wp), ws, self.shift)  # B, Hp*Wp, C
+                                overwrite=True, heads_first=not shift)  # qkv is ours alone
+        if shift:  # B*nW, L, C; the shift's gather undoes the partition after proj
+            out = self.proj_drop(self.proj(out)).view(b, nw * L, c)  # B, nW*L, C
+            out = windows_to_tokens(self, self._order_hw, out, (hp, wp), ws, shift)  # B, Hp*Wp, C
+        else:  # B*nW, nH, L, hd: heads joined and partition undone in one copy, then proj per token
+            out = self.proj_drop(self.proj(windows_heads_to_map(out, ws, (hp, wp))))  # B, Hp*Wp, C
         if (hp, wp) != (h, w):
             out = out.view(b, hp, wp, c)[:, :h, :w].reshape(b, n, c)
         return out

@@ -14,6 +14,8 @@ from ablate.attention._fast import (
     permute_tokens,
     softmax_attention,
     use_packed,
+    window_reverse,
+    windows_heads_to_map,
 )
 from ablate.attention.softmax import window_order, window_partition
 from ablate.bench.measure import peak_cpu_memory
@@ -147,6 +149,35 @@ def test_window_fast_path_peak_memory_below_the_autograd_path() -> None:
 
 
 # --------------------------------------------------------------------------- the choice of kernel
+
+
+@pytest.mark.parametrize("tokens", [PACKED_MAX_TOKENS, PACKED_MAX_TOKENS + 1])  # packed, then SDPA
+def test_heads_first_output_is_the_same_numbers_before_joining(tokens: int) -> None:
+    gen = torch.Generator().manual_seed(7)
+    heads, hd, g = 2, 4, 3
+    qkv = torch.randn(g, tokens, 3 * heads * hd, generator=gen, dtype=torch.float64, requires_grad=True)
+    grad = torch.randn(g, tokens, heads * hd, generator=gen, dtype=torch.float64)
+    got = softmax_attention(qkv, None, None, heads, 0.3, heads_first=True)
+    assert got.shape == (g, heads, tokens, hd)
+    joined = got.transpose(1, 2).reshape(g, tokens, heads * hd)
+    want = explicit(qkv, None, None, heads, 0.3)
+    torch.testing.assert_close(joined, want, **TOL64)
+    torch.testing.assert_close(torch.autograd.grad(joined, qkv, grad)[0],
+                               torch.autograd.grad(want, qkv, grad)[0], **TOL64)
+
+
+@pytest.mark.parametrize("hw", [(4, 4), (8, 12)])
+def test_one_copy_joins_heads_and_undoes_the_partition(hw: tuple[int, int]) -> None:
+    gen = torch.Generator().manual_seed(hw[1])
+    b, heads, hd, ws = 2, 3, 5, 4
+    nw = hw[0] * hw[1] // (ws * ws)
+    out = torch.randn(b * nw, heads, ws * ws, hd, generator=gen, dtype=torch.float64, requires_grad=True)
+    got = windows_heads_to_map(out, ws, hw)  # B, H*W, C
+    joined = out.transpose(1, 2).reshape(b, nw, ws * ws, heads * hd)  # B, nW, L, C
+    want = window_reverse(joined, ws, hw).reshape(b, hw[0] * hw[1], heads * hd)
+    assert torch.equal(got, want)
+    grad = torch.randn(got.shape, generator=gen, dtype=torch.float64)
+    assert torch.equal(torch.autograd.grad(got, out, grad)[0], torch.autograd.grad(want, out, grad)[0])
 
 
 def test_the_kernel_choice_follows_the_measured_table() -> None:
