@@ -166,3 +166,18 @@ def test_read_results_never_writes(fake_db):
     before = fake_db.read_bytes()
     ablate.read_results(fake_db).report("html")
     assert fake_db.read_bytes() == before
+
+
+def _packages() -> list[str]:
+    root = Path(ROOT) / "ablate"
+    return sorted(".".join(p.relative_to(root.parent).parts[:-1]) for p in root.rglob("__init__.py"))
+
+
+@pytest.mark.parametrize("package", _packages())
+def test_every_public_name_of_every_package_resolves(package: str):
+    """A name in a package's ``__all__`` is importable from the package (lazy ones included)."""
+    import importlib
+
+    module = importlib.import_module(package)
+    missing = [name for name in getattr(module, "__all__", ()) if not hasattr(module, name)]
+    assert missing == []

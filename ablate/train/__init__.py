@@ -8,10 +8,17 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["TrainConfig", "TrainingDiverged", "recipe_transforms", "train_classifier"]
+__all__ = ["EvalResult", "TrainConfig", "TrainingDiverged", "evaluate_checkpoint", "recipe_transforms",
+           "train_classifier"]
+
+_FROM_EVALUATE = ("EvalResult", "evaluate_checkpoint")
 
 
 def __getattr__(name: str) -> Any:
+    if name in _FROM_EVALUATE:
+        from ablate.train import evaluate
+
+        return getattr(evaluate, name)
     if name in __all__:
         from ablate.train import classify
 
