@@ -84,13 +84,18 @@ def build_model(arch: Architecture) -> nn.Module:
     return vit.build(arch)
 
 
-def create_model(name: str, weights: str | os.PathLike[str] | None = None, *, strict: bool = True,
-                 **overrides: Any) -> nn.Module:
+def create_model(name: str | os.PathLike[str], weights: str | os.PathLike[str] | None = None, *,
+                 strict: bool = True, **overrides: Any) -> nn.Module:
     """Build any named preset, ViT or YOLO (timm's ``create_model``); keyword arguments
     override its arch keys, caller wins: ``create_model("focal_tiny", img_size=32, num_classes=10)``.
 
+    ``name`` may also be a model file ``ablate export`` wrote (a path object, a name ending
+    in ``.safetensors``, or an existing file that is no preset name): its architecture is
+    rebuilt and its tensors loaded strictly (:func:`ablate.models.exported.load_exported`),
+    so a study's winner is one call away: ``create_model("winner.safetensors").eval()``.
+
     Args:
-        name: a preset (:func:`~ablate.models.list_presets`).
+        name: a preset (:func:`~ablate.models.list_presets`), or an exported model file.
         weights: a local checkpoint file to initialise the model from (an official release
             of Swin, DeiT, PVT, Focal, FLatten or BiFormer, a timm state dict, ablate's own
             ``state_dict()``, safetensors; see :mod:`ablate.models.weights`). Nothing is
@@ -103,15 +108,25 @@ def create_model(name: str, weights: str | os.PathLike[str] | None = None, *, st
 
     Raises:
         ConfigError: an unknown preset (every preset listed, with a did-you-mean) or key; an
-            unreadable checkpoint, or (strict) one that does not fit (``FILE: ...``).
+            unreadable checkpoint, or (strict) one that does not fit (``FILE: ...``); a file
+            name that is no model file ablate wrote, or such a file with ``weights``.
         Infeasible: overrides that cannot be built.
     """
-    task = preset_task(name)
+    from ablate.models.exported import exported_file, load_exported
+
+    file = exported_file(name)
+    if file is not None:
+        if weights is not None:  # the file holds its own weights: which ones would win is a guess
+            shown = str(file) if str(file).isprintable() else repr(str(file))
+            raise ConfigError(f"{shown}: an exported model file holds its weights; pass weights= only with a "
+                              "preset name")
+        return load_exported(file, strict=strict, **overrides)
+    task = preset_task(str(name))
     if weights is not None and task == "detect":  # refused before ultralytics is imported and a model built
         shown = str(weights) if str(weights).isprintable() else repr(str(weights))
         raise ConfigError(f"{shown}: loading weights into a YOLO preset ({name!r}) is not supported by "
                           "create_model; classification presets are: " + ", ".join(list_presets("classify")))
-    model = build_model(resolve_architecture({"preset": name, **overrides}, task))  # type: ignore[arg-type]
+    model = build_model(resolve_architecture({"preset": str(name), **overrides}, task))  # type: ignore[arg-type]
     if weights is not None:
         from ablate.models.weights import load_weights
 
