@@ -59,6 +59,12 @@ def run(
     tensorboard: Optional[str] = typer.Option(None, "--tensorboard", metavar="DIR",
                                               help="Also write TensorBoard event files, one folder per trial under "
                                                    "DIR/<study>/; replaces the study's trackers.tensorboard."),
+    artifacts: Optional[Path] = typer.Option(None, "--artifacts", metavar="DIR",
+                                             help="Where classification trials keep their trained weights "
+                                                  "(DIR/<study>/trial-N.safetensors; default: beside a SQLite "
+                                                  "database, runs/x.db -> runs/x.artifacts/, else "
+                                                  "runs/<study>.artifacts/). Several drivers or a Ray cluster "
+                                                  "need a folder every node sees."),
 ) -> None:
     """Run (or resume) a study: every trial builds, measures and trains one candidate."""
     from ablate.cli.validate import checked_study
@@ -98,7 +104,7 @@ def run(
         with ray_session(address) if address else nullcontext():
             summary = run_study(study, storage=storage, trials=trials, address=address, device=device.value,
                                 progress=not quiet, max_retries=max_retries, heartbeat_grace_s=heartbeat_grace,
-                                trackers=trackers)
+                                trackers=trackers, artifacts=artifacts)
     except ConfigError as err:
         if not overrides:
             raise

@@ -3,12 +3,14 @@ them while the searcher records each one."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 import time
 from dataclasses import dataclass, field
 
 from ablate.study import Study
+from ablate.run.checkpoint import Artifacts
 from ablate.run.claims import MAX_BEAT_S, Claims, Heartbeat
 from ablate.run.optuna_study import open_optuna_study, state_counts
 from ablate.run.progress import Progress
@@ -37,7 +39,7 @@ class RunSummary:
 def run_study(study: Study, *, storage: str | None = None, trials: int | None = None, address: str | None = None,
               device: str = "auto", trial_fn: TrialFn = run_trial, progress: bool = True,
               num_cpus: int | None = None, max_retries: int = 1, heartbeat_grace_s: float = 60.0,
-              trackers: Trackers | None = None) -> RunSummary:
+              trackers: Trackers | None = None, artifacts: str | os.PathLike[str] | None = None) -> RunSummary:
     """Run (or resume) ``study`` until its budget is met and every configuration has its repeats.
 
     Args:
@@ -59,24 +61,31 @@ def run_study(study: Study, *, storage: str | None = None, trials: int | None = 
         trackers: Where the driver also logs every trial (MLflow, TensorBoard), opened and
             checked; None: :meth:`Trackers.open` of the study's ``trackers:``, before anything
             is stored (a tracker that cannot log is a ConfigError, not a failure mid-study).
+        artifacts: The folder where classification trials keep their trained weights
+            (default: next to a SQLite database, ``runs/x.db`` -> ``runs/x.artifacts/``; see
+            :mod:`ablate.run.checkpoint`); it must be writable, and shared by every node when
+            several drivers or a Ray cluster run the study.
 
     Any number of drivers may run one study on one storage at once: each run is claimed in
     the storage (:mod:`ablate.run.claims`) before it trains, and a driver with nothing left
     to claim waits until the runs in flight elsewhere are finished (or taken over).
     """
     url = storage or study.storage
+    kept = Artifacts.for_study(study, url, artifacts)
+    if kept is not None:
+        kept.check()  # before anything is stored or trained
     trackers = trackers if trackers is not None else Trackers.open(study)
     try:
         return _run(study, url, trackers, trials=trials, address=address, device=device, trial_fn=trial_fn,
                     progress=progress, num_cpus=num_cpus, max_retries=max_retries,
-                    heartbeat_grace_s=heartbeat_grace_s)
+                    heartbeat_grace_s=heartbeat_grace_s, artifacts=kept)
     finally:
         trackers.close()  # runs of interrupted trials end KILLED, event files are flushed
 
 
 def _run(study: Study, url: str, trackers: Trackers, *, trials: int | None, address: str | None, device: str,
          trial_fn: TrialFn, progress: bool, num_cpus: int | None, max_retries: int,
-         heartbeat_grace_s: float) -> RunSummary:
+         heartbeat_grace_s: float, artifacts: Artifacts | None = None) -> RunSummary:
     storage_ = open_storage(url, create=True)
     ostudy = open_optuna_study(study, url, storage=storage_)
     claims = Claims(url, study.name)
@@ -85,6 +94,8 @@ def _run(study: Study, url: str, trackers: Trackers, *, trials: int | None, addr
     reporter = Progress(study, enabled=progress)
 
     def finished(frozen) -> None:
+        if artifacts is not None and frozen.state.name == "FAIL":
+            artifacts.forget(frozen.number)  # e.g. interrupted after saving: a failed trial keeps no weights
         reporter.trial_done(frozen)
         trackers.finish(frozen)
 
@@ -112,7 +123,7 @@ def _run(study: Study, url: str, trackers: Trackers, *, trials: int | None, addr
             summary.concurrency = concurrency(study, ray.cluster_resources())
             try:
                 with interruptible(searcher):
-                    fit(study, searcher, trial_fn, device, workdir, -1)  # until the searcher says FINISHED
+                    fit(study, searcher, trial_fn, device, workdir, -1, artifacts)  # until the searcher says FINISHED
                 if searcher.stopping:  # Tune caught the interrupt and returned
                     raise KeyboardInterrupt
             except BaseException:

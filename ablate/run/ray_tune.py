@@ -20,6 +20,7 @@ from ablate.errors import ConfigError
 from ablate.metrics import TRAINING_METRICS
 from ablate.study import Study, study_from_dict
 from ablate.run.candidate import Candidate
+from ablate.run.checkpoint import WEIGHTS_ATTR, Artifacts, WeightsTarget
 from ablate.run.ray_cluster import (CONNECT_TIMEOUT_S, PROBE_TIMEOUT_S, Interrupted, SessionRecord, auth_env, bounded,
                                     check_address, clean_stale_sessions, connect_hint, interrupt_on_signals,
                                     is_loopback, parse_address, ray_temp_root, record_dir, token_advice)
@@ -248,6 +249,9 @@ def _trainable(config: dict, trial_fn: TrialFn, device: str, threads: int) -> No
         last = dict(metrics)
         tune.report({**metrics, "wall_s": time.perf_counter() - start})
 
+    # Where the trial keeps its scored weights (ablate.run.checkpoint); run_trial finds it on `report`.
+    target = WeightsTarget.from_json(config["weights"]) if config.get("weights") else None
+    report.weights_target = target  # type: ignore[attr-defined]
     try:
         study = study_from_dict(config["spec"], check=False)  # schema re-checked; the driver did the model checks
         candidate = Candidate.from_json(config["candidate"])  # its architectures re-validated, once
@@ -256,7 +260,9 @@ def _trainable(config: dict, trial_fn: TrialFn, device: str, threads: int) -> No
                  candidate=candidate)
     except Exception as err:  # recorded as FAIL with its message; the study goes on
         message = f"{type(err).__name__}: {err}".strip()
-        keep = {k: v for k, v in last.items() if k not in TRAINING_METRICS}  # a failed trial has no score
+        if target is not None:
+            target.discard()  # a failed trial keeps no weights
+        keep = {k: v for k, v in last.items() if k not in TRAINING_METRICS and k != WEIGHTS_ATTR}  # no score
         tune.report({**keep, "error": message, "wall_s": time.perf_counter() - start})
 
 
@@ -268,9 +274,12 @@ def _resolve_device(device: str, study: Study) -> str:
     return device
 
 
-def ray_searcher(inner: StudySearcher):
+def ray_searcher(inner: StudySearcher, artifacts: Artifacts | None = None):
     """A ``ray.tune.search.Searcher`` that forwards to ``inner``, built here so that importing
     this module does not import Ray.
+
+    With ``artifacts`` each config also carries where its trial keeps its weights
+    (:class:`~ablate.run.checkpoint.WeightsTarget`, named by the trial's number).
 
     Ray pickles the search algorithm it is handed (``tuner.pkl``, its experiment-state
     files), and ``inner`` holds live state that must never be pickled: the Optuna study,
@@ -282,10 +291,11 @@ def ray_searcher(inner: StudySearcher):
     from ray.tune.search import Searcher
 
     class _Forward(Searcher):
-        def __init__(self, live: StudySearcher) -> None:  # no closure over `inner`: cloudpickle would follow it
-            super().__init__()
+        def __init__(self, live: StudySearcher, artifacts: Artifacts | None) -> None:  # no closure over `inner`
+            super().__init__()  # (cloudpickle would follow it)
             self.study_name = live.study.name
             self.inner: StudySearcher | None = live
+            self.artifacts = artifacts
 
         def __getstate__(self) -> dict:
             return {"study_name": self.study_name}
@@ -293,7 +303,7 @@ def ray_searcher(inner: StudySearcher):
         def __setstate__(self, state: dict) -> None:
             Searcher.__init__(self)
             self.study_name = state["study_name"]
-            self.inner = None
+            self.inner, self.artifacts = None, None
 
         def _live(self) -> StudySearcher:
             if self.inner is None:
@@ -304,7 +314,10 @@ def ray_searcher(inner: StudySearcher):
         def suggest(self, trial_id: str):  # noqa: D102
             # None: nothing to start now (runs are in flight here or with other drivers);
             # the searcher returns Searcher.FINISHED ("FINISHED") itself when the study is complete.
-            return self._live().suggest(trial_id)
+            config = self._live().suggest(trial_id)
+            if isinstance(config, dict) and self.artifacts is not None:
+                config["weights"] = self.artifacts.target(config["number"]).to_json()
+            return config
 
         def on_trial_result(self, trial_id: str, result: dict) -> None:  # noqa: D102
             self._live().on_trial_result(trial_id, result)
@@ -312,7 +325,7 @@ def ray_searcher(inner: StudySearcher):
         def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:  # noqa: D102
             self._live().on_trial_complete(trial_id, result, error)
 
-    return _Forward(inner)
+    return _Forward(inner, artifacts)
 
 
 def _times(have: float, need: float) -> int:
@@ -361,9 +374,11 @@ def node_resources() -> list[dict[str, float]]:
     return [dict(n.get("Resources", {})) for n in ray.nodes() if n.get("Alive", n.get("alive"))]
 
 
-def fit(study: Study, searcher: StudySearcher, trial_fn: TrialFn, device: str, workdir: str, samples: int) -> None:
+def fit(study: Study, searcher: StudySearcher, trial_fn: TrialFn, device: str, workdir: str, samples: int,
+        artifacts: Artifacts | None = None) -> None:
     """Run ``samples`` trials (``-1``: until the searcher says FINISHED) with Ray Tune, each
-    reserving the study's ``resources`` (Ray gives a GPU trial its own ``CUDA_VISIBLE_DEVICES``)."""
+    reserving the study's ``resources`` (Ray gives a GPU trial its own ``CUDA_VISIBLE_DEVICES``);
+    with ``artifacts``, each classification trial keeps its weights there."""
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
@@ -387,7 +402,7 @@ def fit(study: Study, searcher: StudySearcher, trial_fn: TrialFn, device: str, w
     tuner = tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(
-            search_alg=ray_searcher(searcher), scheduler=scheduler,
+            search_alg=ray_searcher(searcher, artifacts), scheduler=scheduler,
             num_samples=samples, max_concurrent_trials=at_once, reuse_actors=True),
         run_config=tune.RunConfig(name=study.name, storage_path=workdir, verbose=0, log_to_file=False,
                                   failure_config=tune.FailureConfig(max_failures=0, fail_fast=False)),

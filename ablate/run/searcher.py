@@ -31,6 +31,7 @@ from ablate.metrics import COSTS, CURVE_KEYS
 from ablate.models import check_architecture
 from ablate.models.memory import check_memory
 from ablate.run.candidate import Candidate, data_classes
+from ablate.run.checkpoint import WEIGHTS_ATTR
 from ablate.run.claims import DEAD, DONE, FAILED, INTERRUPTED_DETAIL, SLOT, Claims, iter_free_slots
 from ablate.run.keys import config_key, trial_config_key, trial_repeat
 from ablate.run.optuna_study import INTERRUPTED, counts_toward_budget, make_sampler, stored_spec
@@ -100,8 +101,7 @@ class StudySearcher:
         self.claims = claims if claims is not None else Claims(study.storage, study.name)
         self.study_id = self.storage.get_study_id_from_name(study.name)
         self.max_retries, self.grace_s = max_retries, grace_s
-        self.launched = 0
-        self.exhausted = ""
+        self.launched, self.exhausted = 0, ""
         self.live: dict[str, _Live] = {}
         self.stopping = False  # set on Ctrl-C / SIGTERM: trials ending now were interrupted
         self.finished: list[int] = []
@@ -113,8 +113,7 @@ class StudySearcher:
         self._candidates: dict[str, Candidate] = {}
         self._scratch: optuna.Study | None = None
         self._mirrored: set[int] = set()
-        self._next_refill = 0.0
-        self._slots_open = not study.is_grid
+        self._next_refill, self._slots_open = 0.0, not study.is_grid
         stored = self._stored(self._trials())
         started = set(stored) | {c.key for c in self.claims.rows() if c.key != SLOT}
         if study.is_grid:
@@ -453,8 +452,7 @@ class StudySearcher:
                 attr(key, result[key])
         epochs_done = int(result.get("epochs_done", len(run.curve)))
         attr("epochs_done", epochs_done)
-        claim_state = DONE
-        detail = None
+        claim_state, detail = DONE, None
         if interrupted or self.stopping:
             attr("error", INTERRUPTED)
             attr("interrupted", True)
@@ -479,6 +477,8 @@ class StudySearcher:
                 state, values, claim_state = TrialState.FAIL, None, FAILED
             else:
                 state = TrialState.COMPLETE
+        if state != TrialState.FAIL and result.get(WEIGHTS_ATTR):  # the scored model's file (ablate.run.checkpoint)
+            attr(WEIGHTS_ATTR, str(result[WEIGHTS_ATTR]))
         try:
             frozen = self.ostudy.tell(run.number, values=values, state=state if values is None else None)
         except (RuntimeError, ValueError):  # another driver closed it (this one was silent too long)

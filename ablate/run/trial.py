@@ -126,7 +126,9 @@ def run_trial(study: Study, params: Mapping[str, Any], report: Callable[[dict], 
         wants_latency = any(o.name == "latency_ms" for o in study.objectives)
         costs = measure_costs(candidate.arch, paper=candidate.paper, latency=wants_latency, model=model)
         on_epoch = _EpochReporter(report, costs)
-        train_classifier(model, data, cfg, on_epoch)
+        from ablate.run.checkpoint import saving_weights  # the scored model's file, when the runner asks for one
+
+        train_classifier(model, data, cfg, saving_weights(on_epoch, model, candidate.arch, report, cfg.epochs))
     except DataError as err:
         raise DataError(data_error_line(err)) from None
     return on_epoch.last
