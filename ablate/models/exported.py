@@ -101,7 +101,7 @@ def read_exported_meta(path: str | os.PathLike[str]) -> dict[str, str] | None:
         raise ConfigError(f"{name}: cannot read it ({exc.strerror or exc})") from None
     try:
         header = json.loads(raw)
-    except (UnicodeDecodeError, ValueError):
+    except (ValueError, RecursionError):  # not JSON (UnicodeDecodeError is a ValueError), or nested too deep
         return None
     meta = header.get("__metadata__") if isinstance(header, dict) else None
     if not isinstance(meta, dict) or not isinstance(meta.get(ARCH_KEY), str):
@@ -144,7 +144,7 @@ def exported_arch(path: str | os.PathLike[str]) -> tuple[Architecture, dict[str,
                           "create_model(PRESET, weights=FILE)")
     try:
         arch = architecture_from_json(json.loads(meta[ARCH_KEY]))
-    except ValueError as err:  # ConfigError is a ValueError; so is a JSON error
+    except (ValueError, RecursionError) as err:  # ConfigError and JSON errors are ValueErrors
         raise ConfigError(f"{_shown(path)}: its architecture cannot be built by this ablate "
                           f"({' '.join(str(err).split())[:300]})") from None
     return arch, meta
