@@ -173,7 +173,7 @@ def compare_kernels(rounds: int, lengths: Sequence[int] = (16, 25, 36, 49, 64, 1
         return sdpa_attention(qkv, bias, None, heads, scale)
 
     def packed(qkv: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-        return packed_attention(qkv, bias, None, heads, scale, overwrite=True)
+        return packed_attention(qkv, bias, None, heads, scale)
 
     rows = []
     for n in lengths:

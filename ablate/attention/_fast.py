@@ -5,7 +5,8 @@ Why these exist (measured on CPU, float32, against the official Swin ``WindowAtt
 * Autograd through ``qkv[0], qkv[1], qkv[2]`` allocates a zero tensor of the whole qkv size
   for each of the three selects in the backward pass and adds them up; on small windows
   that zero-filling cost about as much as the two attention matmuls. :class:`PackedAttention`
-  writes the three gradients into the qkv buffer itself once q, k and v are used up.
+  copies q, k and v heads-major once and writes the three gradients over that copy as q, k
+  and v are used up.
 * ``scaled_dot_product_attention`` cannot differentiate a learned additive mask with its
   fused CPU kernel, so with Swin's relative position bias it takes the math path plus mask
   checks, slower than an explicit matmul-softmax-matmul.
@@ -61,79 +62,78 @@ def window_reverse(windows: torch.Tensor, window: int, hw: tuple[int, int]) -> t
 
 
 class PackedAttention(torch.autograd.Function):
-    """``softmax(q k^T * scale + bias + mask) v`` with q, k, v packed as one ``(G, L, 3C)`` tensor.
+    """``softmax(q k^T * scale + bias + mask) v`` for heads-major q, k, v.
 
     Inputs:
-        qkv: ``(G, L, 3*C)`` the qkv projection's output, ``C = heads * head_dim``; the last
-            dim is laid out ``(3, heads, head_dim)`` as in the official code.
+        qkvh: ``(3, G, nH, L, hd)`` q, k and v: a view of the qkv projection's ``(G, L, 3C)``
+            output (:func:`packed_attention` makes it), laid out ``(3, heads, head_dim)`` per
+            token as in the official code.
         bias: ``(heads, L, L)`` learned additive bias (Swin's relative positions), or None.
         mask: ``(R, 1, L, L)`` constant additive mask with ``G`` a multiple of ``R`` (windows
             repeat with period ``R`` along ``G = B * R``), or None; it gets no gradient.
         heads: number of heads.
         scale: logit scale.
-        overwrite: the caller owns ``qkv`` (a fresh projection output nothing else reads):
-            the backward pass may write the gradient over it (below).
 
     Returns:
         ``(G, nH, L, hd)`` the heads' outputs, heads first (:func:`packed_attention` joins
         them per token; a windowed caller can join them and undo the partition in one copy).
 
-    Memory: the backward pass needs q, k and v until the last of their gradients is
-    computed, and no longer. With ``overwrite`` it writes dq, dk and dv over them, so the
-    qkv-sized gradient costs no second qkv-sized buffer (the mixer's peak drops below the
-    official module's). The price: that graph can be backpropagated once (a second backward
-    with ``retain_graph=True`` stops with PyTorch's "modified by an inplace operation"
-    error); ``forward_reference`` has no such limit.
+    Work: q, k and v are copied heads-major once (the three matmuls would each copy their
+    strided operand, forward and backward); the logit scale rides in the GEMMs' ``alpha``.
+    Memory: the backward pass writes dv, dq and dk over v, q and k as each is used up, so
+    the gradient is that copy itself, returned in its own layout; autograd lays it out as
+    qkv after this node has let go of the attention matrix. The price: that graph can be
+    backpropagated once (a second backward with ``retain_graph=True`` stops with PyTorch's
+    "modified by an inplace operation" error); ``forward_reference`` has no such limit.
     """
 
     @staticmethod
-    def forward(ctx: Any, qkv: torch.Tensor, bias: torch.Tensor | None,  # type: ignore[override]
-                mask: torch.Tensor | None, heads: int, scale: float, overwrite: bool) -> torch.Tensor:
-        g, n, c3 = qkv.shape
-        c = c3 // 3
-        q, k, v = qkv.view(g, n, 3, heads, c // heads).permute(2, 0, 3, 1, 4)  # each G, nH, L, hd (views)
-        logits = torch.matmul(q * scale, k.transpose(-2, -1))  # G, nH, L, L
+    def forward(ctx: Any, qkvh: torch.Tensor, bias: torch.Tensor | None,  # type: ignore[override]
+                mask: torch.Tensor | None, heads: int, scale: float) -> torch.Tensor:
+        _, g, _, n, hd = qkvh.shape
+        qkvh = qkvh.contiguous()  # 3, G, nH, L, hd: the one copy
+        q, k, v = (t.view(g * heads, n, hd) for t in qkvh)  # each G*nH, L, hd (views)
+        logits = torch.empty(g * heads, n, n, dtype=qkvh.dtype, device=qkvh.device)
+        logits.baddbmm_(q, k.transpose(-2, -1), beta=0, alpha=scale)  # G*nH, L, L: q k^T * scale
         add = _additive(bias, mask)  # R, nH|1, L, L
         if add is not None:
             r = add.shape[0]
             logits.view(g // r, r, -1, n, n).add_(add)  # in place; repeats over B
-        attn = torch.softmax(logits, dim=-1)  # G, nH, L, L
+        attn = torch.softmax(logits, dim=-1)  # G*nH, L, L
         del logits
-        out = torch.matmul(attn, v)  # G, nH, L, hd
-        ctx.save_for_backward(qkv, attn)
-        ctx.heads, ctx.scale, ctx.overwrite = heads, scale, overwrite
-        return out  # G, nH, L, hd
+        out = torch.bmm(attn, v).view(g, heads, n, hd)  # G, nH, L, hd
+        ctx.save_for_backward(qkvh, attn)
+        ctx.heads, ctx.scale = heads, scale
+        return out
 
     @staticmethod
     def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
-        qkv, attn = ctx.saved_tensors
+        qkvh, attn = ctx.saved_tensors
         heads, scale = ctx.heads, ctx.scale
-        g, n, c3 = qkv.shape
-        c = c3 // 3
-        hd = c // heads
-        q, k, v = qkv.view(g, n, 3, heads, hd).permute(2, 0, 3, 1, 4)  # each G, nH, L, hd (views)
-        grad_qkv = qkv if ctx.overwrite else torch.empty_like(qkv)  # every element is written below
-        dq, dk, dv = grad_qkv.view(g, n, 3, heads, hd).permute(2, 0, 3, 1, 4)  # each G, nH, L, hd (views)
-        go = grad_out  # G, nH, L, hd (any strides: each slice is made contiguous once below)
-        grad_bias = torch.zeros_like(attn[0]) if ctx.needs_input_grad[1] else None  # nH, L, L
+        _, g, _, n, hd = qkvh.shape
+        q, k, v = qkvh  # each G, nH, L, hd (contiguous views); overwritten by their gradients
+        attn = attn.view(g, heads, n, n)
+        grad_bias = attn.new_zeros(heads, n, n) if ctx.needs_input_grad[1] else None  # nH, L, L
         # Chunks of windows: each chunk's L x L temporaries stay small (and in cache), and a
         # chunk's q, k, v are overwritten by their gradients as soon as they are used up.
         step = max(-(-g // _CHUNKS), -(-_CHUNK_MIN_ELEMENTS // (heads * n * n)))  # windows per slice
         for lo in range(0, g, step):
-            sl = slice(lo, min(lo + step, g))
-            a, goc = attn[sl], go[sl].contiguous()
-            gl = torch.matmul(goc, v[sl].transpose(-2, -1))  # g', nH, L, L: d attn (v's last use)
-            dv[sl].copy_(torch.matmul(a.transpose(-2, -1), goc))  # dv = attn^T dout (over v)
+            hi = min(lo + step, g)
+            m = (hi - lo) * heads
+            a = attn[lo:hi].reshape(m, n, n)  # m, L, L (view)
+            go = grad_out[lo:hi].reshape(m, n, hd)  # m, L, hd (a copy only when grad_out is strided)
+            qs, ks, vs = (t[lo:hi].view(m, n, hd) for t in (q, k, v))  # views into qkvh
+            gl = torch.bmm(go, vs.transpose(-2, -1))  # m, L, L: d attn (v's last use)
+            vs.baddbmm_(a.transpose(-2, -1), go, beta=0)  # dv = attn^T dout, over v
             # softmax backward in place: dlogits = attn*dattn - attn*sum(attn*dattn)
             gl.mul_(a)
             gl.addcmul_(a, gl.sum(dim=-1, keepdim=True), value=-1.0)
             if grad_bias is not None:
-                grad_bias += gl.sum(dim=0)
-            gl.mul_(scale)  # d(q k^T) = dlogits * scale, once for both products below
-            dk_chunk = torch.matmul(gl.transpose(-2, -1), q[sl])  # dk (q's last use)
-            dq[sl].copy_(torch.matmul(gl, k[sl]))  # dq, over q (k's last use)
-            dk[sl].copy_(dk_chunk)
-        return grad_qkv, grad_bias, None, None, None, None
+                grad_bias += gl.view(hi - lo, heads, n, n).sum(dim=0)
+            dk = torch.bmm(gl.transpose(-2, -1), qs)  # dk / scale (q's last use)
+            qs.baddbmm_(gl, ks, beta=0, alpha=scale)  # dq = dlogits k * scale, over q (k's last use)
+            torch.mul(dk, scale, out=ks)  # dk over k
+        return qkvh, grad_bias, None, None, None
 
 
 def _additive(bias: torch.Tensor | None, mask: torch.Tensor | None) -> torch.Tensor | None:
@@ -144,12 +144,15 @@ def _additive(bias: torch.Tensor | None, mask: torch.Tensor | None) -> torch.Ten
 
 
 def packed_attention(qkv: torch.Tensor, bias: torch.Tensor | None, mask: torch.Tensor | None,
-                     heads: int, scale: float, *, overwrite: bool = False, heads_first: bool = False) -> torch.Tensor:
-    """Apply :class:`PackedAttention` (see there); ``(G, L, 3C)`` -> ``(G, L, C)``.
+                     heads: int, scale: float, *, heads_first: bool = False) -> torch.Tensor:
+    """Apply :class:`PackedAttention` (see there) to ``(G, L, 3C)`` qkv; returns ``(G, L, C)``.
 
     ``heads_first`` returns ``(G, nH, L, hd)`` instead, for a caller that rearranges anyway.
+    ``qkv`` itself is never written.
     """
-    out = PackedAttention.apply(qkv, bias, mask, heads, scale, overwrite)  # G, nH, L, hd
+    g, n, c3 = qkv.shape
+    qkvh = qkv.view(g, n, 3, heads, c3 // (3 * heads)).permute(2, 0, 3, 1, 4)  # 3, G, nH, L, hd (view)
+    out = PackedAttention.apply(qkvh, bias, mask, heads, scale)  # G, nH, L, hd
     return out if heads_first else _join_heads(out)
 
 
@@ -203,7 +206,7 @@ def use_packed(device: torch.device, tokens: int, learned_bias: bool, needs_grad
 
 
 def softmax_attention(qkv: torch.Tensor, bias: torch.Tensor | None, mask: torch.Tensor | None, heads: int,
-                      scale: float, *, overwrite: bool = False, heads_first: bool = False) -> torch.Tensor:
+                      scale: float, *, heads_first: bool = False) -> torch.Tensor:
     """``(G, L, 3C)`` packed qkv -> ``(G, L, C)``, by the kernel :func:`use_packed` picks.
 
     Same arguments as :func:`packed_attention`; both kernels compute the same values
@@ -213,7 +216,7 @@ def softmax_attention(qkv: torch.Tensor, bias: torch.Tensor | None, mask: torch.
     needs_grad = torch.is_grad_enabled() and (qkv.requires_grad or (bias is not None and bias.requires_grad))
     learned = needs_grad and bias is not None and bias.requires_grad
     if use_packed(qkv.device, n, learned, needs_grad):
-        return packed_attention(qkv, bias, mask, heads, scale, overwrite=overwrite, heads_first=heads_first)
+        return packed_attention(qkv, bias, mask, heads, scale, heads_first=heads_first)
     return sdpa_attention(qkv, bias, mask, heads, scale, heads_first=heads_first)
 
 

@@ -376,7 +376,7 @@ class SoftmaxAttention(TokenMixer):
                 bias = F.pad(bias, (prefix, 0, prefix, 0))  # nH, N, N
             if fused and not drop and self.sr == 1:
                 out = softmax_attention(self.qkv(x), None if bias is None else bias.to(x.dtype), None,
-                                        nh, self.scale, overwrite=True)  # B, N, C (qkv is ours alone)
+                                        nh, self.scale)  # B, N, C
                 return self.proj_drop(self.proj(out))
             if self.sr > 1:  # PVT's spatial reduction: keys/values from the reduced map
                 q = self.q(x).view(b, n, nh, hd).transpose(1, 2)  # B, nH, N, hd
@@ -449,7 +449,7 @@ class SoftmaxAttention(TokenMixer):
         shift = self.shift
         out = softmax_attention(qkv, None if bias is None else bias.to(qkv.dtype),
                                 None if mask is None else mask.to(qkv.dtype), self.num_heads, self.scale,
-                                overwrite=True, heads_first=not shift)  # qkv is ours alone
+                                heads_first=not shift)
         if shift:  # B*nW, L, C; the shift's gather undoes the partition after proj
             out = self.proj_drop(self.proj(out)).view(b, nw * L, c)  # B, nW*L, C
             out = windows_to_tokens(self, self._order_hw, out, (hp, wp), ws, shift)  # B, Hp*Wp, C

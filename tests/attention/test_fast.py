@@ -38,11 +38,10 @@ def explicit(qkv: torch.Tensor, bias: torch.Tensor | None, mask: torch.Tensor | 
     return (logits.softmax(-1) @ v).transpose(1, 2).reshape(g, n, c)
 
 
-@pytest.mark.parametrize("overwrite", [False, True])
 @pytest.mark.parametrize("with_bias", [False, True])
 @pytest.mark.parametrize("windows", [1, 4])
 @pytest.mark.parametrize("groups", [1, 3, 4000])  # 4000 groups span several backward slices
-def test_packed_attention_values_and_gradients(overwrite: bool, with_bias: bool, windows: int,
+def test_packed_attention_values_and_gradients(with_bias: bool, windows: int,
                                                 groups: int) -> None:
     gen = torch.Generator().manual_seed(groups * 10 + windows)
     heads, n, hd = 3, 9, 4
@@ -57,7 +56,7 @@ def test_packed_attention_values_and_gradients(overwrite: bool, with_bias: bool,
 
     want = explicit(qkv, bias, mask, heads, 0.37)
     want_grads = torch.autograd.grad(want, inputs, grad)
-    got = packed_attention(qkv, bias, mask, heads, 0.37, overwrite=overwrite)
+    got = packed_attention(qkv, bias, mask, heads, 0.37)
     got_grads = torch.autograd.grad(got, inputs, grad)
 
     torch.testing.assert_close(got, want, **TOL64)
@@ -67,17 +66,18 @@ def test_packed_attention_values_and_gradients(overwrite: bool, with_bias: bool,
         assert heads * n * n * g > 2 * _CHUNK_MIN_ELEMENTS  # the sliced backward really loops
 
 
-def test_packed_attention_leaves_its_input_alone_unless_told() -> None:
+def test_packed_attention_leaves_its_input_alone() -> None:
     qkv = torch.randn(2, 4, 12, requires_grad=True)
     before = qkv.detach().clone()
+    packed_attention(qkv * 1.0, None, None, 2, 0.5).sum().backward()  # a non-leaf, as the mixer hands it
     packed_attention(qkv, None, None, 2, 0.5).sum().backward()
     assert torch.equal(qkv.detach(), before)
 
 
 def test_packed_attention_backward_runs_once() -> None:
-    """With ``overwrite`` the gradient replaces the saved q, k, v: a second pass fails loudly."""
+    """The gradient replaces the saved q, k, v: a second pass fails loudly."""
     qkv = torch.randn(2, 4, 12, requires_grad=True)
-    out = packed_attention(qkv * 1.0, None, None, 2, 0.5, overwrite=True).sum()
+    out = packed_attention(qkv * 1.0, None, None, 2, 0.5).sum()
     out.backward(retain_graph=True)
     with pytest.raises(RuntimeError, match="inplace"):
         out.backward()
