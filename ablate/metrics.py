@@ -3,7 +3,8 @@ format, used by the schema (which names an objective may take), the runner (what
 stores), the readers, reports, dashboard and CLI (how a number is shown).
 
 Costs are measured on the built model and do not depend on the seed; training metrics come
-from the validation set after each epoch; curve metrics are logged per epoch only.
+from the validation set after each epoch; curve metrics are logged per epoch only; init
+figures say how a trial started (tensors taken from the study's ``weights:`` checkpoint).
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
-__all__ = ["Metric", "METRICS", "OBJECTIVES", "TRAINING_METRICS", "COSTS", "CURVE_KEYS", "TASK_METRIC", "metric"]
+__all__ = ["Metric", "METRICS", "OBJECTIVES", "TRAINING_METRICS", "COSTS", "INIT_KEYS", "CURVE_KEYS", "TASK_METRIC",
+           "metric"]
 
 
 @dataclass(frozen=True)
@@ -24,8 +26,8 @@ class Metric:
         direction: Which way is better when it is an objective.
         unit: What one unit is (``%``, ``1e9 multiply-adds``, ...).
         label: How tables and figures name it.
-        kind: ``training`` (validation, per epoch), ``cost`` (the built model) or ``curve``
-            (per-epoch bookkeeping such as the loss).
+        kind: ``training`` (validation, per epoch), ``cost`` (the built model), ``curve``
+            (per-epoch bookkeeping such as the loss) or ``init`` (how the model was initialised).
         fmt: Format spec for one value in a table.
         objective: Whether a study may optimise it.
     """
@@ -34,7 +36,7 @@ class Metric:
     direction: Literal["maximize", "minimize"]
     unit: str
     label: str
-    kind: Literal["training", "cost", "curve"]
+    kind: Literal["training", "cost", "curve", "init"]
     fmt: str = ".4g"
     objective: bool = True
 
@@ -54,6 +56,8 @@ _ALL = (
     Metric("lr", "minimize", "", "learning rate", "curve", ".3g", objective=False),
     Metric("epoch_s", "minimize", "s", "epoch time (s)", "curve", ".3g", objective=False),
     Metric("top1_ema", "maximize", "%", "top-1 of the EMA weights (%)", "curve", ".2f", objective=False),
+    Metric("weights_transferred", "maximize", "tensors", "tensors from weights:", "init", ".0f", objective=False),
+    Metric("weights_total", "maximize", "tensors", "tensors in the model", "init", ".0f", objective=False),
 )
 
 #: Every metric by name.
@@ -64,6 +68,8 @@ OBJECTIVES: Mapping[str, str] = {m.name: m.direction for m in _ALL if m.objectiv
 TRAINING_METRICS: tuple[str, ...] = tuple(m.name for m in _ALL if m.kind == "training" and m.objective)
 #: Figures measured on the built model, which a trial stores as user attributes.
 COSTS: tuple[str, ...] = tuple(m.name for m in _ALL if m.kind == "cost")
+#: How a trial started, stored as user attributes when the study has ``weights:``.
+INIT_KEYS: tuple[str, ...] = tuple(m.name for m in _ALL if m.kind == "init")
 #: What a trial's per-epoch ``curve`` keeps.
 CURVE_KEYS: tuple[str, ...] = ("epoch", *(m.name for m in _ALL if m.kind in ("training", "curve")))
 #: The metric each task trains for; an objective of the other task is rejected.

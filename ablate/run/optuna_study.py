@@ -78,12 +78,16 @@ def stored_spec(study: Study) -> dict[str, Any]:
 def spec_differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
     """The keys (dotted for ``train`` and ``proxy``) in which ``new`` differs from the stored ``old``.
 
-    Keys a spec from an older ablate does not have are not compared; budget keys never are;
+    Keys a spec from an older ablate does not have are not compared (but ``weights``, compared by
+    content, is absent exactly when a study starts from scratch); budget keys never are;
     a grid that keeps every stored value (and adds some) does not differ.
     """
     out = []
+    # weights: compared by content (sha256) both ways: a spec without it (older ablate) started from scratch.
+    if (old.get("weights") or {}).get("sha256") != (new.get("weights") or {}).get("sha256"):
+        out.append("weights")
     for key in new:
-        if key in BUDGET_KEYS or key not in old or key == "scale":
+        if key in BUDGET_KEYS or key not in old or key in ("scale", "weights"):
             continue
         if key == "grid":
             if old["grid"] != new["grid"] and not _grid_grows(old["grid"], new["grid"]):

@@ -57,6 +57,7 @@ from ablate.study.schema import (  # noqa: I001
 )
 from ablate.study.reference import ReferenceSection
 from ablate.study.trackers import TrackersSection
+from ablate.study.weights import WeightsSection
 from ablate.study.space import MAX_RANGE, FrozenDict
 from ablate.train.recipes import BUDGET, RECIPES
 
@@ -428,6 +429,10 @@ class StudyFile(_Section):
         "label. Null or left out: the first cell. Grid studies only."))
     trackers: TrackersSection | None = Field(None, description=(
         "Also log every trial to MLflow and/or TensorBoard (mlflow: DIR or URI, tensorboard: DIR); left out: neither."))
+    weights: str | WeightsSection | None = Field(None, description=(
+        "A local checkpoint every candidate starts from, relative to this file or absolute (never downloaded), or "
+        "{path, sha256}: each tensor matching by name and shape is transferred, the rest stays fresh; detect takes an "
+        "ultralytics .pt. Null or left out: from scratch."))
 
 
 # --------------------------------------------------------------------------- what the loader reads

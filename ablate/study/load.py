@@ -7,7 +7,7 @@ one :class:`~ablate.errors.ConfigError` whose message is a single line::
 
     studies/x.yaml:7: fixed.attention: unknown attention 'focl', allowed: focal, softmax; did you mean 'focal'?
 
-Paths: ``space:`` and ``data.path`` are relative to the study file (to ``base_dir`` for a
+Paths: ``space:``, ``data.path`` and ``weights:`` are relative to the study file (to ``base_dir`` for a
 dict); a relative SQLite storage URL (``sqlite:///runs/x.db``) is made absolute against
 the *current working directory* at load time, because Ray changes each worker's working
 directory and every process must open the same file.
@@ -35,6 +35,7 @@ from ablate.study.reference import study_reference
 from ablate.study.space_file import space_to_dict
 from ablate.study.sections import _Redirect, _storage, _study_baseline, _study_data, _study_grid, _study_objectives, _study_proxy, _study_sampler, _study_scheduler, _study_space, _study_train, _study_trackers
 from ablate.study.feasibility import _check_against_models
+from ablate.study.weights import study_weights
 
 __all__ = ["check_study", "load_study", "study_from_dict", "study_to_dict", "validate_study"]
 
@@ -246,6 +247,8 @@ def study_to_dict(study: Study) -> dict[str, Any]:
         "base": study.base,
         "proxy": study.proxy.to_dict() if study.proxy is not None else None,
         "scale": study.scale,
+        # Only when set: a study without weights keeps the spec it always had (older databases compare equal).
+        **({"weights": study.weights.to_dict()} if study.weights is not None else {}),
     }
 
 
@@ -367,6 +370,7 @@ def _parse_study(doc: _Doc, data: Any, source: str | None, scale: str = "proxy")
                   trials=trials, max_concurrent=max_concurrent, resources=resources, storage=storage, seed=seed,
                   paper_resolution=paper_resolution, reference=reference, base=base, proxy=proxy,
                   scale=scale, grid_rows=grid_rows, repeats=repeats, baseline=baseline,
-                  source=source, trackers=_study_trackers(doc, m.get("trackers")))  # type: ignore[arg-type]
+                  source=source, trackers=_study_trackers(doc, m.get("trackers")),
+                  weights=study_weights(doc, m.get("weights"), task))  # type: ignore[arg-type]
     return study, space_doc
 

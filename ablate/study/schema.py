@@ -10,6 +10,7 @@ from typing import Any, Literal
 
 from ablate.metrics import OBJECTIVES, TASK_METRIC, TRAINING_METRICS
 from ablate.study.trackers import TrackersSpec
+from ablate.study.weights import WeightsSpec
 from ablate.study.space import (
     FrozenDict,
     Param,
@@ -305,6 +306,8 @@ class Study:
     source: str | None = dataclasses.field(default=None, compare=False)
     #: Where the driver also logs trials (MLflow, TensorBoard); not part of what is measured or stored.
     trackers: TrackersSpec | None = dataclasses.field(default=None, compare=False)
+    #: The checkpoint every candidate starts from (``weights:``); None: from scratch.
+    weights: WeightsSpec | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "fixed", freeze(dict(self.fixed)))

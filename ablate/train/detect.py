@@ -45,6 +45,9 @@ class DetectConfig:
         workers: data-loader worker processes (``workers``; 0 keeps a trial single-process).
         compile: ``torch.compile`` the model (``compile``: ultralytics compiles the forward
             and computes the loss outside the graph; its EMA and checkpoints keep the module).
+        weights: a local ultralytics ``.pt`` the model starts from (ultralytics' ``pretrained``;
+            every tensor matching by name and shape, :func:`ablate.models.transfer.transfer_weights`);
+            None: from scratch.
     """
 
     epochs: int = 3
@@ -58,6 +61,7 @@ class DetectConfig:
     device: str = "cpu"
     workers: int = 0
     compile: bool = False
+    weights: str | None = None
 
 
 def _metric(metrics: Mapping[str, Any], *names: str) -> float | None:
@@ -80,7 +84,7 @@ def train_detector(arch: Mapping[str, Any] | Architecture, data_yaml: str | Path
         cfg: the training settings.
         on_epoch: called after each epoch's validation with ``epoch`` (1-based),
             ``map50_95``, ``map50``, ``precision``, ``recall``, ``train_loss`` (box + cls +
-            dfl) and ``lr``.
+            dfl) and ``lr``; with ``cfg.weights`` also ``weights_transferred`` and ``weights_total``.
         build: ``Architecture -> DetectionModel`` (default :func:`ablate.models.build_model`).
         workdir: where ultralytics writes its run folder (default: a temporary directory,
             removed afterwards).
@@ -89,6 +93,7 @@ def train_detector(arch: Mapping[str, Any] | Architecture, data_yaml: str | Path
         The per-epoch dicts.
 
     Raises:
+        ConfigError: ``cfg.weights`` cannot be read or sets no tensor of the model.
         TrainingDiverged: the training loss became NaN or infinite.
         EnvironmentProblem: ``cfg.compile`` without the compiler it needs (ultralytics
             itself would log a warning and train uncompiled).
@@ -104,14 +109,23 @@ def train_detector(arch: Mapping[str, Any] | Architecture, data_yaml: str | Path
 
     resolved = resolve_architecture(arch, "detect")
     build = build or build_model
+    train_cfg = cfg  # get_model's own `cfg` argument shadows it there
 
     history: list[dict] = []
+    init: dict[str, int] = {}  # how many tensors came from cfg.weights, on every row
 
     class CandidateTrainer(DetectionTrainer):
-        """``get_model`` builds the candidate instead of reading a model YAML."""
+        """``get_model`` builds the candidate instead of reading a model YAML (and starts it
+        from ``cfg.weights``, where ultralytics' own ``get_model`` would call ``model.load``)."""
 
         def get_model(self, cfg: Any = None, weights: Any = None, verbose: bool = True) -> Any:
-            return build(resolved.with_classes(int(self.data["nc"])))
+            arch_nc = resolved.with_classes(int(self.data["nc"]))
+            model = build(arch_nc)
+            if train_cfg.weights is not None:
+                from ablate.models.transfer import transfer_weights
+
+                init.update(transfer_weights(model, arch_nc, train_cfg.weights).counts())
+            return model
 
     def epoch_end(trainer: Any) -> None:
         if trainer.epoch + 1 > cfg.epochs or trainer.epoch + 1 <= len(history):
@@ -130,6 +144,7 @@ def train_detector(arch: Mapping[str, Any] | Architecture, data_yaml: str | Path
             "recall": _metric(metrics, "metrics/recall(B)") or 0.0,
             "train_loss": train_loss,
             "lr": float(next(iter(trainer.lr.values()))) if getattr(trainer, "lr", None) else cfg.lr,
+            **init,
         }
         history.append(row)
         if on_epoch is not None:

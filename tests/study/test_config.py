@@ -202,7 +202,7 @@ def test_storage_urls(fake_models: None, in_tmp: Path) -> None:
 # --------------------------------------------------------------------------- bad studies
 
 ALL_KEYS = ("name, description, task, base, space, fixed, grid, proxy, objectives, data, train, sampler, scheduler, "
-            "trials, max_concurrent, resources, storage, seed, paper_resolution, reference, repeats, baseline, trackers")
+            "trials, max_concurrent, resources, storage, seed, paper_resolution, reference, repeats, baseline, trackers, weights")
 TRAIN_KEYS = ("epochs, batch_size, lr, weight_decay, warmup_epochs, seed, amp, compile, label_smoothing, recipe, "
               "lr_batch, randaugment, random_erasing, mixup, cutmix, clip_grad, ema_decay")
 

@@ -13,8 +13,10 @@ ultralytics_offline()  # before the first import of ultralytics in this process
 
 from ultralytics.nn import tasks  # noqa: E402
 from ultralytics.nn.modules.block import C2PSA, C2f, C3k, C3k2, Bottleneck  # noqa: E402
+from ultralytics.utils.torch_utils import intersect_dicts  # noqa: E402
 
-__all__ = ["tasks", "C2PSA", "C2f", "C3k", "C3k2", "Bottleneck", "detection_trainer", "amp_check_skipped"]
+__all__ = ["tasks", "C2PSA", "C2f", "C3k", "C3k2", "Bottleneck", "intersect_dicts", "detection_trainer",
+           "amp_check_skipped"]
 
 
 def detection_trainer() -> type:
