@@ -155,8 +155,11 @@ def _export_classifier(row: Any, url: str, study: str, where: str, out: Path, *,
         except BaseException:  # both files or neither
             out.unlink(missing_ok=True)
             raise
-    score = f", top1 {float(meta['top1']):.2f}" if "top1" in meta else ""
-    epoch = f" after epoch {meta['epoch']}" if "epoch" in meta else ""
+    try:
+        score = f", top1 {float(meta['top1']):.2f}" if "top1" in meta else ""
+    except ValueError:  # the file's own note: shown only when it is a number
+        score = ""
+    epoch = f" after epoch {meta['epoch']}" if meta.get("epoch", "").isdigit() else ""
     typer.echo(f"wrote {_shown(path)}: trial {number} of {study} ({str(row['state'])}{epoch}{score}; attention "
                f"{arch.spec.get('attention')!r}, {arch.img_size} px, {arch.num_classes} classes)")
     if program_bytes is not None:
