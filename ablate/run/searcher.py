@@ -27,7 +27,7 @@ from optuna.distributions import BaseDistribution, CategoricalDistribution, Floa
 from optuna.trial import TrialState
 
 from ablate.errors import AblateError, ConfigError, DataError
-from ablate.metrics import COSTS, CURVE_KEYS
+from ablate.metrics import COSTS, CURVE_KEYS, INIT_KEYS
 from ablate.models import check_architecture
 from ablate.models.memory import check_memory
 from ablate.run.candidate import Candidate, data_classes
@@ -447,7 +447,7 @@ class StudySearcher:
         run = self.live.pop(trial_id)
         attr = lambda k, v: self._set_attr(run.trial_id, k, v)  # noqa: E731
         attr("curve", run.curve)
-        for key in (*COSTS, "wall_s"):
+        for key in (*COSTS, *INIT_KEYS, "wall_s"):
             if key in result:
                 attr(key, result[key])
         epochs_done = int(result.get("epochs_done", len(run.curve)))

@@ -123,9 +123,12 @@ def run_trial(study: Study, params: Mapping[str, Any], report: Callable[[dict], 
                                    eval_transform=eval_tf)
         torch.manual_seed(train.seed)
         model = build_model(candidate.arch)
+        from ablate.models.transfer import transfer_weights  # weights: name+shape matches, the rest stays fresh
+
+        init = transfer_weights(model, candidate.arch, study.weights.path).counts() if study.weights else {}
         wants_latency = any(o.name == "latency_ms" for o in study.objectives)
         costs = measure_costs(candidate.arch, paper=candidate.paper, latency=wants_latency, model=model)
-        on_epoch = _EpochReporter(report, costs)
+        on_epoch = _EpochReporter(report, {**costs, **init})
         from ablate.run.checkpoint import saving_weights  # the scored model's file, when the runner asks for one
 
         train_classifier(model, data, cfg, saving_weights(on_epoch, model, candidate.arch, report, cfg.epochs))
@@ -157,7 +160,7 @@ def _run_detect_trial(study: Study, candidate: Candidate, report: Callable[[dict
     cfg = DetectConfig(epochs=train.epochs, batch_size=train.batch_size, image_size=study.data.image_size,
                        lr=train.effective_lr, weight_decay=train.weight_decay, warmup_epochs=train.warmup_epochs,
                        seed=train.seed, amp=train.amp, device=device, workers=study.data.num_workers or 0,
-                       compile=train.compile)
+                       compile=train.compile, weights=study.weights.path if study.weights else None)
     torch.manual_seed(train.seed)
     wants_latency = any(o.name == "latency_ms" for o in study.objectives)
     costs = measure_costs(candidate.arch, paper=candidate.paper, latency=wants_latency,
