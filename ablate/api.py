@@ -111,7 +111,7 @@ def load_study(path: str | os.PathLike[str], *, overrides: Overrides | None = No
 def run_study(study: Study | str | os.PathLike[str], *, overrides: Overrides | None = None, scale: str = "proxy",
               trials: int | None = None, repeats: int | None = None, storage: str | None = None,
               address: str | None = None, device: str = "auto", progress: bool = True, max_retries: int = 1,
-              heartbeat_grace_s: float = 60.0) -> RunSummary:
+              heartbeat_grace_s: float = 60.0, artifacts: str | os.PathLike[str] | None = None) -> RunSummary:
     """Run (or resume) a study, as ``ablate run`` does, and say what the run did.
 
     Args:
@@ -125,6 +125,8 @@ def run_study(study: Study | str | os.PathLike[str], *, overrides: Overrides | N
         device: ``auto``, ``cpu`` or ``cuda`` (``--device``).
         progress: The progress display and one line per finished trial (``-q`` turns it off).
         max_retries, heartbeat_grace_s: ``--max-retries`` and ``--heartbeat-grace``.
+        artifacts: Where classification trials keep their trained weights (``--artifacts``;
+            default beside a SQLite database, ``runs/x.db`` -> ``runs/x.artifacts/``).
 
     Returns:
         The driver's :class:`ablate.run.RunSummary`: new trial numbers, state counts, wall time.
@@ -162,7 +164,8 @@ def run_study(study: Study | str | os.PathLike[str], *, overrides: Overrides | N
     # be reached fails with one line and nothing written.
     with ray_session(address) if address else nullcontext():
         return drive(study, storage=storage, trials=trials, address=address, device=device,
-                         progress=progress, max_retries=max_retries, heartbeat_grace_s=heartbeat_grace_s)
+                     progress=progress, max_retries=max_retries, heartbeat_grace_s=heartbeat_grace_s,
+                     artifacts=artifacts)
 
 
 @dataclass

@@ -107,6 +107,19 @@ def test_run_with_a_study_object_takes_no_overrides(tmp_path):
     assert not (tmp_path / "x.db").exists()
 
 
+def test_run_hands_every_option_to_the_driver(tmp_path, monkeypatch):
+    """``run_study`` is ``ablate run``: each option reaches the driver (no Ray started here)."""
+    import ablate.run.driver
+
+    seen = {}
+    monkeypatch.setattr(ablate.run.driver, "run_study", lambda study, **kw: seen.update(kw) or "summary")
+    got = ablate.run_study(DEMO, storage=f"sqlite:///{tmp_path / 'x.db'}", trials=3, device="cpu", progress=False,
+                           max_retries=2, heartbeat_grace_s=30.0, artifacts=tmp_path / "kept")
+    assert got == "summary"
+    assert seen == {"storage": f"sqlite:///{tmp_path / 'x.db'}", "trials": 3, "address": None, "device": "cpu",
+                    "progress": False, "max_retries": 2, "heartbeat_grace_s": 30.0, "artifacts": tmp_path / "kept"}
+
+
 @pytest.fixture(scope="module")
 def fake_db(tmp_path_factory) -> Path:
     db = tmp_path_factory.mktemp("api") / "fake.db"
