@@ -133,3 +133,14 @@ def test_a_detect_study_refuses_a_bare_name_ultralytics_would_download(tmp_path)
             load_study(study, check=False)
         assert str(err.value).startswith(f"{study}:6: weights: ") and says in str(err.value), str(err.value)
     assert not (tmp_path / "yolov8n.pt").exists()
+
+
+def test_a_meta_tensor_is_refused_before_anything_is_copied(tmp_path, stock_pt):
+    _, base = stock_pt
+    path = tmp_path / "meta.pt"
+    torch.save({"model": {**base, "model.0.conv.weight": torch.empty(base["model.0.conv.weight"].shape,
+                                                                     device="meta")}}, path)
+    arch, model, fresh = _candidate()
+    with pytest.raises(ConfigError, match="holds no plain data"):
+        transfer_weights(model, arch, path)
+    assert all(torch.equal(v, fresh[k]) for k, v in model.state_dict().items())

@@ -84,6 +84,13 @@ def read_yolo_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor
     return sd
 
 
+def _plain(sd: Mapping[str, torch.Tensor], path: str | os.PathLike[str]) -> None:
+    """Refuse a tensor without plain data (meta, sparse, quantized) before anything is copied."""
+    odd = next((n for n, t in sd.items() if t.is_meta or t.layout != torch.strided or t.is_quantized), None)
+    if odd is not None:
+        raise ConfigError(f"{_name(path)}: tensor {_name(odd)} holds no plain data (a meta, sparse or quantized tensor)")
+
+
 def base_to_candidate(arch: Mapping[str, Any] | Architecture) -> Callable[[str], str]:
     """Renames a tensor of the stock base model (``arch["base"]``) to the candidate's name for it.
 
@@ -126,6 +133,7 @@ def transfer_yolo_weights(model: nn.Module, arch: Architecture, path: str | os.P
         ConfigError: as :func:`read_yolo_state_dict`.
     """
     csd = read_yolo_state_dict(path)
+    _plain(csd, path)
     target = model.state_dict()
     rename = base_to_candidate(arch)
     as_stored = intersect_dicts(csd, target)
