@@ -283,14 +283,16 @@ def test_the_python_example_runs_as_shown(tmp_path):
 
 
 def test_export_examples_name_a_study_export_accepts():
-    """``ablate export`` writes an ultralytics model YAML: only a detection study has one."""
+    """A model YAML comes from a detection study, a .safetensors model file from a classification one."""
     from ablate.study import load_study
 
     exports = [c for c in ablate_commands() if c[0] == "export"]
-    assert exports
+    assert {a[a.index("-o") + 1].rsplit(".", 1)[-1] for a in exports} == {"yaml", "safetensors"}
     for args in exports:
         study = next(a for a in args if a.endswith((".yaml", ".yml")) and a.startswith("studies/"))
-        assert load_study(ROOT / study, check=False).task == "detect", args
+        out = args[args.index("-o") + 1]
+        task = load_study(ROOT / study, check=False).task
+        assert task == ("detect" if out.endswith((".yaml", ".yml")) else "classify"), args
 
 
 def test_every_python_name_the_readme_gives_exists():
