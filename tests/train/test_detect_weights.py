@@ -74,3 +74,16 @@ def test_the_trainer_hands_its_model_the_weights(tmp_path: Path) -> None:
     first = "model.0.conv.weight"
     start = stock.state_dict()[first].half().float()
     assert torch.allclose(built[0].state_dict()[first].float(), start, atol=1e-2)
+
+
+def test_a_pt_that_sets_nothing_stops_the_trainer_in_one_line(tmp_path: Path) -> None:
+    from ablate.errors import ConfigError
+
+    data = generate_synth_det(tmp_path / "shapes", seed=3, n_train=4, n_val=4, image_size=64)
+    pt = tmp_path / "zero.pt"
+    torch.save({"model": {"encoder.weight": torch.randn(3, 3)}}, pt)
+    with pytest.raises(ConfigError) as err:
+        train_detector({"base": "yolov8n", "img_size": 64}, data,
+                       DetectConfig(epochs=1, batch_size=4, image_size=64, weights=str(pt)), workdir=tmp_path / "w")
+    assert "\n" not in str(err.value) and str(err.value).startswith(f"{pt}: no tensor of the checkpoint matches")
+    assert "0 of its 355 transferred" in str(err.value)
