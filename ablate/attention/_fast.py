@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["DepthwiseConv", "PackedAttention", "TokenPermutation", "depthwise_conv", "packed_attention", "permute_tokens", "register_window_order",
+__all__ = ["DepthwiseConv", "FOLD_MAX_CHANNELS", "FOLD_MAX_ELEMENTS", "PackedAttention", "TokenPermutation", "depthwise_conv", "fold_weight_grad", "packed_attention", "permute_tokens", "register_window_order",
            "sdpa_attention", "softmax_attention", "tokens_to_windows", "use_packed", "window_order", "window_order_of",
            "window_partition", "window_reverse", "windows_heads_to_map", "windows_to_tokens"]
 
@@ -353,9 +353,12 @@ class DepthwiseConv(torch.autograd.Function):
 
     On CPU, autograd's depthwise ``convolution_backward`` took 1.5 ms for a 5x5 kernel over
     a 2x64x28x28 map whose forward takes 0.09 ms (1 thread). The input gradient is the
-    same depthwise conv with the kernel flipped (0.09 ms); the weight gradient is a
-    depthwise conv of the padded input with the output gradient as the kernel, batch
-    folded into channels (0.39 ms, channels-last).
+    same depthwise conv with the kernel flipped (0.09 ms). The weight gradient is, for a
+    few maps, a depthwise conv of the padded input with the output gradient as the kernel,
+    batch folded into channels (0.39 ms, channels-last); for many maps (Swin's windows:
+    B*C folded channels of 7x7) that conv falls off (1.2-1.7x autograd's whole backward
+    at 128-512 windows), and ``torch.nn.grad.conv2d_weight`` takes over
+    (:func:`fold_weight_grad` says which, by measurement).
     """
 
     @staticmethod
@@ -374,7 +377,9 @@ class DepthwiseConv(torch.autograd.Function):
         grad_x = grad_w = grad_b = None
         if ctx.needs_input_grad[0]:
             grad_x = F.conv2d(g, weight.flip(-1, -2), padding=pad, groups=c)  # B, C, H, W
-        if ctx.needs_input_grad[1]:
+        if ctx.needs_input_grad[1] and not fold_weight_grad(b, c, h, w):
+            grad_w = torch.nn.grad.conv2d_weight(x, weight.shape, g, padding=pad, groups=c)  # C, 1, k, k
+        elif ctx.needs_input_grad[1]:
             # dW[c, i, j] = sum_{b,y,x} g[b, c, y, x] * xpad[b, c, y+i, x+j]: a "valid" depthwise conv
             # of xpad by g over B*C channels, laid out channels-last (H, W, B*C)
             xp = F.pad(x.permute(2, 3, 0, 1), (0, 0, 0, 0, pad, pad, pad, pad))  # Hp, Wp, B, C
@@ -384,6 +389,24 @@ class DepthwiseConv(torch.autograd.Function):
         if ctx.has_bias and ctx.needs_input_grad[2]:
             grad_b = g.sum(dim=(0, 2, 3))  # C
         return grad_x, grad_w, grad_b
+
+
+# Folded over conv2d_weight, fwd+bwd of the whole conv (5x5 kernel, C 64, 2 threads,
+# `benchmarks/depthwise_grad.py`, 2026-12-03, quiet 2-core machine): 7x7 maps 0.86x at 16 of
+# them, 0.94x at 32, 1.10x at 64, 1.28x at 128; 14x14 0.80x at 8, 0.90x at 32, 1.02x at 128;
+# 28x28 0.82x at 2, 0.87x at 8, 1.01x at 16; 56x56 0.75x at 1, 0.80x at 2, 1.00x at 4, 1.16x at 8.
+FOLD_MAX_CHANNELS = 2048
+FOLD_MAX_ELEMENTS = 1 << 19
+
+
+def fold_weight_grad(b: int, c: int, h: int, w: int) -> bool:
+    """Whether :class:`DepthwiseConv` computes its weight gradient as one batch-folded conv.
+
+    The folded conv has ``b * c`` channels of an ``h x w`` map; measured, it wins while both
+    the channels and the map's elements stay small, and ``torch.nn.grad.conv2d_weight``
+    (autograd's own kernel, weight part only) wins beyond.
+    """
+    return b * c <= FOLD_MAX_CHANNELS and b * c * h * w <= FOLD_MAX_ELEMENTS
 
 
 def depthwise_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:

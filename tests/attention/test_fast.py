@@ -232,12 +232,17 @@ def test_evaluation_takes_sdpa_with_the_same_values() -> None:
         torch.testing.assert_close(mixer(x, (8, 8)), mixer.forward_reference(x, (8, 8)), **TOL64)
 
 
+@pytest.mark.parametrize("fold", [True, False])  # both ways of the weight gradient
 @pytest.mark.parametrize("channels_last", [False, True])
 @pytest.mark.parametrize("with_bias", [False, True])
 @pytest.mark.parametrize("shape,kernel", [((2, 6, 7, 5), 5), ((3, 4, 9, 9), 3), ((1, 2, 4, 6), 7), ((2, 3, 1, 1), 5)])
 def test_depthwise_conv_values_and_gradients(shape: tuple[int, int, int, int], kernel: int, with_bias: bool,
-                                             channels_last: bool) -> None:
+                                             channels_last: bool, fold: bool, monkeypatch) -> None:
     """The hand-written backward equals autograd's depthwise conv, input, weight and bias."""
+    import ablate.attention._fast as fast
+
+    monkeypatch.setattr(fast, "FOLD_MAX_CHANNELS", 1 << 30 if fold else 0)
+    assert fast.fold_weight_grad(*shape) is fold
     torch.manual_seed(0)
     b, c, h, w = shape
     x = torch.randn(b, h, w, c, dtype=torch.float64).permute(0, 3, 1, 2) if channels_last else \
@@ -255,6 +260,15 @@ def test_depthwise_conv_values_and_gradients(shape: tuple[int, int, int, int], k
     torch.testing.assert_close(fast, ref, rtol=1e-12, atol=1e-12)
     for got, want in zip(fast_grads, ref_grads):
         torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
+
+
+def test_the_weight_gradient_folds_the_batch_only_where_that_was_faster() -> None:
+    from ablate.attention._fast import fold_weight_grad
+
+    assert fold_weight_grad(32, 64, 7, 7)  # Swin-T-like windows of a 28x28 map, batch 2
+    assert fold_weight_grad(2, 64, 56, 56)  # a whole 56x56 map (PVT), batch 2
+    assert not fold_weight_grad(128, 64, 7, 7)  # many windows: 8,192 folded channels
+    assert not fold_weight_grad(16, 64, 28, 28)  # 802,816 elements
 
 
 def test_depthwise_conv_skips_the_gradients_nobody_asked_for() -> None:
