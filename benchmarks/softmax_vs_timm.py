@@ -182,10 +182,11 @@ def compare_kernels(rounds: int, lengths: Sequence[int] = (16, 25, 36, 49, 64, 1
         for learned in (False, True):
             base = torch.randn(g, n, 3 * heads * head_dim)
             bias = torch.randn(heads, n, n, requires_grad=True) if learned else None
+            grad = torch.randn(g, n, heads * head_dim)  # a dense output gradient, as in training
 
             def step(fn: Callable[..., torch.Tensor]) -> Step:
                 def run() -> None:
-                    fn(base.clone().requires_grad_(), bias).sum().backward()
+                    fn(base.clone().requires_grad_(), bias).backward(grad)
                     if bias is not None:
                         bias.grad = None
                 return run

@@ -178,10 +178,10 @@ def windows_heads_to_map(out: torch.Tensor, window: int, hw: tuple[int, int]) ->
 
 
 # Longest sequence the packed kernel takes without a learned bias on the CPU.
-# ``benchmarks/softmax_vs_timm.py`` part 2 (2 cores, float32, fwd+bwd, packed / SDPA): up to
-# 64 tokens the two are within run-to-run noise of each other (0.87-1.14 over two runs of
-# 16-64 tokens) and the packed kernel's peak is smaller (0.72-0.94x); from 144 tokens on
-# SDPA's flash kernel is faster (packed 1.2-1.5x) and keeps O(L) memory (packed 1.6-4x).
+# ``benchmarks/softmax_vs_timm.py`` part 2 (2 cores, float32, fwd+bwd with a dense output
+# gradient, packed / SDPA, 2026-12-03): up to 64 tokens the packed kernel is as fast or a
+# little faster (0.83-1.05) at the same or a larger peak (1.00-1.20x); from 144 tokens on
+# SDPA's flash kernel is faster (packed 1.2-1.9x) and keeps O(L) memory (packed 1.8-4.6x).
 PACKED_MAX_TOKENS = 64
 
 
@@ -192,9 +192,9 @@ def use_packed(device: torch.device, tokens: int, learned_bias: bool, needs_grad
 
     * CPU, training, a learned bias (Swin's relative positions) at any length: SDPA's fused
       CPU kernel cannot differentiate a mask, so it runs its math path; the packed kernel
-      took 0.53-0.90x its time from 16 to 785 tokens (0.61x at Swin's 49).
-    * CPU, training, no learned bias: packed up to :data:`PACKED_MAX_TOKENS` tokens (as fast,
-      less memory), SDPA's flash kernel beyond.
+      took 0.65-0.95x its time from 16 to 785 tokens (0.65x at Swin's 49).
+    * CPU, training, no learned bias: packed up to :data:`PACKED_MAX_TOKENS` tokens (as fast
+      or a little faster), SDPA's flash kernel beyond.
     * CPU without gradients (evaluation): SDPA at every size; in the Swin mixer its fused
       forward took 0.78-0.93x the packed kernel's time (28x28 to 56x56 maps, batch 8).
     * CUDA and other devices: SDPA, whose fused kernels differentiate a mask; no GPU was at
