@@ -155,6 +155,64 @@ class _FocusFunction(torch.autograd.Function):
         return grad_t, grad_s, None
 
 
+class _LinearAttention(torch.autograd.Function):
+    """The official normalised linear attention per head, plus a residual, with its own backward.
+
+    ``out = residual + merge_heads( q (k^T v) / (q . mean(k) + eps) / n )`` for ``n`` keys.
+    Autograd through :meth:`FlattenAttention._attend`'s reference formula replays a cat, a
+    split, four elementwise kernels and the matmuls' strided copies; here q, k and v are
+    copied heads-major once, the normaliser is one fused factor ``z = 1 / ((den + eps) n)``,
+    and with ``o = num * z``, ``s = sum(g * o)`` over a head's channels::
+
+        dnum = g z          dden = -s z n          dq = dnum kv^T + dden mean(k)
+        dkv = q^T dnum      dk = v dkv^T + (dden^T q) / n      dv = k dkv
+
+    (1.06-1.08x faster mixers than autograd's at 28x28 and 56x56, 2 threads).
+    """
+
+    @staticmethod
+    def forward(ctx, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,  # type: ignore[override]
+                residual: torch.Tensor | None, heads: int) -> torch.Tensor:
+        b, n, c = q.shape
+        nk, hd = k.shape[1], c // heads
+        qh = q.reshape(b, n, heads, hd).transpose(1, 2).reshape(b * heads, n, hd)  # BH, n, hd (a copy)
+        kh = k.reshape(b, nk, heads, hd).transpose(1, 2).reshape(b * heads, nk, hd)  # BH, nk, hd
+        vh = v.reshape(b, nk, heads, hd).transpose(1, 2).reshape(b * heads, nk, hd)  # BH, nk, hd
+        kv = torch.bmm(kh.transpose(1, 2), vh)  # BH, hd, hd
+        km = kh.mean(dim=1, keepdim=True)  # BH, 1, hd
+        z = torch.bmm(qh, km.transpose(1, 2)).add_(EPS).reciprocal_().div_(nk)  # BH, n, 1
+        out = torch.bmm(qh, kv).mul_(z).view(b, heads, n, hd).transpose(1, 2)  # B, n, nH, hd (view)
+        ctx.save_for_backward(qh, kh, vh, kv, km, z, out)
+        ctx.heads, ctx.has_residual = heads, residual is not None
+        if residual is None:
+            return out.reshape(b, n, c)
+        # residual first: the sum takes its (B, n, nH, hd) memory order, so the reshape is free
+        return torch.add(residual.view(b, n, heads, hd), out).reshape(b, n, c)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, g: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
+        qh, kh, vh, kv, km, z, out = ctx.saved_tensors
+        heads = ctx.heads
+        bh, n, hd = qh.shape
+        nk, b = kh.shape[1], bh // heads
+        gh = g.new_empty(bh, n, hd)  # BH, n, hd: our own copy (written over below)
+        gh.view(b, heads, n, hd).copy_(g.reshape(b, n, heads, hd).transpose(1, 2))
+        oh = out.transpose(1, 2).reshape(bh, n, hd)  # BH, n, hd (a view: out is heads-major)
+        g_den = (gh * oh).sum(dim=-1, keepdim=True).mul_(z).mul_(-nk)  # BH, n, 1
+        g_num = gh.mul_(z)  # BH, n, hd (over the copy)
+        g_q = torch.baddbmm(torch.bmm(g_den, km), g_num, kv.transpose(1, 2))  # BH, n, hd
+        g_kv = torch.bmm(qh.transpose(1, 2), g_num)  # BH, hd, hd
+        g_km = torch.bmm(g_den.transpose(1, 2), qh).div_(nk)  # BH, 1, hd
+        g_k = torch.baddbmm(g_km.expand(bh, nk, hd), vh, g_kv.transpose(1, 2))  # BH, nk, hd
+        g_v = torch.bmm(kh, g_kv)  # BH, nk, hd
+
+        def tokens(t: torch.Tensor, m: int) -> torch.Tensor:  # BH, m, hd -> B, m, C
+            return t.view(b, heads, m, hd).transpose(1, 2).reshape(b, m, heads * hd)
+
+        return tokens(g_q, n), tokens(g_k, nk), tokens(g_v, nk), (g if ctx.has_residual else None), None
+
+
 def focus_fast(x: torch.Tensor, scale: torch.Tensor, power: float) -> torch.Tensor:
     """:func:`focus` with a fused backward (same values, same gradients to rounding).
 
@@ -299,9 +357,9 @@ class FlattenAttention(TokenMixer):
             q: ``(B', Nq, C)`` focused queries.
             k: ``(B', Nk, C)`` focused keys.
             v: ``(B', Nk, C)`` values.
-            reference: build the explicit ``(Nq, Nk)`` attention matrix instead.
-            residual: optional ``(B', Nq, C)`` term (the fast DWC), added in the same pass
-                that merges the heads, which saves one ``(B', Nq, C)`` pass.
+            reference: build the explicit ``(Nq, Nk)`` attention matrix instead of
+                :class:`_LinearAttention`'s cheap order.
+            residual: optional ``(B', Nq, C)`` term (the DWC), added where the heads merge.
 
         Returns:
             ``(B', Nq, C)``.
@@ -309,24 +367,18 @@ class FlattenAttention(TokenMixer):
         b, nq, c = q.shape
         nk = k.shape[1]
         nh, hd = self.num_heads, self.head_dim
+        if not reference:
+            # official: q ((k/sqrt n)^T (v/sqrt n)) / (q . mean(k) + eps); the 1/n moves onto
+            # the normaliser instead of two scaled copies of k and v (same dot products)
+            return _LinearAttention.apply(q, k, v, residual, nh)  # B', Nq, C
         q = q.view(b, nq, nh, hd).transpose(1, 2)  # B', nH, Nq, hd
         k = k.view(b, nk, nh, hd).transpose(1, 2)  # B', nH, Nk, hd
         v = v.view(b, nk, nh, hd).transpose(1, 2)  # B', nH, Nk, hd
-        if reference:
-            attn = q @ k.transpose(-2, -1)  # B', nH, Nq, Nk
-            attn = attn / (attn.sum(dim=-1, keepdim=True) + nk * EPS)
-            out = attn @ v  # B', nH, Nq, hd
-        else:
-            # official: q ((k/sqrt n)^T (v/sqrt n)) / (q . mean(k) + eps); the 1/n moves onto
-            # the (B', nH, Nq, 1) normaliser instead of two scaled copies of k and v, and
-            # q meets [k^T v | mean(k)] in one product (the same dot products, one copy of q)
-            kvm = torch.cat([k.transpose(-2, -1) @ v, k.mean(dim=-2).unsqueeze(-1)], dim=-1)  # B', nH, hd, hd+1
-            # split, not two slices: split's backward is one cat, two slices' is two zero-filled
-            # (B', nH, Nq, hd+1) buffers added up
-            num, den = (q @ kvm).split([hd, 1], dim=-1)  # B', nH, Nq, hd and B', nH, Nq, 1
-            out = num * (1.0 / (den + EPS) / nk)  # B', nH, Nq, hd
-        if residual is not None:  # residual first: the sum takes its (B', Nq, nH, hd) memory order
-            return torch.add(residual.view(b, nq, nh, hd), out.transpose(1, 2)).reshape(b, nq, c)
+        attn = q @ k.transpose(-2, -1)  # B', nH, Nq, Nk
+        attn = attn / (attn.sum(dim=-1, keepdim=True) + nk * EPS)
+        out = attn @ v  # B', nH, Nq, hd
+        if residual is not None:
+            out = out + residual.view(b, nq, nh, hd).transpose(1, 2)  # B', nH, Nq, hd
         return out.transpose(1, 2).reshape(b, nq, c)
 
     def _qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -561,3 +561,28 @@ def test_vanilla_linear_attention_row() -> None:
     extra = sum(p.numel() for p in plain.parameters()) - sum(p.numel() for p in mixer.parameters())
     head_dim = dim // heads
     assert extra == dim + head_dim * (5 * 5 + 1) + hw[0] * hw[1] * dim  # scale, the DWC, the key positions
+
+
+@pytest.mark.parametrize("with_residual", [False, True])
+@pytest.mark.parametrize(("n", "nk", "heads", "hd"), [(7, 7, 2, 4), (9, 5, 3, 2), (1, 6, 1, 3)])
+def test_linear_attention_backward_is_autograds(n: int, nk: int, heads: int, hd: int, with_residual: bool) -> None:
+    """The hand-written backward of the cheap order against autograd on the official formula."""
+    from ablate.attention.flatten import EPS, _LinearAttention
+
+    gen = torch.Generator().manual_seed(n * 10 + nk)
+    b, c = 3, heads * hd
+    q = torch.rand(b, n, c, generator=gen, dtype=torch.float64, requires_grad=True)
+    k = torch.rand(b, nk, c, generator=gen, dtype=torch.float64, requires_grad=True)
+    qkv = torch.randn(b, nk, 3 * c, generator=gen, dtype=torch.float64, requires_grad=True)
+    v = qkv[..., 2 * c:]  # a strided view, as the fused projection hands it
+    res = torch.randn(b, n, c, generator=gen, dtype=torch.float64, requires_grad=True) if with_residual else None
+    grad = torch.randn(b, n, c, generator=gen, dtype=torch.float64)
+    leaves = [q, k, qkv] + ([res] if with_residual else [])
+
+    qh, kh, vh = (t.reshape(b, -1, heads, hd).transpose(1, 2) for t in (q, k, v))
+    want = (qh @ (kh.transpose(-2, -1) @ vh)) / (qh @ kh.mean(-2, keepdim=True).transpose(-2, -1) + EPS) / nk
+    want = want.transpose(1, 2).reshape(b, n, c) + (res if with_residual else 0)
+    got = _LinearAttention.apply(q, k, v, res, heads)
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+    for a, e in zip(torch.autograd.grad(got, leaves, grad), torch.autograd.grad(want, leaves, grad)):
+        torch.testing.assert_close(a, e, rtol=1e-10, atol=1e-10)
