@@ -136,11 +136,21 @@ def test_pareto_plot_click_through_to_a_trial(study_db, served, page, tmp_path):
     # first trial of that configuration opens.
     target = traces[-1]["numbers"][0]
     assert traces[-1]["kind"] == "front"
-    point = page.locator("#pareto-graph .scatterlayer .trace").last.locator(".point").first
-    box = point.bounding_box()
-    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
-    page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
-    page.wait_for_url(f"**/trial/{target}")
+    # The page polls every second, and a poll may redraw the plot between measuring the point
+    # and clicking it: measure and click again (a few times) until the trial's page opens.
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    for attempt in range(5):
+        point = page.locator("#pareto-graph .scatterlayer .trace").last.locator(".point").first
+        box = point.bounding_box()
+        page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+        page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+        try:
+            page.wait_for_url(f"**/trial/{target}", timeout=6000)
+            break
+        except PlaywrightTimeout:
+            if attempt == 4:
+                raise
     page.wait_for_selector("#trial-curve .scatterlayer .trace")
     assert page.inner_text("#trial-title").startswith(f"trial {target}")
     assert '"window_size"' in page.inner_text("#trial-arch")
