@@ -10,7 +10,6 @@ a trial that raises or whose worker dies keeps nothing.
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import optuna
@@ -21,10 +20,11 @@ from safetensors.torch import load_file
 
 from ablate.errors import EnvironmentProblem
 from ablate.models.exported import read_exported_meta
-from ablate.run import ray_session, run_study
+from ablate.run import run_study
 from ablate.run.checkpoint import (Artifacts, WeightsTarget, default_artifacts, saving_weights, stored_path,
                                    weights_candidates)
 from ablate.study import study_from_dict
+from tests.run.tiny_study import tiny_grid_spec
 
 EPOCHS = 3
 
@@ -139,28 +139,8 @@ def test_a_trial_stopped_at_a_report_keeps_that_epoch(tmp_path):
 
 # ----------------------------------------------------------------------------- through Ray
 
-@pytest.fixture(scope="module")
-def ray_local():
-    with ray_session(num_cpus=2):
-        from ray import cloudpickle
-
-        cloudpickle.register_pickle_by_value(sys.modules[__name__])  # Ray workers cannot import tests/
-        yield
-
-
 def _spec(tmp_path: Path, **over) -> dict:
-    spec = {
-        "name": "kept",
-        "fixed": {"attention": "softmax", "depths": [1, 1], "embed_dim": 16, "num_heads": 2},
-        "grid": {"window_size": [2, 3, 4]},
-        "objectives": [{"name": "top1", "direction": "maximize"}, {"name": "gflops", "direction": "minimize"}],
-        "data": {"name": "digits", "image_size": 32},
-        "train": {"epochs": EPOCHS, "batch_size": 64},
-        "resources": {"cpu": 1, "gpu": 0},
-        "storage": f"sqlite:///{tmp_path / 'study.db'}",
-    }
-    spec.update(over)
-    return spec
+    return tiny_grid_spec(tmp_path, "kept", epochs=EPOCHS, **over)
 
 
 def weights_trial(study, params, report, *, device="cpu", repeat=0, candidate=None):

@@ -16,19 +16,10 @@ import pytest
 from optuna.trial import TrialState
 
 from ablate.errors import ConfigError
-from ablate.run import open_optuna_study, ray_session, run_study
+from ablate.run import open_optuna_study, run_study
 from ablate.run.claims import DEAD, INTERRUPTED_DETAIL, Claims
 from ablate.run.searcher import WORKER_DIED
 from ablate.study import study_from_dict
-
-
-@pytest.fixture(scope="module")
-def ray_local():
-    with ray_session(num_cpus=2):
-        from ray import cloudpickle
-
-        cloudpickle.register_pickle_by_value(sys.modules[__name__])  # Ray workers cannot import tests/
-        yield
 
 
 def _spec(tmp_path, **over) -> dict:

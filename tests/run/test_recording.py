@@ -18,37 +18,18 @@ import pytest
 from optuna.trial import TrialState
 
 from ablate.errors import ConfigError
-from ablate.run import open_optuna_study, ray_session, run_study
+from ablate.run import open_optuna_study, run_study
 from ablate.run.searcher import StudySearcher
 from ablate.run.trackers import Trackers, mlflow_run_name, tensorboard_dir
 from ablate.study import study_from_dict
+from tests.run.tiny_study import tiny_grid_spec
 from ablate.study.trackers import TrackersSpec
 
 EPOCHS = 3
 
 
-@pytest.fixture(scope="module")
-def ray_local():
-    with ray_session(num_cpus=2):
-        from ray import cloudpickle
-
-        cloudpickle.register_pickle_by_value(sys.modules[__name__])  # Ray workers cannot import tests/
-        yield
-
-
 def _spec(tmp_path: Path, **over) -> dict:
-    spec = {
-        "name": "recording",
-        "fixed": {"attention": "softmax", "depths": [1, 1], "embed_dim": 16, "num_heads": 2},
-        "grid": {"window_size": [2, 3, 4]},
-        "objectives": [{"name": "top1", "direction": "maximize"}, {"name": "gflops", "direction": "minimize"}],
-        "data": {"name": "digits", "image_size": 32},
-        "train": {"epochs": EPOCHS, "batch_size": 64},
-        "resources": {"cpu": 1, "gpu": 0},
-        "storage": f"sqlite:///{tmp_path / 'study.db'}",
-    }
-    spec.update(over)
-    return spec
+    return tiny_grid_spec(tmp_path, "recording", epochs=EPOCHS, **over)
 
 
 def synthetic_trial(study, params, report, *, device="cpu", repeat=0, candidate=None):

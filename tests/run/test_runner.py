@@ -6,7 +6,6 @@ bookkeeping is tested in seconds; tests/run/test_end_to_end.py trains real model
 
 from __future__ import annotations
 
-import sys
 import threading
 
 import optuna
@@ -16,17 +15,8 @@ from optuna.trial import TrialState
 from ablate.study import study_from_dict
 from ablate.study.schema import _SAMPLERS
 from ablate.results import load_results
-from ablate.run import INTERRUPTED, open_optuna_study, ray_session, run_study
+from ablate.run import INTERRUPTED, open_optuna_study, run_study
 
-
-
-@pytest.fixture(scope="module")
-def ray_local():
-    with ray_session(num_cpus=2):
-        from ray import cloudpickle  # Ray pickles with its own vendored copy
-
-        cloudpickle.register_pickle_by_value(sys.modules[__name__])  # Ray workers cannot import tests/
-        yield
 
 
 def test_local_ray_is_loopback_only_without_dashboard_or_usage_stats(ray_local):

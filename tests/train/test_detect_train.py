@@ -6,7 +6,6 @@ import math
 from pathlib import Path
 
 import pytest
-import torch
 
 from ablate.study import study_from_dict
 from ablate.data import generate_synth_det
@@ -20,12 +19,7 @@ def tiny_set(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return generate_synth_det(tmp_path_factory.mktemp("det") / "shapes", seed=1, n_train=16, n_val=8, image_size=64)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 
 def test_one_epoch_reports_finite_map_and_keeps_the_candidate(tiny_set: Path, tmp_path: Path) -> None:

@@ -18,12 +18,7 @@ from ablate.study import study_from_dict
 from ablate.train.detect import DetectConfig, train_detector
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 
 def test_a_detect_trial_trains_from_the_pt_and_reports_how_much_it_took(tmp_path: Path) -> None:
