@@ -27,7 +27,7 @@ from ablate.run.ray_cluster import (CONNECT_TIMEOUT_S, PROBE_TIMEOUT_S, Interrup
 from ablate.run.searcher import StudySearcher
 from ablate.run.trial import TrialFn
 
-__all__ = ["ray_session", "ray_searcher", "interruptible", "fit", "concurrency", "check_resources", "node_resources",
+__all__ = ["ray_session", "refuse_routable_local_ray", "ray_searcher", "interruptible", "fit", "concurrency", "check_resources", "node_resources",
            "Interrupted"]
 
 
@@ -73,6 +73,10 @@ def ray_session(address: str | None = None, *, num_cpus: int | None = None, num_
             yield
             return
     address = None if address in (None, "", "local") else address
+    if imported and address is None:
+        import ray
+
+        refuse_routable_local_ray(ray.util.get_node_ip_address())
     if address is not None:
         check_address(address, min(PROBE_TIMEOUT_S, connect_timeout_s))
         parsed = parse_address(address)
@@ -132,6 +136,27 @@ def ray_session(address: str | None = None, *, num_cpus: int | None = None, num_
         _restore(saved)  # a new local Ray sets RAY_AUTH_MODE=token for the process
         if connected:  # (not while an abandoned connect may still be running)
             _reload_auth_mode(ray)
+
+
+def refuse_routable_local_ray(advertised: str) -> None:
+    """Refuse to start a local Ray that would listen beyond loopback.
+
+    Ray reads ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER`` once, when it is imported; only that
+    keeps it from rewriting ``_node_ip_address="127.0.0.1"`` into the machine's routable
+    address, on which its servers then listen on every interface. :func:`ray_session` sets
+    it, so a process that imported Ray earlier without it gets a local Ray that other
+    machines can reach. ``advertised`` is what Ray would use (``ray.util.get_node_ip_address()``
+    before ``ray.init``): on a machine with only loopback it is loopback, and nothing is refused.
+
+    Raises:
+        ConfigError: ``advertised`` is not a loopback address.
+    """
+    if is_loopback(advertised):
+        return
+    raise ConfigError(f"ray was imported before ablate started its local Ray, so Ray would listen on {advertised} "
+                      f"and every other interface, not only 127.0.0.1; set RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 "
+                      f"before `import ray` (Ray reads it once, when imported), or start Ray yourself with "
+                      f"ray.init(...) (ablate then uses it as is), or pass a cluster address")
 
 
 def _reload_auth_mode(ray: Any) -> None:
