@@ -201,10 +201,11 @@ class _LinearAttention(torch.autograd.Function):
         oh = out.transpose(1, 2).reshape(bh, n, hd)  # BH, n, hd (a view: out is heads-major)
         g_den = (gh * oh).sum(dim=-1, keepdim=True).mul_(z).mul_(-nk)  # BH, n, 1
         g_num = gh.mul_(z)  # BH, n, hd (over the copy)
-        g_q = torch.baddbmm(torch.bmm(g_den, km), g_num, kv.transpose(1, 2))  # BH, n, hd
+        # accumulated in place: baddbmm with an (expanded) input would first copy that input
+        g_q = torch.bmm(g_num, kv.transpose(1, 2)).baddbmm_(g_den, km)  # BH, n, hd
         g_kv = torch.bmm(qh.transpose(1, 2), g_num)  # BH, hd, hd
         g_km = torch.bmm(g_den.transpose(1, 2), qh).div_(nk)  # BH, 1, hd
-        g_k = torch.baddbmm(g_km.expand(bh, nk, hd), vh, g_kv.transpose(1, 2))  # BH, nk, hd
+        g_k = torch.bmm(vh, g_kv.transpose(1, 2)).add_(g_km)  # BH, nk, hd
         g_v = torch.bmm(kh, g_kv)  # BH, nk, hd
 
         def tokens(t: torch.Tensor, m: int) -> torch.Tensor:  # BH, m, hd -> B, m, C
