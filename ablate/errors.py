@@ -15,7 +15,7 @@ from collections.abc import Iterable, Iterator
 
 __all__ = ["AblateError", "ConfigError", "Infeasible", "DataError", "StorageError", "EnvironmentProblem",
            "ENVIRONMENT_ERRNOS", "environment_problem", "environment_errors", "environment_problem_in",
-           "did_you_mean", "unknown_name"]
+           "did_you_mean", "unknown_name", "shown_path", "exception_line"]
 
 
 class AblateError(Exception):
@@ -194,6 +194,21 @@ def _stream_in(exc: OSError) -> str | None:
                 if isinstance(name, str):
                     return {"<stdout>": "standard output", "<stderr>": "standard error"}.get(name, name)
     return None
+
+
+def shown_path(path: str | os.PathLike[str]) -> str:
+    """A path (or a name from a file) as an error line shows it: as typed, or quoted with
+    escapes when it holds control characters, so a hostile name cannot break the one line."""
+    text = os.fspath(path) if isinstance(path, (str, bytes, os.PathLike)) else str(path)
+    text = text if isinstance(text, str) else os.fsdecode(text)
+    return text if text.isprintable() else repr(text)
+
+
+def exception_line(exc: BaseException, limit: int = 200) -> str:
+    """What another library's exception says, on one line and at most ``limit`` characters,
+    for the parenthesis of an error line (its message may span lines or run long)."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text[:limit] + ("..." if len(text) > limit else "")
 
 
 def did_you_mean(name: object, valid: Iterable[str]) -> str:

@@ -14,7 +14,7 @@ from typing import Any, Optional
 import typer
 
 from ablate.cli.common import app, resolve_target
-from ablate.errors import ConfigError
+from ablate.errors import ConfigError, shown_path
 
 
 @app.command()
@@ -80,20 +80,15 @@ def export(
     typer.echo(f"build it: python -c \"import ablate.models.yolo; from ultralytics import YOLO; YOLO('{path}')\"")
 
 
-def _shown(path: Any) -> str:
-    text = str(path)
-    return text if text.isprintable() else repr(text)
-
-
 def _check_output(out: Path, where: str) -> None:
     """A classification trial's output: a ``.safetensors`` file in an existing folder."""
     from ablate.models.exported import SUFFIX
 
     if out.suffix != SUFFIX:
-        raise ConfigError(f"-o {_shown(out)}: {where} is a 'classify' study, whose trials export as a model file "
+        raise ConfigError(f"-o {shown_path(out)}: {where} is a 'classify' study, whose trials export as a model file "
                           f"ending in {SUFFIX} (-o winner{SUFFIX}); an ultralytics model YAML is for detection studies")
     if not out.parent.is_dir():
-        raise ConfigError(f"-o {_shown(out)}: folder {_shown(out.parent)} does not exist")
+        raise ConfigError(f"-o {shown_path(out)}: folder {shown_path(out.parent)} does not exist")
 
 
 def _weights_source(row: Any, url: str, where: str, artifacts: Optional[Path]) -> Path:
@@ -118,7 +113,7 @@ def _weights_source(row: Any, url: str, where: str, artifacts: Optional[Path]) -
                 f"; if the artifacts folder moved, pass --artifacts DIR (the folder holding "
                 f"{'/'.join(Path(stored).parts[-2:])})")
         raise ConfigError(f"{where}: trial {number}'s weights file is missing: looked at "
-                          f"{', '.join(_shown(p) for p in looked)}{hint}")
+                          f"{', '.join(shown_path(p) for p in looked)}{hint}")
     return found
 
 
@@ -138,7 +133,7 @@ def _export_classifier(row: Any, url: str, study: str, where: str, out: Path, *,
     except ConfigError:
         same = False
     if meta.get("study") != study or meta.get("trial") != str(number) or not same:
-        raise ConfigError(f"{where}: {_shown(source)} is not trial {number}'s weights (it holds study "
+        raise ConfigError(f"{where}: {shown_path(source)} is not trial {number}'s weights (it holds study "
                           f"{meta.get('study')!r} trial {meta.get('trial')!r}"
                           f"{'' if same else ', another architecture'}): the artifacts folder was reused or "
                           "the file replaced")
@@ -160,10 +155,10 @@ def _export_classifier(row: Any, url: str, study: str, where: str, out: Path, *,
     except ValueError:  # the file's own note: shown only when it is a number
         score = ""
     epoch = f" after epoch {meta['epoch']}" if meta.get("epoch", "").isdigit() else ""
-    typer.echo(f"wrote {_shown(path)}: trial {number} of {study} ({str(row['state'])}{epoch}{score}; attention "
+    typer.echo(f"wrote {shown_path(path)}: trial {number} of {study} ({str(row['state'])}{epoch}{score}; attention "
                f"{arch.spec.get('attention')!r}, {arch.img_size} px, {arch.num_classes} classes)")
     if program_bytes is not None:
-        typer.echo(f"wrote {_shown(program_path)}: its torch.export program{shape_note}")
+        typer.echo(f"wrote {shown_path(program_path)}: its torch.export program{shape_note}")
     typer.echo(f"load it: python -c \"import ablate; m = ablate.create_model({str(path)!r}).eval()\"")
 
 

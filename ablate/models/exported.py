@@ -30,7 +30,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ablate.errors import ConfigError
+from ablate.errors import ConfigError, shown_path
 from ablate.models.arch import Architecture
 
 __all__ = ["ARCH_KEY", "SUFFIX", "exported_bytes", "exported_file", "load_exported", "read_exported_meta",
@@ -42,12 +42,6 @@ ARCH_KEY = "ablate_arch"
 SUFFIX = ".safetensors"
 #: A safetensors header larger than this is refused unread (a real one is kilobytes).
 _MAX_HEADER = 64 << 20
-
-
-def _shown(path: str | os.PathLike[str]) -> str:
-    text = os.fspath(path)
-    text = text if isinstance(text, str) else os.fsdecode(text)
-    return text if text.isprintable() else repr(text)
 
 
 def state_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -88,7 +82,7 @@ def read_exported_meta(path: str | os.PathLike[str]) -> dict[str, str] | None:
     Raises:
         ConfigError: ``path`` is missing, not a file, or unreadable (one line naming it).
     """
-    p, name = Path(path), _shown(path)
+    p, name = Path(path), shown_path(path)
     if not p.is_file():
         raise ConfigError(f"{name}: no such file" if not p.exists() else f"{name}: not a file")
     try:
@@ -139,13 +133,13 @@ def exported_arch(path: str | os.PathLike[str]) -> tuple[Architecture, dict[str,
 
     meta = read_exported_meta(path)
     if meta is None:
-        raise ConfigError(f"{_shown(path)}: not a model file written by ablate (a safetensors file with "
+        raise ConfigError(f"{shown_path(path)}: not a model file written by ablate (a safetensors file with "
                           f"'{ARCH_KEY}' metadata, as `ablate export` writes); a released checkpoint goes in "
                           "create_model(PRESET, weights=FILE)")
     try:
         arch = architecture_from_json(json.loads(meta[ARCH_KEY]))
     except (ValueError, RecursionError) as err:  # ConfigError and JSON errors are ValueErrors
-        raise ConfigError(f"{_shown(path)}: its architecture cannot be built by this ablate "
+        raise ConfigError(f"{shown_path(path)}: its architecture cannot be built by this ablate "
                           f"({' '.join(str(err).split())[:300]})") from None
     return arch, meta
 
@@ -169,7 +163,7 @@ def load_exported(path: str | os.PathLike[str], *, strict: bool = True, **overri
 
     arch, _ = exported_arch(path)
     if arch.task != "classify":
-        raise ConfigError(f"{_shown(path)}: holds a {arch.task} architecture; create_model loads exported "
+        raise ConfigError(f"{shown_path(path)}: holds a {arch.task} architecture; create_model loads exported "
                           "classification models (a detection trial exports as an ultralytics model YAML)")
     if overrides:
         arch = resolve_architecture({**arch.to_dict(), **overrides}, arch.task)

@@ -13,7 +13,7 @@ from typing import Any
 
 from torch import nn
 
-from ablate.errors import ConfigError
+from ablate.errors import ConfigError, shown_path
 from ablate.models import vit, vit_arch
 from ablate.models.arch import TASKS, Architecture, Task
 from ablate.models.presets import list_presets, preset_task
@@ -117,14 +117,12 @@ def create_model(name: str | os.PathLike[str], weights: str | os.PathLike[str] |
     file = exported_file(name)
     if file is not None:
         if weights is not None:  # the file holds its own weights: which ones would win is a guess
-            shown = str(file) if str(file).isprintable() else repr(str(file))
-            raise ConfigError(f"{shown}: an exported model file holds its weights; pass weights= only with a "
+            raise ConfigError(f"{shown_path(file)}: an exported model file holds its weights; pass weights= only with a "
                               "preset name")
         return load_exported(file, strict=strict, **overrides)
     task = preset_task(str(name))
     if weights is not None and task == "detect":  # refused before ultralytics is imported and a model built
-        shown = str(weights) if str(weights).isprintable() else repr(str(weights))
-        raise ConfigError(f"{shown}: loading weights into a YOLO preset ({name!r}) is not supported by "
+        raise ConfigError(f"{shown_path(weights)}: loading weights into a YOLO preset ({name!r}) is not supported by "
                           "create_model; classification presets are: " + ", ".join(list_presets("classify")))
     model = build_model(resolve_architecture({"preset": str(name), **overrides}, task))  # type: ignore[arg-type]
     if weights is not None:

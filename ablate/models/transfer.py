@@ -29,9 +29,9 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from ablate.errors import ConfigError
+from ablate.errors import ConfigError, shown_path
 from ablate.models.arch import Architecture
-from ablate.models.weights import _name, load_weights
+from ablate.models.weights import load_weights
 
 __all__ = ["Transfer", "transfer_weights"]
 
@@ -80,7 +80,7 @@ def transfer_weights(model: nn.Module, arch: Architecture, path: str | os.PathLi
         report = load_weights(model, path, strict=False)
         transferred, total, how = report.loaded, report.total, f"layout {report.layout}"
     if transferred == 0:
-        raise ConfigError(f"{_name(path)}: no tensor of the checkpoint matches the model by name and shape "
+        raise ConfigError(f"{shown_path(path)}: no tensor of the checkpoint matches the model by name and shape "
                           f"(0 of its {total} transferred, {how}); almost certainly the wrong checkpoint for this "
                           f"model, allowed: a checkpoint of the same family or base model")
     return Transfer(path=os.fspath(path), transferred=transferred, total=total, how=how)

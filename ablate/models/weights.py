@@ -39,7 +39,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ablate.errors import ConfigError
+from ablate.errors import ConfigError, exception_line, shown_path
 from ablate.models.weights_layouts import LAYOUTS, Layout
 
 __all__ = ["WRAPPERS", "LoadReport", "find_state_dict", "load_weights", "map_state_dict", "read_checkpoint"]
@@ -106,19 +106,7 @@ class LoadReport:
 
 def _first(names: tuple[str, ...]) -> str:
     more = f", ... and {len(names) - SHOWN} more" if len(names) > SHOWN else ""
-    return ", ".join(_name(n) for n in names[:SHOWN]) + more
-
-
-def _name(path: str | os.PathLike[str]) -> str:
-    """A path as an error line shows it: as typed, or quoted when it holds control characters."""
-    text = os.fspath(path)
-    text = text if isinstance(text, str) else os.fsdecode(text)
-    return text if text.isprintable() else repr(text)
-
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text[:200] + ("..." if len(text) > 200 else "")
+    return ", ".join(shown_path(n) for n in names[:SHOWN]) + more
 
 
 def read_checkpoint(path: str | os.PathLike[str]) -> Any:
@@ -133,28 +121,28 @@ def read_checkpoint(path: str | os.PathLike[str]) -> Any:
     """
     if not isinstance(path, (str, os.PathLike)):
         raise ConfigError(f"weights must be a path to a local checkpoint file, got {type(path).__name__}")
-    p, name = Path(path), _name(path)
+    p, name = Path(path), shown_path(path)
     if not p.is_file():
         raise ConfigError(f"{name}: no such checkpoint file" if not p.exists() else f"{name}: not a file")
     try:
         with p.open("rb") as f:
             head = f.read(9)
     except OSError as exc:
-        raise ConfigError(f"{name}: cannot read the checkpoint ({_one_line(exc)})") from None
+        raise ConfigError(f"{name}: cannot read the checkpoint ({exception_line(exc)})") from None
     if len(head) == 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") < p.stat().st_size:
         try:
             from safetensors.torch import load_file
 
             return load_file(str(p), device="cpu")
         except Exception as exc:  # safetensors raises its own error types for corrupt files
-            raise ConfigError(f"{name}: not a readable safetensors file ({_one_line(exc)})") from None
+            raise ConfigError(f"{name}: not a readable safetensors file ({exception_line(exc)})") from None
     if not (head.startswith(b"PK\x03\x04") or head.startswith(b"\x80")):  # torch's zip, or a legacy pickle
         raise ConfigError(f"{name}: not a checkpoint (neither a torch file, a zip or a pickle, nor safetensors: "
                           f"it starts with {head[:8]!r})")
     try:
         return torch.load(p, map_location="cpu", weights_only=True)
     except Exception as exc:  # UnpicklingError (unsafe), RuntimeError (corrupt zip), EOFError, ...
-        why = _one_line(exc)
+        why = exception_line(exc)
         if "Weights only load failed" in why:
             full = " ".join(str(exc).split())
             reason = full.split("WeightsUnpickler error:", 1)[-1].split("Check the doc", 1)[0].strip(" .")
@@ -186,8 +174,8 @@ def find_state_dict(obj: Any, path: str | os.PathLike[str] = "<checkpoint>") -> 
             break
         wrapper, obj = (f"{wrapper}.{found}" if wrapper else found), obj[found]
     if not _is_state_dict(obj):
-        keys = ", ".join(_name(str(k)) for k in list(obj)[:8]) if isinstance(obj, Mapping) else type(obj).__name__
-        raise ConfigError(f"{_name(path)}: no state dict found (top level: {keys or 'empty'}; looked under "
+        keys = ", ".join(shown_path(str(k)) for k in list(obj)[:8]) if isinstance(obj, Mapping) else type(obj).__name__
+        raise ConfigError(f"{shown_path(path)}: no state dict found (top level: {keys or 'empty'}; looked under "
                           f"{', '.join(WRAPPERS)})")
     sd = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
     if all(k.startswith("module.") for k in sd):
@@ -309,16 +297,16 @@ def load_weights(model: nn.Module, path: str | os.PathLike[str], *, strict: bool
     tensors, report = map_state_dict(sd, model, path)
     report = dataclasses.replace(report, wrapper=wrapper)
     if strict and not report.clean:
-        raise ConfigError(f"{_name(path)}: checkpoint (layout {report.layout}) does not fit the model: {report.problem()} "
+        raise ConfigError(f"{shown_path(path)}: checkpoint (layout {report.layout}) does not fit the model: {report.problem()} "
                           "(strict=False loads what fits; `ablate weights check` lists it all)")
     odd = next((n for n, t in tensors.items() if t.is_meta or t.layout != torch.strided or t.is_quantized), None)
     if odd is not None:  # checked before anything is copied: a refused file leaves the model as it was
-        raise ConfigError(f"{_name(path)}: tensor {_name(odd)} holds no plain data (a meta, sparse or quantized tensor)")
+        raise ConfigError(f"{shown_path(path)}: tensor {shown_path(odd)} holds no plain data (a meta, sparse or quantized tensor)")
     state = model.state_dict()
     with torch.no_grad():
         for name, tensor in tensors.items():
             try:
                 state[name].copy_(tensor.to(device=state[name].device, dtype=state[name].dtype))
             except (RuntimeError, TypeError, NotImplementedError) as exc:  # a meta, sparse or quantized tensor
-                raise ConfigError(f"{_name(path)}: tensor {name} cannot be loaded ({_one_line(exc)})") from None
+                raise ConfigError(f"{shown_path(path)}: tensor {name} cannot be loaded ({exception_line(exc)})") from None
     return report

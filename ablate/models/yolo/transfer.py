@@ -44,9 +44,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from ablate.errors import ConfigError
+from ablate.errors import ConfigError, exception_line, shown_path
 from ablate.models.arch import Architecture
-from ablate.models.weights import _name, _one_line, find_state_dict, read_checkpoint
+from ablate.models.weights import find_state_dict, read_checkpoint
 from ablate.models.yolo.arch import resolve_yolo_arch, yolo_sites
 from ablate.models.yolo.upstream import intersect_dicts, tasks
 
@@ -66,7 +66,7 @@ def read_yolo_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor
     """
     p = Path(path)
     if not p.is_file():  # never hand ultralytics a name it would go and download
-        raise ConfigError(f"{_name(path)}: no such checkpoint file" if not p.exists() else f"{_name(path)}: not a file")
+        raise ConfigError(f"{shown_path(path)}: no such checkpoint file" if not p.exists() else f"{shown_path(path)}: not a file")
     try:
         sd, _ = find_state_dict(read_checkpoint(p), p)
     except ConfigError:
@@ -77,10 +77,10 @@ def read_yolo_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor
         model, _ = tasks.load_checkpoint(str(p))
         sd = model.float().state_dict()
     except Exception as exc:  # ultralytics raises TypeError, ModuleNotFoundError, RuntimeError, ...
-        why = _one_line(exc).replace("ERROR ❌️", "").strip()
-        raise ConfigError(f"{_name(path)}: not an ultralytics checkpoint ({why})") from None
+        why = exception_line(exc).replace("ERROR ❌️", "").strip()
+        raise ConfigError(f"{shown_path(path)}: not an ultralytics checkpoint ({why})") from None
     if not sd:
-        raise ConfigError(f"{_name(path)}: not an ultralytics checkpoint (its model holds no tensors)")
+        raise ConfigError(f"{shown_path(path)}: not an ultralytics checkpoint (its model holds no tensors)")
     return sd
 
 
@@ -88,7 +88,7 @@ def _plain(sd: Mapping[str, torch.Tensor], path: str | os.PathLike[str]) -> None
     """Refuse a tensor without plain data (meta, sparse, quantized) before anything is copied."""
     odd = next((n for n, t in sd.items() if t.is_meta or t.layout != torch.strided or t.is_quantized), None)
     if odd is not None:
-        raise ConfigError(f"{_name(path)}: tensor {_name(odd)} holds no plain data (a meta, sparse or quantized tensor)")
+        raise ConfigError(f"{shown_path(path)}: tensor {shown_path(odd)} holds no plain data (a meta, sparse or quantized tensor)")
 
 
 def base_to_candidate(arch: Mapping[str, Any] | Architecture) -> Callable[[str], str]:
