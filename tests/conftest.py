@@ -58,6 +58,14 @@ def pytest_configure(config: pytest.Config) -> None:
     socket.socket.connect_ex = _guarded_connect_ex
 
 
+@pytest.fixture(autouse=True)
+def no_inherited_terminal_width(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tables fit ``COLUMNS`` when it is set (ablate/cli/table_fit.py); the tests about fitting set
+    it themselves. A width inherited from the shell, or the 80 that pytest-xdist's workers get,
+    would drop columns that other tests read (and reach the CLI subprocesses they start)."""
+    monkeypatch.delenv("COLUMNS", raising=False)
+
+
 @pytest.fixture(scope="module")
 def one_torch_thread():
     """One torch thread for a module's training tests: steadier timings and results on a shared 2-core machine."""
