@@ -27,8 +27,8 @@ from ablate.run.ray_cluster import (CONNECT_TIMEOUT_S, PROBE_TIMEOUT_S, Interrup
 from ablate.run.searcher import StudySearcher
 from ablate.run.trial import TrialFn
 
-__all__ = ["ray_session", "refuse_routable_local_ray", "ray_searcher", "interruptible", "fit", "concurrency", "check_resources", "node_resources",
-           "Interrupted"]
+__all__ = ["ray_session", "refuse_routable_local_ray", "ray_searcher", "interruptible", "fit", "concurrency",
+           "check_resources", "node_resources", "Interrupted"]
 
 
 def _env_for_ray() -> None:
