@@ -196,7 +196,7 @@ def _stream_in(exc: OSError) -> str | None:
     return None
 
 
-def shown_path(path: str | os.PathLike[str]) -> str:
+def shown_path(path: str | bytes | os.PathLike[str]) -> str:
     """A path (or a name from a file) as an error line shows it: as typed, or quoted with
     escapes when it holds control characters, so a hostile name cannot break the one line."""
     text = os.fspath(path) if isinstance(path, (str, bytes, os.PathLike)) else str(path)

@@ -11,7 +11,7 @@ from typing import Any, Optional
 import typer
 
 from ablate.cli.common import ProfileFormat, app, echo_json
-from ablate.errors import ConfigError
+from ablate.errors import ConfigError, shown_path
 
 
 @app.command(name="eval")
@@ -89,9 +89,8 @@ def _arch_overrides(items: list[str]) -> dict[str, Any]:
     for item in items:
         key, eq, _ = item.partition("=")
         if not eq or not key.strip().isidentifier():
-            shown = item if item.isprintable() else repr(item)
-            raise ConfigError(f"--arch {shown}: not KEY=VALUE with a preset key, allowed: e.g. --arch img_size=384 "
-                              f"or --arch num_classes=10 (an unknown key is answered with the allowed ones)")
+            raise ConfigError(f"--arch {shown_path(item)}: not KEY=VALUE with a preset key, allowed: e.g. "
+                              f"--arch img_size=384 or --arch num_classes=10 (an unknown key is answered with the allowed ones)")
     out: dict[str, Any] = {}
     for o in parse_overrides(items, "--arch"):
         if len(o.path) != 1 or not isinstance(o.path[0], str):

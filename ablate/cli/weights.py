@@ -15,6 +15,7 @@ from pathlib import Path
 import typer
 
 from ablate.cli.common import app
+from ablate.errors import shown_path
 
 weights_app = typer.Typer(no_args_is_help=True, help="Checkpoints: check how a released checkpoint maps onto a preset.")
 
@@ -42,9 +43,7 @@ def _print_grouped(title: str, names: list[str]) -> None:
         if i == GROUPS_SHOWN:
             typer.echo(f"  ... {len(groups) - GROUPS_SHOWN} more groups")
             break
-        example = firsts[pattern] if firsts[pattern].isprintable() else repr(firsts[pattern])
-        shown = pattern if pattern.isprintable() else repr(pattern)
-        typer.echo(f"  {shown}  x{count}  (e.g. {example})")
+        typer.echo(f"  {shown_path(pattern)}  x{count}  (e.g. {shown_path(firsts[pattern])})")
 
 
 @weights_app.command("check")

@@ -117,8 +117,8 @@ def create_model(name: str | os.PathLike[str], weights: str | os.PathLike[str] |
     file = exported_file(name)
     if file is not None:
         if weights is not None:  # the file holds its own weights: which ones would win is a guess
-            raise ConfigError(f"{shown_path(file)}: an exported model file holds its weights; pass weights= only with a "
-                              "preset name")
+            raise ConfigError(f"{shown_path(file)}: an exported model file holds its weights; pass weights= only "
+                              "with a preset name")
         return load_exported(file, strict=strict, **overrides)
     task = preset_task(str(name))
     if weights is not None and task == "detect":  # refused before ultralytics is imported and a model built

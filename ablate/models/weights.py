@@ -297,16 +297,18 @@ def load_weights(model: nn.Module, path: str | os.PathLike[str], *, strict: bool
     tensors, report = map_state_dict(sd, model, path)
     report = dataclasses.replace(report, wrapper=wrapper)
     if strict and not report.clean:
-        raise ConfigError(f"{shown_path(path)}: checkpoint (layout {report.layout}) does not fit the model: {report.problem()} "
-                          "(strict=False loads what fits; `ablate weights check` lists it all)")
+        raise ConfigError(f"{shown_path(path)}: checkpoint (layout {report.layout}) does not fit the model: "
+                          f"{report.problem()} (strict=False loads what fits; `ablate weights check` lists it all)")
     odd = next((n for n, t in tensors.items() if t.is_meta or t.layout != torch.strided or t.is_quantized), None)
     if odd is not None:  # checked before anything is copied: a refused file leaves the model as it was
-        raise ConfigError(f"{shown_path(path)}: tensor {shown_path(odd)} holds no plain data (a meta, sparse or quantized tensor)")
+        raise ConfigError(f"{shown_path(path)}: tensor {shown_path(odd)} holds no plain data "
+                          "(a meta, sparse or quantized tensor)")
     state = model.state_dict()
     with torch.no_grad():
         for name, tensor in tensors.items():
             try:
                 state[name].copy_(tensor.to(device=state[name].device, dtype=state[name].dtype))
             except (RuntimeError, TypeError, NotImplementedError) as exc:  # a meta, sparse or quantized tensor
-                raise ConfigError(f"{shown_path(path)}: tensor {name} cannot be loaded ({exception_line(exc)})") from None
+                raise ConfigError(f"{shown_path(path)}: tensor {name} cannot be loaded "
+                                  f"({exception_line(exc)})") from None
     return report

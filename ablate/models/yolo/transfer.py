@@ -66,7 +66,8 @@ def read_yolo_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor
     """
     p = Path(path)
     if not p.is_file():  # never hand ultralytics a name it would go and download
-        raise ConfigError(f"{shown_path(path)}: no such checkpoint file" if not p.exists() else f"{shown_path(path)}: not a file")
+        name = shown_path(path)
+        raise ConfigError(f"{name}: no such checkpoint file" if not p.exists() else f"{name}: not a file")
     try:
         sd, _ = find_state_dict(read_checkpoint(p), p)
     except ConfigError:
@@ -88,7 +89,8 @@ def _plain(sd: Mapping[str, torch.Tensor], path: str | os.PathLike[str]) -> None
     """Refuse a tensor without plain data (meta, sparse, quantized) before anything is copied."""
     odd = next((n for n, t in sd.items() if t.is_meta or t.layout != torch.strided or t.is_quantized), None)
     if odd is not None:
-        raise ConfigError(f"{shown_path(path)}: tensor {shown_path(odd)} holds no plain data (a meta, sparse or quantized tensor)")
+        raise ConfigError(f"{shown_path(path)}: tensor {shown_path(odd)} holds no plain data "
+                          "(a meta, sparse or quantized tensor)")
 
 
 def base_to_candidate(arch: Mapping[str, Any] | Architecture) -> Callable[[str], str]:
