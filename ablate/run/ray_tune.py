@@ -66,17 +66,15 @@ def ray_session(address: str | None = None, *, num_cpus: int | None = None, num_
     begin = time.monotonic()
     _env_for_ray()
     imported = "ray" in sys.modules
+    address = None if address in (None, "", "local") else address
     if imported:
         import ray
 
         if ray.is_initialized():
             yield
             return
-    address = None if address in (None, "", "local") else address
-    if imported and address is None:
-        import ray
-
-        refuse_routable_local_ray(ray.util.get_node_ip_address())
+        if address is None:
+            refuse_routable_local_ray(ray.util.get_node_ip_address())
     if address is not None:
         check_address(address, min(PROBE_TIMEOUT_S, connect_timeout_s))
         parsed = parse_address(address)
