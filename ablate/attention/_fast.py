@@ -26,16 +26,20 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["DepthwiseConv", "FOLD_MAX_CHANNELS", "FOLD_MAX_ELEMENTS", "PackedAttention", "TokenPermutation", "depthwise_conv", "fold_weight_grad", "packed_attention", "permute_tokens", "register_window_order",
-           "sdpa_attention", "softmax_attention", "tokens_to_windows", "use_packed", "window_order", "window_order_of",
+__all__ = ["additive_term", "depthwise_conv", "DepthwiseConv", "FOLD_MAX_CHANNELS", "FOLD_MAX_ELEMENTS",
+           "fold_weight_grad", "gather_rows", "join_heads", "packed_attention", "packed_backward", "packed_forward",
+           "PackedAttention", "permute_tokens", "register_window_order", "sdpa_attention", "softmax_attention",
+           "TokenPermutation", "tokens_to_windows", "use_packed", "window_order", "window_order_of",
            "window_partition", "window_reverse", "windows_heads_to_map", "windows_to_tokens"]
 
 # The backward pass works on at most _CHUNKS slices of the windows, each with at least
-# _CHUNK_MIN_ELEMENTS logits (1 MiB in float32). Slicing cuts the L x L temporaries to a
-# quarter; more slices meant hundreds of small matmuls per block, and each one waits for
-# every thread (a Swin-T step with 2 threads fell to 0.4x timm's speed on a loaded machine).
+# _CHUNK_MIN_ELEMENTS logits (4 MiB in float32), so only large batches are sliced: slicing
+# halves the L x L temporaries of the softmax backward. Smaller slices lost time: at
+# 256 KiB a step took 1.02-1.03x the unsliced time at Swin's 28x28 and 56x56 maps (paired
+# A/B, 2 threads, 2026-12-04), and more slices meant hundreds of small matmuls per block,
+# each waiting for every thread (a Swin-T step fell to 0.4x timm's speed on a loaded machine).
 _CHUNKS = 2
-_CHUNK_MIN_ELEMENTS = 1 << 16
+_CHUNK_MIN_ELEMENTS = 1 << 20
 
 
 def window_partition(x: torch.Tensor, window: int) -> torch.Tensor:
@@ -90,18 +94,8 @@ class PackedAttention(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, qkvh: torch.Tensor, bias: torch.Tensor | None,  # type: ignore[override]
                 mask: torch.Tensor | None, heads: int, scale: float) -> torch.Tensor:
-        _, g, _, n, hd = qkvh.shape
         qkvh = qkvh.contiguous()  # 3, G, nH, L, hd: the one copy
-        q, k, v = (t.view(g * heads, n, hd) for t in qkvh)  # each G*nH, L, hd (views)
-        logits = torch.empty(g * heads, n, n, dtype=qkvh.dtype, device=qkvh.device)
-        logits.baddbmm_(q, k.transpose(-2, -1), beta=0, alpha=scale)  # G*nH, L, L: q k^T * scale
-        add = _additive(bias, mask)  # R, nH|1, L, L
-        if add is not None:
-            r = add.shape[0]
-            logits.view(g // r, r, -1, n, n).add_(add)  # in place; repeats over B
-        attn = torch.softmax(logits, dim=-1)  # G*nH, L, L
-        del logits
-        out = torch.bmm(attn, v).view(g, heads, n, hd)  # G, nH, L, hd
+        attn, out = packed_forward(qkvh, additive_term(bias, mask), heads, scale)
         ctx.save_for_backward(qkvh, attn)
         ctx.heads, ctx.scale = heads, scale
         return out
@@ -109,34 +103,74 @@ class PackedAttention(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
         qkvh, attn = ctx.saved_tensors
-        heads, scale = ctx.heads, ctx.scale
-        _, g, _, n, hd = qkvh.shape
-        q, k, v = qkvh  # each G, nH, L, hd (contiguous views); overwritten by their gradients
-        attn = attn.view(g, heads, n, n)
-        grad_bias = attn.new_zeros(heads, n, n) if ctx.needs_input_grad[1] else None  # nH, L, L
-        # Chunks of windows: each chunk's L x L temporaries stay small (and in cache), and a
-        # chunk's q, k, v are overwritten by their gradients as soon as they are used up.
-        step = max(-(-g // _CHUNKS), -(-_CHUNK_MIN_ELEMENTS // (heads * n * n)))  # windows per slice
-        for lo in range(0, g, step):
-            hi = min(lo + step, g)
-            m = (hi - lo) * heads
-            a = attn[lo:hi].reshape(m, n, n)  # m, L, L (view)
-            go = grad_out[lo:hi].reshape(m, n, hd)  # m, L, hd (a copy only when grad_out is strided)
-            qs, ks, vs = (t[lo:hi].view(m, n, hd) for t in (q, k, v))  # views into qkvh
-            gl = torch.bmm(go, vs.transpose(-2, -1))  # m, L, L: d attn (v's last use)
-            vs.baddbmm_(a.transpose(-2, -1), go, beta=0)  # dv = attn^T dout, over v
-            # softmax backward in place: dlogits = attn*dattn - attn*sum(attn*dattn)
-            gl.mul_(a)
-            gl.addcmul_(a, gl.sum(dim=-1, keepdim=True), value=-1.0)
-            if grad_bias is not None:
-                grad_bias += gl.view(hi - lo, heads, n, n).sum(dim=0)
-            dk = torch.bmm(gl.transpose(-2, -1), qs)  # dk / scale (q's last use)
-            qs.baddbmm_(gl, ks, beta=0, alpha=scale)  # dq = dlogits k * scale, over q (k's last use)
-            torch.mul(dk, scale, out=ks)  # dk over k
+        grad_bias = packed_backward(qkvh, attn, grad_out, ctx.heads, ctx.scale, bias_grad=ctx.needs_input_grad[1])
         return qkvh, grad_bias, None, None, None
 
 
-def _additive(bias: torch.Tensor | None, mask: torch.Tensor | None) -> torch.Tensor | None:
+def packed_forward(qkvh: torch.Tensor, add: torch.Tensor | None, heads: int,
+                   scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """The attention of :class:`PackedAttention` without autograd: ``(attn, out)``.
+
+    Args:
+        qkvh: contiguous ``(3, G, nH, L, hd)`` q, k and v.
+        add: the logits' additive term ``(R, nH|1, L, L)`` (:func:`additive_term`), or None.
+        heads: number of heads.
+        scale: logit scale.
+
+    Returns:
+        ``attn`` ``(G*nH, L, L)`` (kept for :func:`packed_backward`) and ``out`` ``(G, nH, L, hd)``.
+    """
+    _, g, _, n, hd = qkvh.shape
+    q, k, v = (t.view(g * heads, n, hd) for t in qkvh)  # each G*nH, L, hd (views)
+    attn = torch.empty(g * heads, n, n, dtype=qkvh.dtype, device=qkvh.device)
+    attn.baddbmm_(q, k.transpose(-2, -1), beta=0, alpha=scale)  # G*nH, L, L: q k^T * scale
+    if add is not None:
+        r = add.shape[0]
+        attn.view(g // r, r, -1, n, n).add_(add)  # in place; repeats over B
+    attn = torch.softmax(attn, dim=-1)  # G*nH, L, L
+    out = torch.bmm(attn, v).view(g, heads, n, hd)  # G, nH, L, hd
+    return attn, out
+
+
+def packed_backward(qkvh: torch.Tensor, attn: torch.Tensor, grad_out: torch.Tensor, heads: int, scale: float, *,
+                    bias_grad: bool) -> torch.Tensor | None:
+    """Backward of :func:`packed_forward`: writes dq, dk and dv over ``qkvh``; returns the bias gradient.
+
+    Args:
+        qkvh: the forward's ``(3, G, nH, L, hd)``; holds the gradients of q, k and v on return.
+        attn: the forward's ``(G*nH, L, L)`` attention.
+        grad_out: ``(G, nH, L, hd)`` gradient of ``out``, any strides.
+        heads: number of heads.
+        scale: logit scale.
+        bias_grad: whether to sum the logits' gradient over windows, ``(nH, L, L)``.
+    """
+    _, g, _, n, hd = qkvh.shape
+    q, k, v = qkvh  # each G, nH, L, hd (contiguous views); overwritten by their gradients
+    attn = attn.view(g, heads, n, n)
+    grad_bias = attn.new_zeros(heads, n, n) if bias_grad else None  # nH, L, L
+    # Chunks of windows: each chunk's L x L temporaries stay small (and in cache), and a
+    # chunk's q, k, v are overwritten by their gradients as soon as they are used up.
+    step = max(-(-g // _CHUNKS), -(-_CHUNK_MIN_ELEMENTS // (heads * n * n)))  # windows per slice
+    for lo in range(0, g, step):
+        hi = min(lo + step, g)
+        m = (hi - lo) * heads
+        a = attn[lo:hi].reshape(m, n, n)  # m, L, L (view)
+        go = grad_out[lo:hi].reshape(m, n, hd)  # m, L, hd (a copy only when grad_out is strided)
+        qs, ks, vs = (t[lo:hi].view(m, n, hd) for t in (q, k, v))  # views into qkvh
+        gl = torch.bmm(go, vs.transpose(-2, -1))  # m, L, L: d attn (v's last use)
+        vs.baddbmm_(a.transpose(-2, -1), go, beta=0)  # dv = attn^T dout, over v
+        # softmax backward in place: dlogits = attn*dattn - attn*sum(attn*dattn)
+        gl.mul_(a)
+        gl.addcmul_(a, gl.sum(dim=-1, keepdim=True), value=-1.0)
+        if grad_bias is not None:
+            grad_bias += gl.view(hi - lo, heads, n, n).sum(dim=0)
+        dk = torch.bmm(gl.transpose(-2, -1), qs)  # dk / scale (q's last use)
+        qs.baddbmm_(gl, ks, beta=0, alpha=scale)  # dq = dlogits k * scale, over q (k's last use)
+        torch.mul(dk, scale, out=ks)  # dk over k
+    return grad_bias
+
+
+def additive_term(bias: torch.Tensor | None, mask: torch.Tensor | None) -> torch.Tensor | None:
     """The logits' additive term ``(R, nH|1, L, L)``: a ``(nH, L, L)`` bias plus a ``(R, 1, L, L)`` mask."""
     if bias is None:
         return mask
@@ -153,10 +187,10 @@ def packed_attention(qkv: torch.Tensor, bias: torch.Tensor | None, mask: torch.T
     g, n, c3 = qkv.shape
     qkvh = qkv.view(g, n, 3, heads, c3 // (3 * heads)).permute(2, 0, 3, 1, 4)  # 3, G, nH, L, hd (view)
     out = PackedAttention.apply(qkvh, bias, mask, heads, scale)  # G, nH, L, hd
-    return out if heads_first else _join_heads(out)
+    return out if heads_first else join_heads(out)
 
 
-def _join_heads(out: torch.Tensor) -> torch.Tensor:
+def join_heads(out: torch.Tensor) -> torch.Tensor:
     """``(G, nH, L, hd)`` -> ``(G, L, nH*hd)``, the heads concatenated per token."""
     g, nh, n, hd = out.shape
     return out.transpose(1, 2).reshape(g, n, nh * hd)
@@ -226,7 +260,7 @@ def sdpa_attention(qkv: torch.Tensor, bias: torch.Tensor | None, mask: torch.Ten
     g, n, c3 = qkv.shape
     c = c3 // 3
     q, k, v = qkv.view(g, n, 3, heads, c // heads).permute(2, 0, 3, 1, 4)  # each G, nH, L, hd
-    add = _additive(bias, mask)  # R, nH|1, L, L
+    add = additive_term(bias, mask)  # R, nH|1, L, L
     if add is not None:
         r = add.shape[0]
         # A contiguous mask with every leading dim lets CPU SDPA take its fused kernel; a
@@ -237,7 +271,7 @@ def sdpa_attention(qkv: torch.Tensor, bias: torch.Tensor | None, mask: torch.Ten
             # (measured 3.4 vs 1.1 ms at 128 windows of 49 tokens).
             add = add.detach()
     out = F.scaled_dot_product_attention(q, k, v, attn_mask=add, scale=scale)  # G, nH, L, hd
-    return out if heads_first else _join_heads(out)
+    return out if heads_first else join_heads(out)
 
 
 class TokenPermutation(torch.autograd.Function):
@@ -253,15 +287,15 @@ class TokenPermutation(torch.autograd.Function):
     def forward(ctx: Any, x: torch.Tensor, index: torch.Tensor,  # type: ignore[override]
                 inverse: torch.Tensor) -> torch.Tensor:
         ctx.save_for_backward(inverse)
-        return _gather_rows(x, index)
+        return gather_rows(x, index)
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
         (inverse,) = ctx.saved_tensors
-        return _gather_rows(grad, inverse), None, None
+        return gather_rows(grad, inverse), None, None
 
 
-def _gather_rows(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+def gather_rows(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     """``x[:, index]`` for ``(B, N, C)`` ``x`` as one row gather over ``B*N`` rows."""
     b, n, c = x.shape
     rows = (index[None, :] + torch.arange(0, b * n, n, device=index.device)[:, None]).flatten()  # B*N

@@ -36,7 +36,9 @@ contract (any map size at run time):
 And one for speed: the fast path masks shifted pairs with ``FAST_MASK_VALUE`` (-1e4)
 instead of -100, so their softmax weight is exactly 0 rather than a float32 subnormal
 (about 1e-44, too small to change a float32 output; tests hold both paths to 1e-10 in
-float64). ``forward_reference`` keeps the official -100.
+float64). ``forward_reference`` keeps the official -100. In CPU training the windowed
+fast path is one autograd node (:mod:`ablate.attention._window_block`): the same terms,
+fewer nodes, each intermediate dropped as soon as the backward has used it.
 """
 
 from __future__ import annotations
@@ -51,13 +53,16 @@ from ablate.attention._fast import (
     register_window_order,
     softmax_attention,
     tokens_to_windows,
+    use_packed,
     window_order,
+    window_order_of,
     window_partition,
     window_reverse,
     windows_heads_to_map,
     windows_to_tokens,
 )
 from ablate.attention._registry import MixerOptions, TokenMixer, register_attention
+from ablate.attention._window_block import window_block
 from ablate.errors import Infeasible
 
 __all__ = [
@@ -426,6 +431,22 @@ class SoftmaxAttention(TokenMixer):
                                        FAST_MASK_VALUE).to(self.qkv.weight.device)
         return mask[:, None]  # nW, 1, L, L
 
+    def _use_window_block(self, x: torch.Tensor, tokens: int) -> bool:
+        """Whether the windowed fast path runs as one node (:mod:`ablate.attention._window_block`).
+
+        Where the packed kernel is the measured choice (:func:`use_packed`: CPU training),
+        without output dropout, autocast or ``torch.compile`` (which fuses the composed path
+        itself), and with one dtype throughout.
+        """
+        table = getattr(self, "relative_position_bias_table", None)
+        params = [self.qkv.weight, self.proj.weight] + ([] if table is None else [table])
+        needs_grad = torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in params))
+        learned = needs_grad and table is not None and table.requires_grad
+        return (needs_grad and use_packed(x.device, tokens, learned, needs_grad)
+                and not (self.training and self.proj_drop.p > 0)
+                and not torch.is_autocast_enabled(x.device.type) and not torch.compiler.is_compiling()
+                and all(p.dtype == x.dtype for p in params))
+
     def _forward_windows_fast(self, x: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
         """The windowed path in one gather each way and one packed attention kernel.
 
@@ -442,6 +463,16 @@ class SoftmaxAttention(TokenMixer):
             x = pad_to_windows(x.view(b, h, w, c), ws).view(b, hp * wp, c)  # B, Hp*Wp, C
         L = ws * ws
         nw = hp * wp // L
+        if self._use_window_block(x, L):
+            order = None if not self.shift else window_order_of(self, self._order_hw, (hp, wp), ws, self.shift,
+                                                                 x.device)
+            table = getattr(self, "relative_position_bias_table", None)
+            index = None if table is None else self.relative_position_index.flatten()
+            out = window_block(x, self.qkv, self.proj, table, index, self._window_mask((hp, wp)), order,
+                               self.num_heads, self.scale, ws, (hp, wp))  # B, Hp*Wp, C
+            if (hp, wp) != (h, w):
+                out = out.view(b, hp, wp, c)[:, :h, :w].reshape(b, n, c)
+            return out
         windows = tokens_to_windows(self, self._order_hw, x, (hp, wp), ws, self.shift)  # B, nW*L, C
         qkv = self.qkv(windows).view(b * nw, L, 3 * c)  # B*nW, L, 3C
         bias = self._bias((ws, ws))  # nH, L, L

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import json
 import math
 import os
 import platform
 import statistics
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -30,6 +32,8 @@ from ablate.measure import count_flops, measure_latency
 __all__ = ["bench_attention", "growth_exponent", "peak_cpu_memory"]
 
 _MIB = 2 ** 20
+#: ``c10::DeviceType::CPU`` as the profiler's trace writes it (``"Device Type"``).
+_CPU_DEVICE_TYPE = 0
 
 
 def growth_exponent(tokens: Sequence[float], values: Sequence[float | None]) -> float | None:
@@ -91,15 +95,15 @@ def _fwdbwd_ms(layer: BenchLayer, x: torch.Tensor, cfg: BenchConfig) -> float:
 def peak_cpu_memory(fn: Callable[[], Any]) -> int:
     """Peak bytes the CPU allocator holds during ``fn()`` above what it held before.
 
-    PyTorch's profiler (``profile_memory=True``) reports every allocation (+size) and
-    free (-size) of the CPU allocator, with its address; the peak is the maximum running
-    sum, in time order. Only frees of blocks allocated during the call count: the
-    allocator's reporter also reports frees of blocks it saw in an earlier profiling
-    session (with the size it recorded then, stale if the address was reused since),
-    which must not lower the figure. Kineto's own log lines (``profiler_start`` /
-    ``profiler_stop`` on file descriptor 2) are muted while it runs.
+    PyTorch's profiler (``profile_memory=True``) records every allocation (+size) and
+    free (-size) of the CPU allocator with its address; its public Chrome-trace export
+    carries them as ``[memory]`` events, and the peak is the maximum running sum in time
+    order. Only frees of blocks allocated during the call count: the allocator's reporter
+    also reports frees of blocks it saw in an earlier profiling session (with the size it
+    recorded then, stale if the address was reused since), which must not lower the
+    figure. Kineto's own log lines (``profiler_start`` / ``profiler_stop`` on file
+    descriptor 2) are muted while it runs.
     """
-    from torch._C._profiler import _EventType
     from torch.profiler import ProfilerActivity, profile
 
     sys.stderr.flush()
@@ -109,20 +113,23 @@ def peak_cpu_memory(fn: Callable[[], Any]) -> int:
         os.dup2(devnull, 2)
         with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
             fn()
-        roots = prof.profiler.kineto_results.experimental_event_tree()
+        with tempfile.TemporaryDirectory(prefix="ablate-memory-") as folder:
+            trace = os.path.join(folder, "trace.json")
+            prof.export_chrome_trace(trace)
+            with open(trace, encoding="utf-8") as f:
+                trace_events = json.load(f)["traceEvents"]
     finally:
         os.dup2(saved, 2)
         os.close(saved)
         os.close(devnull)
-    events, stack = [], list(roots)
-    while stack:
-        node = stack.pop()
-        stack.extend(node.children)
-        if node.tag == _EventType.Allocation and node.extra_fields.device.type == "cpu":
-            events.append((node.start_time_ns, node.extra_fields.ptr, node.extra_fields.alloc_size))
+    events = []
+    for event in trace_events:
+        args = event.get("args") or {}
+        if event.get("name") == "[memory]" and args.get("Device Type") == _CPU_DEVICE_TYPE:
+            events.append((float(event["ts"]), int(args.get("Ev Idx", 0)), int(args["Addr"]), int(args["Bytes"])))
     live: dict[int, int] = {}  # address -> bytes, for blocks allocated during the call
     peak = total = 0
-    for _, ptr, size in sorted(events, key=lambda e: e[0]):
+    for _, _, ptr, size in sorted(events):
         if size > 0:
             live[ptr] = size
             total += size
