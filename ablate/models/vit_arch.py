@@ -24,7 +24,7 @@ from ablate.errors import ConfigError, Infeasible, did_you_mean
 from ablate.models.arch import Architecture
 from ablate.models.presets import preset_arch
 
-__all__ = ["ARCH_DEFAULTS", "check_arch", "resolve_arch", "stage_resolutions"]
+__all__ = ["ARCH_DEFAULTS", "LIMITS", "check_arch", "checked_int", "embed_geometry", "resolve_arch", "stage_resolutions"]
 
 #: A preset is expanded by the resolver; the names come from :mod:`ablate.models.presets`.
 
@@ -79,7 +79,11 @@ LIMITS: dict[str, int | float] = {
 }
 
 
-def _as_int(key: str, value: Any, minimum: int, maximum: int | None = None) -> int:
+def checked_int(key: str, value: Any, minimum: int, maximum: int | None = None) -> int:
+    """``value`` if it is an int (not a bool) in ``[minimum, maximum]``, else a ConfigError naming ``key``.
+
+    Shared by the ViT and YOLO architecture checks, so both refuse bad sizes with the same words.
+    """
     if isinstance(value, bool) or not isinstance(value, int):
         raise ConfigError(f"{key} must be an integer, got {value!r}")
     if value < minimum or (maximum is not None and value > maximum):
@@ -198,23 +202,23 @@ def resolve_arch(arch: Mapping[str, Any]) -> dict[str, Any]:
         raise ConfigError(f"depths must be a non-empty list of block counts, one per stage, got {depths_in!r}")
     if len(depths_in) > _MAX_STAGES:
         raise ConfigError(f"depths must have at most {_MAX_STAGES} stages, got {len(depths_in)}")
-    depths = [_as_int(f"depths[{i}]", d, 1, LIMITS["depths"]) for i, d in enumerate(depths_in)]
+    depths = [checked_int(f"depths[{i}]", d, 1, LIMITS["depths"]) for i, d in enumerate(depths_in)]
     n = len(depths)
 
     out: dict[str, Any] = {"preset": preset}
-    out["img_size"] = _as_int("img_size", raw["img_size"], 1, LIMITS["img_size"])
-    out["in_chans"] = _as_int("in_chans", raw["in_chans"], 1, LIMITS["in_chans"])
-    out["num_classes"] = _as_int("num_classes", raw["num_classes"], 0, LIMITS["num_classes"])
-    out["patch_size"] = _as_int("patch_size", raw["patch_size"], 1, LIMITS["patch_size"])
+    out["img_size"] = checked_int("img_size", raw["img_size"], 1, LIMITS["img_size"])
+    out["in_chans"] = checked_int("in_chans", raw["in_chans"], 1, LIMITS["in_chans"])
+    out["num_classes"] = checked_int("num_classes", raw["num_classes"], 0, LIMITS["num_classes"])
+    out["patch_size"] = checked_int("patch_size", raw["patch_size"], 1, LIMITS["patch_size"])
 
-    embed_dim = _as_int("embed_dim", raw["embed_dim"], 1, LIMITS["embed_dim"])
+    embed_dim = checked_int("embed_dim", raw["embed_dim"], 1, LIMITS["embed_dim"])
     if raw["dims"] is None:
         dims = [embed_dim * 2 ** i for i in range(n)]
         if dims[-1] > LIMITS["dims"]:
             raise ConfigError(f"embed_dim={embed_dim} doubled over {n} stages gives {dims[-1]} channels, allowed: "
                               f"at most {LIMITS['dims']} per stage (lower embed_dim, or give dims)")
     else:
-        dims = [_as_int(f"dims[{i}]", d, 1, LIMITS["dims"]) for i, d in enumerate(_per_stage_list("dims", raw["dims"], n))]
+        dims = [checked_int(f"dims[{i}]", d, 1, LIMITS["dims"]) for i, d in enumerate(_per_stage_list("dims", raw["dims"], n))]
         if "embed_dim" in arch and arch["embed_dim"] != dims[0]:  # a preset's embed_dim yields to dims
             raise ConfigError(f"embed_dim={arch['embed_dim']} disagrees with dims[0]={dims[0]}: "
                               "give dims, or embed_dim alone (stage i then has embed_dim * 2**i channels)")
@@ -225,9 +229,9 @@ def resolve_arch(arch: Mapping[str, Any]) -> dict[str, Any]:
 
     heads = raw["num_heads"]
     if isinstance(heads, (list, tuple)):
-        heads = [_as_int(f"num_heads[{i}]", h, 1, LIMITS["num_heads"]) for i, h in enumerate(_per_stage_list("num_heads", heads, n))]
+        heads = [checked_int(f"num_heads[{i}]", h, 1, LIMITS["num_heads"]) for i, h in enumerate(_per_stage_list("num_heads", heads, n))]
     else:
-        first = _as_int("num_heads", heads, 1, LIMITS["num_heads"])
+        first = checked_int("num_heads", heads, 1, LIMITS["num_heads"])
         heads = [first * 2 ** i for i in range(n)]
         if heads[-1] > LIMITS["num_heads"]:
             raise ConfigError(f"num_heads={first} doubled over {n} stages gives {heads[-1]} heads, allowed: "
@@ -266,7 +270,7 @@ def resolve_arch(arch: Mapping[str, Any]) -> dict[str, Any]:
         raise ConfigError("stem 'patch_bn' is the patch stem with BatchNorm; patch_norm=false would drop that norm: "
                           "use stem 'patch' with patch_norm=false for a stem without a norm")
     out["pos_embed"] = _as_choice("pos_embed", raw["pos_embed"], _POS_EMBED)
-    out["pos_conv"] = _as_int("pos_conv", raw["pos_conv"], 0, LIMITS["pos_conv"])
+    out["pos_conv"] = checked_int("pos_conv", raw["pos_conv"], 0, LIMITS["pos_conv"])
     if out["pos_conv"] and out["pos_conv"] % 2 == 0:
         raise ConfigError(f"pos_conv is the odd kernel of a depthwise conv (0 = off), got pos_conv={out['pos_conv']}")
     out["class_token"] = _as_bool("class_token", raw["class_token"])  # joins the last stage (DeiT, PVT v1)
@@ -372,7 +376,7 @@ def _conv_out(size: int, kernel: int, stride: int, padding: int) -> int:
     return max((size + 2 * padding - kernel) // stride + 1, 0) if size > 0 else 0
 
 
-def _embed_geometry(stride: int, overlap: bool) -> tuple[int, int]:
+def embed_geometry(stride: int, overlap: bool) -> tuple[int, int]:
     """Kernel and padding of a patch embedding with this stride.
 
     Non-overlapping: kernel = stride. Overlapping (``use_conv_embed``): kernel
@@ -404,7 +408,7 @@ def _maps(r: Mapping[str, Any], img_size: int | tuple[int, int] | None = None) -
         for _ in range(2):
             h, w = _conv_out(h, 3, 2, 1), _conv_out(w, 3, 2, 1)
     else:
-        k, p = _embed_geometry(r["patch_size"], r["use_conv_embed"])
+        k, p = embed_geometry(r["patch_size"], r["use_conv_embed"])
         h, w = _conv_out(h, k, r["patch_size"], p), _conv_out(w, k, r["patch_size"], p)
     sizes = [(h, w)]
     for _ in range(1, len(r["depths"])):
@@ -415,7 +419,7 @@ def _maps(r: Mapping[str, Any], img_size: int | tuple[int, int] | None = None) -
         elif r["downsample"] == "bn_conv":
             h, w = _conv_out(h, 2, 2, 0), _conv_out(w, 2, 2, 0)
         else:
-            k, p = _embed_geometry(2, r["use_conv_embed"])
+            k, p = embed_geometry(2, r["use_conv_embed"])
             h, w = _conv_out(h, k, 2, p), _conv_out(w, k, 2, p)
         sizes.append((h, w))
     return sizes

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ablate.models.vit_arch import _embed_geometry
+from ablate.models.vit_arch import embed_geometry
 
 __all__ = ["BNConvDownsample", "ConvBNDownsample", "ConvDownsample", "ConvStem", "DropPath", "Mlp", "PatchEmbed",
            "PatchMerging"]
@@ -60,7 +60,7 @@ class PatchEmbed(nn.Module):
     def __init__(self, in_chans: int, dim: int, stride: int, *, overlap: bool = False, norm: bool = True,
                  batch_norm: bool = False) -> None:
         super().__init__()
-        kernel, padding = _embed_geometry(stride, overlap)
+        kernel, padding = embed_geometry(stride, overlap)
         self.proj = nn.Conv2d(in_chans, dim, kernel_size=kernel, stride=stride, padding=padding)
         self.batch_norm = batch_norm
         self.norm: nn.Module = nn.BatchNorm2d(dim) if batch_norm else nn.LayerNorm(dim) if norm else nn.Identity()

@@ -17,7 +17,7 @@ from ablate.attention import check_mixer, get_attention, list_attention, parse_o
 from ablate.errors import ConfigError, Infeasible, did_you_mean
 from ablate.models.arch import Architecture
 from ablate.models.presets import YOLO_PRESET_INFO, list_presets, preset_arch
-from ablate.models.vit_arch import LIMITS, _as_int
+from ablate.models.vit_arch import LIMITS, checked_int
 from ablate.models.yolo.upstream import tasks
 from ablate.models.yolo.blocks import attention_heads, register_ultralytics
 
@@ -217,8 +217,8 @@ def resolve_yolo_arch(arch: Mapping[str, Any] | Architecture) -> dict[str, Any]:
     if base not in YOLO_BASES:
         raise ConfigError(f"unknown base {base!r}, allowed: {', '.join(YOLO_BASES)}" + did_you_mean(base, YOLO_BASES))
     out: dict[str, Any] = {"preset": preset, "base": base}
-    out["nc"] = _as_int("nc", raw["nc"], 1, LIMITS["num_classes"])
-    size = _as_int("img_size", raw["img_size"], _MAX_STRIDE, LIMITS["img_size"])
+    out["nc"] = checked_int("nc", raw["nc"], 1, LIMITS["num_classes"])
+    size = checked_int("img_size", raw["img_size"], _MAX_STRIDE, LIMITS["img_size"])
     if size % _MAX_STRIDE:
         raise ConfigError(f"img_size must be a multiple of {_MAX_STRIDE} (the largest stride of a YOLO model), "
                           f"got img_size={size}")
@@ -239,10 +239,10 @@ def resolve_yolo_arch(arch: Mapping[str, Any] | Architecture) -> dict[str, Any]:
                           f"got {placement!r}" + did_you_mean(placement, YOLO_PLACEMENTS))
     places = raw["places"]
     if places is not None:
-        places = _as_int("places", places, 0 if attention == "none" else 1, 64)
+        places = checked_int("places", places, 0 if attention == "none" else 1, 64)
     head_dim = raw["head_dim"]
     if head_dim is not None or attention != "none":
-        head_dim = _as_int("head_dim", head_dim, 1, LIMITS["dims"])
+        head_dim = checked_int("head_dim", head_dim, 1, LIMITS["dims"])
 
     options = {k: v for k, v in raw.items() if k not in YOLO_ARCH_DEFAULTS}
     fields = [] if attention == "none" else _option_fields(attention)
