@@ -94,8 +94,7 @@ class WindowBlock(torch.autograd.Function):
             z = gather_rows(z, inverse)  # map order, shift undone
         ctx.save_for_backward(qkv_weight, proj_weight, rel_index, order, inverse)
         ctx.xw, ctx.qkvh, ctx.attn, ctx.y = xw, qkvh, attn, y
-        ctx.meta = (heads, scale, window, hw, None if table is None else table.shape,
-                    qkv_bias is not None, proj_bias is not None)
+        ctx.meta = (heads, scale, window, hw, None if table is None else table.shape)
         return z
 
     @staticmethod
@@ -107,7 +106,7 @@ class WindowBlock(torch.autograd.Function):
         qkv_weight, proj_weight, rel_index, order, inverse = ctx.saved_tensors
         xw, qkvh, attn, y = ctx.xw, ctx.qkvh, ctx.attn, ctx.y
         del ctx.xw, ctx.qkvh, ctx.attn, ctx.y  # each is dropped below once used up
-        heads, scale, window, hw, table_shape, qkv_has_bias, proj_has_bias = ctx.meta
+        heads, scale, window, hw, table_shape = ctx.meta
         needs = ctx.needs_input_grad
         b, n, c = grad.shape
         h, w = hw
@@ -117,7 +116,7 @@ class WindowBlock(torch.autograd.Function):
         gz = (grad if order is None else gather_rows(grad, order)).reshape(b * n, c)
         gz = gz.contiguous()  # one copy when the gradient is expanded (``sum().backward()``)
         g_proj_w = gz.t().mm(y) if needs[4] else None  # C, C
-        g_proj_b = gz.sum(0) if needs[5] and proj_has_bias else None  # C
+        g_proj_b = gz.sum(0) if needs[5] else None  # C (needs_input_grad is False for a None bias)
         del y
         gy = gz.mm(proj_weight)  # B*N, C
         del gz
@@ -127,12 +126,12 @@ class WindowBlock(torch.autograd.Function):
         else:
             go = gy.view(g, L, heads, hd).transpose(1, 2).contiguous()  # G, nH, L, hd
         del gy
-        grad_bias = packed_backward(qkvh, attn, go, heads, scale, bias_grad=table_shape is not None and needs[3])
+        grad_bias = packed_backward(qkvh, attn, go, heads, scale, bias_grad=needs[3])
         del attn, go
         dqkv = qkvh.permute(1, 3, 0, 2, 4).reshape(b * n, 3 * c)  # B*nW*L, 3C
         del qkvh
         g_qkv_w = dqkv.t().mm(xw) if needs[1] else None  # 3C, C
-        g_qkv_b = dqkv.sum(0) if needs[2] and qkv_has_bias else None  # 3C
+        g_qkv_b = dqkv.sum(0) if needs[2] else None  # 3C
         del xw
         gx = None
         if needs[0]:

@@ -461,31 +461,41 @@ class SoftmaxAttention(TokenMixer):
         hp, wp = h + (-h) % ws, w + (-w) % ws
         if (hp, wp) != (h, w):
             x = pad_to_windows(x.view(b, h, w, c), ws).view(b, hp * wp, c)  # B, Hp*Wp, C
+        if self._use_window_block(x, ws * ws):
+            out = self._window_block(x, (hp, wp))  # B, Hp*Wp, C
+        else:
+            out = self._windows_composed(x, (hp, wp))  # B, Hp*Wp, C
+        if (hp, wp) != (h, w):
+            out = out.view(b, hp, wp, c)[:, :h, :w].reshape(b, n, c)
+        return out
+
+    def _window_block(self, x: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
+        """``(B, H*W, C)`` -> same, ``hw`` multiples of the window, as one autograd node."""
+        ws = self.window
+        assert ws is not None
+        order = window_order_of(self, self._order_hw, hw, ws, self.shift, x.device) if self.shift else None
+        table = getattr(self, "relative_position_bias_table", None)
+        index = None if table is None else self.relative_position_index.flatten()
+        return window_block(x, self.qkv, self.proj, table, index, self._window_mask(hw), order, self.num_heads,
+                            self.scale, ws, hw)
+
+    def _windows_composed(self, x: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
+        """``(B, H*W, C)`` -> same, ``hw`` multiples of the window, through autograd's nodes."""
+        b, _, c = x.shape
+        ws = self.window
+        assert ws is not None
         L = ws * ws
-        nw = hp * wp // L
-        if self._use_window_block(x, L):
-            order = None if not self.shift else window_order_of(self, self._order_hw, (hp, wp), ws, self.shift,
-                                                                 x.device)
-            table = getattr(self, "relative_position_bias_table", None)
-            index = None if table is None else self.relative_position_index.flatten()
-            out = window_block(x, self.qkv, self.proj, table, index, self._window_mask((hp, wp)), order,
-                               self.num_heads, self.scale, ws, (hp, wp))  # B, Hp*Wp, C
-            if (hp, wp) != (h, w):
-                out = out.view(b, hp, wp, c)[:, :h, :w].reshape(b, n, c)
-            return out
-        windows = tokens_to_windows(self, self._order_hw, x, (hp, wp), ws, self.shift)  # B, nW*L, C
+        nw = hw[0] * hw[1] // L
+        windows = tokens_to_windows(self, self._order_hw, x, hw, ws, self.shift)  # B, nW*L, C
         qkv = self.qkv(windows).view(b * nw, L, 3 * c)  # B*nW, L, 3C
         bias = self._bias((ws, ws))  # nH, L, L
-        mask = self._window_mask((hp, wp))  # nW, 1, L, L
+        mask = self._window_mask(hw)  # nW, 1, L, L
         shift = self.shift
         out = softmax_attention(qkv, None if bias is None else bias.to(qkv.dtype),
                                 None if mask is None else mask.to(qkv.dtype), self.num_heads, self.scale,
                                 heads_first=not shift)
         if shift:  # B*nW, L, C; the shift's gather undoes the partition after proj
             out = self.proj_drop(self.proj(out)).view(b, nw * L, c)  # B, nW*L, C
-            out = windows_to_tokens(self, self._order_hw, out, (hp, wp), ws, shift)  # B, Hp*Wp, C
-        else:  # B*nW, nH, L, hd: heads joined and partition undone in one copy, then proj per token
-            out = self.proj_drop(self.proj(windows_heads_to_map(out, ws, (hp, wp))))  # B, Hp*Wp, C
-        if (hp, wp) != (h, w):
-            out = out.view(b, hp, wp, c)[:, :h, :w].reshape(b, n, c)
-        return out
+            return windows_to_tokens(self, self._order_hw, out, hw, ws, shift)  # B, H*W, C
+        # B*nW, nH, L, hd: heads joined and partition undone in one copy, then proj per token
+        return self.proj_drop(self.proj(windows_heads_to_map(out, ws, hw)))  # B, H*W, C
